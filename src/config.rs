@@ -1,0 +1,226 @@
+//! Configuration: read once from the environment (and flags) at start, then
+//! validated, so that a bad value stops the process with one clear line
+//! instead of surfacing later as a confusing runtime failure.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where data lives. Chosen by the scheme of `DATABASE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if let Some(rest) = raw.strip_prefix("sqlite://") {
+            if rest.is_empty() {
+                return Err("sqlite:// needs a file path, e.g. sqlite://civicpulse.db".into());
+            }
+            return Ok(Self::Sqlite(PathBuf::from(rest)));
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Ok(Self::Postgres(raw.to_string()));
+        }
+        Err("expected sqlite://PATH, postgres://… or postgresql://…".into())
+    }
+
+    /// The URL with any password blanked, for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Self::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme_end), Some(at)) if at > scheme_end => {
+                    let creds = &url[scheme_end + 3..at];
+                    let user = creds.split(':').next().unwrap_or("");
+                    format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+                }
+                _ => url.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub database_url: DatabaseUrl,
+    /// HS256 key for access tokens.
+    pub jwt_secret: Vec<u8>,
+    /// True when no JWT_SECRET was given and one was generated for this run.
+    pub jwt_secret_generated: bool,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub redis_url: Option<String>,
+    pub node_id: String,
+    pub cors_origins: Vec<String>,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_payload_bytes: usize,
+    pub workers: usize,
+    pub db_pool_size: u32,
+}
+
+impl std::fmt::Debug for Config {
+    // Hand-written so the secret can never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database_url", &self.database_url.redacted())
+            .field("jwt_secret", &"***")
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("refresh_token_ttl", &self.refresh_token_ttl)
+            .field("redis_url", &self.redis_url.is_some())
+            .field("node_id", &self.node_id)
+            .field("cors_origins", &self.cors_origins)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration value that cannot be used; names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+const MIN_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Builds a configuration from a map of variables; `from_env` and the
+    /// tests both go through here.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+
+        let port = parse_num(get("PORT"), "PORT", 3001u16, 0..=u16::MAX)?;
+        let database_url = DatabaseUrl::parse(get("DATABASE_URL").unwrap_or("sqlite://civicpulse.db"))
+            .map_err(|reason| ConfigError { var: "DATABASE_URL", reason })?;
+        let (jwt_secret, jwt_secret_generated) = match get("JWT_SECRET") {
+            Some(s) if s.len() < MIN_SECRET_BYTES => {
+                return Err(ConfigError {
+                    var: "JWT_SECRET",
+                    reason: format!("must be at least {MIN_SECRET_BYTES} bytes, got {}", s.len()),
+                });
+            }
+            Some(s) => (s.as_bytes().to_vec(), false),
+            None => (rand::random::<[u8; 48]>().to_vec(), true),
+        };
+        let secs = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            parse_num(get(name), name, default, 1..=u64::MAX / 1000).map(Duration::from_secs)
+        };
+        let millis = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            parse_num(get(name), name, default, 1..=86_400_000).map(Duration::from_millis)
+        };
+        let redis_url = match get("REDIS_URL") {
+            Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                return Err(ConfigError { var: "REDIS_URL", reason: "expected redis://…".into() });
+            }
+            other => other.map(str::to_string),
+        };
+        let cors_origins = get("CORS_ORIGINS")
+            .map(|s| s.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect())
+            .unwrap_or_default();
+        let default_workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+
+        Ok(Self {
+            host: get("HOST").unwrap_or("0.0.0.0").to_string(),
+            port,
+            database_url,
+            jwt_secret,
+            jwt_secret_generated,
+            access_token_ttl: secs("ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
+            refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
+            redis_url,
+            node_id: get("NODE_ID")
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("node-{}", std::process::id())),
+            cors_origins,
+            ping_interval: millis("PING_INTERVAL_MS", 25_000)?,
+            ping_timeout: millis("PING_TIMEOUT_MS", 20_000)?,
+            connect_timeout: millis("CONNECT_TIMEOUT_MS", 45_000)?,
+            max_payload_bytes: parse_num(
+                get("MAX_PAYLOAD_BYTES"),
+                "MAX_PAYLOAD_BYTES",
+                1_000_000usize,
+                1..=100_000_000,
+            )?,
+            workers: parse_num(get("WORKERS"), "WORKERS", default_workers, 1..=256)?,
+            db_pool_size: parse_num(get("DB_POOL_SIZE"), "DB_POOL_SIZE", 10u32, 1..=200)?,
+        })
+    }
+}
+
+fn parse_num<T>(
+    raw: Option<&str>,
+    var: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = raw else { return Ok(default) };
+    match raw.parse::<T>() {
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(ConfigError {
+            var,
+            reason: format!("{raw:?} is not a whole number from {} to {}", range.start(), range.end()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_use_sqlite_and_port_3001() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(c.port, 3001);
+        assert_eq!(c.host, "0.0.0.0");
+        assert_eq!(c.database_url, DatabaseUrl::Sqlite("civicpulse.db".into()));
+        assert!(c.jwt_secret_generated);
+        assert_eq!(c.access_token_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("PORT", "abc"),
+            ("PORT", "70000"),
+            ("DATABASE_URL", "mysql://x"),
+            ("JWT_SECRET", "short"),
+            ("PING_INTERVAL_MS", "-1"),
+            ("REDIS_URL", "http://x"),
+        ] {
+            let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
+            assert_eq!(err.var, var, "{var}={value}");
+        }
+    }
+
+    #[test]
+    fn database_url_schemes() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/lib/c.db").unwrap(),
+            DatabaseUrl::Sqlite("/var/lib/c.db".into())
+        );
+        assert!(matches!(DatabaseUrl::parse("postgresql://u@h/db"), Ok(DatabaseUrl::Postgres(_))));
+        assert_eq!(DatabaseUrl::parse("postgres://u:pw@h/db").unwrap().redacted(), "postgres://u:***@h/db");
+    }
+}

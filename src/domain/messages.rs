@@ -1,0 +1,215 @@
+//! Issue chat: post a message, page back through history, react.
+
+use diesel::prelude::*;
+use serde_json::{Map, Value};
+
+use super::events::DomainEvent;
+use super::input::{Input, Text};
+use super::wire::{Author, Message, Page, ReactionCounts, Reactions};
+use super::{Domain, DomainError, DomainResult, Principal, issues};
+use crate::db::models::{MessageRow, ReactionRow};
+use crate::db::{AnyConnection, insert_unless_duplicate, write_transaction};
+use crate::ids::{self, IdKind};
+use crate::schema::{messages, reactions, users};
+use crate::timestamp::now_ms;
+
+const CONTENT: Text = Text { min: 1, max: 2000 };
+
+/// Reads `{content}` (REST) or `{issueId, content}` (socket) bodies.
+pub fn content_from_json(body: &Value) -> DomainResult<String> {
+    let mut input = Input::new(body)?;
+    let content = input.text("content", CONTENT);
+    input.finish()?;
+    content.ok_or_else(|| DomainError::invalid("content", "is required"))
+}
+
+pub async fn post(
+    domain: &Domain,
+    who: &Principal,
+    issue_id: String,
+    content: String,
+) -> DomainResult<Message> {
+    let row = MessageRow {
+        id: ids::new_id(IdKind::Message),
+        issue_id,
+        author_id: who.user_id.clone(),
+        content,
+        created_at: now_ms(),
+    };
+    let message = domain
+        .db
+        .run(move |conn| {
+            issues::find(conn, &row.issue_id)?;
+            diesel::insert_into(messages::table).values(&row).execute(conn)?;
+            let author = authors(conn, std::slice::from_ref(&row.author_id))?
+                .pop()
+                .ok_or_else(DomainError::invalid_token)?;
+            Ok(Message::from_row(row, author, Map::new()))
+        })
+        .await?;
+    log::debug!(target: "civicpulse::messages", "message={} issue={} by user={}", message.message_id, message.issue_id, who.user_id);
+    domain.hub.publish(DomainEvent::MessagePosted(message.clone()));
+    Ok(message)
+}
+
+/// One page of history, oldest first; `nextCursor` pages further back.
+pub async fn history(
+    domain: &Domain,
+    issue_id: String,
+    query: &std::collections::HashMap<String, String>,
+) -> DomainResult<Page<Message>> {
+    let limit = match query.get("limit") {
+        None => 50,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => return Err(DomainError::invalid("limit", "must be a whole number from 1 to 100")),
+        },
+    };
+    let before = match query.get("before").filter(|b| !b.is_empty()) {
+        Some(b) if ids::is_valid(IdKind::Message, b) => Some(b.clone()),
+        Some(_) => return Err(DomainError::invalid("before", "must be a message id")),
+        None => None,
+    };
+    domain
+        .db
+        .run(move |conn| {
+            issues::find(conn, &issue_id)?;
+            let mut q = messages::table
+                .filter(messages::issue_id.eq(&issue_id))
+                .select(MessageRow::as_select())
+                .order(messages::id.desc())
+                .limit(limit + 1)
+                .into_boxed();
+            if let Some(before) = before {
+                q = q.filter(messages::id.lt(before));
+            }
+            let mut rows: Vec<MessageRow> = q.load(conn)?;
+            let more = rows.len() as i64 > limit;
+            rows.truncate(limit as usize);
+            rows.reverse();
+            let next_cursor = if more { rows.first().map(|r| r.id.clone()) } else { None };
+            Ok(Page { items: hydrate(conn, rows)?, next_cursor })
+        })
+        .await
+}
+
+/// Attaches authors and reaction counts to stored messages.
+fn hydrate(conn: &mut AnyConnection, rows: Vec<MessageRow>) -> DomainResult<Vec<Message>> {
+    let author_ids: Vec<String> = rows.iter().map(|r| r.author_id.clone()).collect();
+    let authors = authors(conn, &author_ids)?;
+    let message_ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut counts = reaction_counts(conn, &message_ids)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let author = authors.iter().find(|a| a.user_id == row.author_id).cloned().unwrap_or(Author {
+                user_id: row.author_id.clone(),
+                display_name: String::new(),
+                avatar_url: None,
+            });
+            let reactions = counts.remove(&row.id).unwrap_or_default();
+            Message::from_row(row, author, reactions)
+        })
+        .collect())
+}
+
+fn authors(conn: &mut AnyConnection, ids: &[String]) -> DomainResult<Vec<Author>> {
+    let rows: Vec<(String, String, Option<String>)> = users::table
+        .filter(users::id.eq_any(ids))
+        .select((users::id, users::display_name, users::avatar_url))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(user_id, display_name, avatar_url)| Author { user_id, display_name, avatar_url })
+        .collect())
+}
+
+/// Counts per emoji for each message, emoji in order of first use.
+fn reaction_counts(
+    conn: &mut AnyConnection,
+    message_ids: &[String],
+) -> DomainResult<std::collections::HashMap<String, Reactions>> {
+    let rows: Vec<(String, String)> = reactions::table
+        .filter(reactions::message_id.eq_any(message_ids))
+        .order((reactions::created_at.asc(), reactions::emoji.asc()))
+        .select((reactions::message_id, reactions::emoji))
+        .load(conn)?;
+    let mut out: std::collections::HashMap<String, Reactions> = Default::default();
+    for (message_id, emoji) in rows {
+        let counts = out.entry(message_id).or_default();
+        let n = counts.get(&emoji).and_then(Value::as_i64).unwrap_or(0);
+        counts.insert(emoji, Value::from(n + 1));
+    }
+    Ok(out)
+}
+
+/// One fully-qualified emoji of the Unicode emoji data, skin tones included.
+/// Text-style or unqualified forms (`©`, `❤`) are refused.
+pub fn is_emoji(s: &str) -> bool {
+    emojis::get(s)
+        .is_some_and(|e| e.as_str() == s || e.skin_tones().into_iter().flatten().any(|t| t.as_str() == s))
+}
+
+/// Adds (`on`) or removes the caller's reaction.
+pub async fn react(
+    domain: &Domain,
+    who: &Principal,
+    message_id: String,
+    emoji: String,
+    on: bool,
+) -> DomainResult<ReactionCounts> {
+    if !ids::is_valid(IdKind::Message, &message_id) {
+        return Err(DomainError::NotFound("message"));
+    }
+    if !is_emoji(&emoji) {
+        return Err(DomainError::invalid("emoji", "must be one fully-qualified emoji"));
+    }
+    let user = who.user_id.clone();
+    let (counts, changed) = domain
+        .db
+        .run(move |conn| {
+            let issue_id: String = messages::table
+                .find(&message_id)
+                .select(messages::issue_id)
+                .first(conn)
+                .optional()?
+                .ok_or(DomainError::NotFound("message"))?;
+            write_transaction(conn, |conn| {
+                let moved = if on {
+                    let row = ReactionRow {
+                        message_id: &message_id,
+                        user_id: &user,
+                        emoji: &emoji,
+                        created_at: now_ms(),
+                    };
+                    insert_unless_duplicate(conn, |c| {
+                        diesel::insert_into(reactions::table).values(&row).execute(c)
+                    })?
+                } else {
+                    diesel::delete(reactions::table.find((&message_id, &user, &emoji))).execute(conn)?
+                };
+                let reactions = reaction_counts(conn, std::slice::from_ref(&message_id))?
+                    .remove(&message_id)
+                    .unwrap_or_default();
+                Ok((ReactionCounts { message_id: message_id.clone(), issue_id, reactions }, moved == 1))
+            })
+        })
+        .await?;
+    if changed {
+        domain.hub.publish(DomainEvent::ReactionChanged(counts.clone()));
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn emoji_rules() {
+        for ok in ["👍", "❤️", "🎉", "👍🏽", "👨‍👩‍👧"] {
+            assert!(super::is_emoji(ok), "{ok}");
+        }
+        for bad in ["a", "1", "👍👍", "©", "❤", "", "👍 "] {
+            assert!(!super::is_emoji(bad), "{bad:?}");
+        }
+    }
+}

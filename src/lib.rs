@@ -1,0 +1,192 @@
+//! CivicPulse: a realtime backend for civic issue reporting.
+//!
+//! This file builds and starts the app, and is the one place where the
+//! pieces are wired together: configuration → storage → domain → the
+//! subscribers of domain events → HTTP.
+
+pub mod actors;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod protocol;
+pub mod schema;
+pub mod timestamp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer, dev::ServerHandle, web};
+
+use config::Config;
+use db::Db;
+use domain::Domain;
+use domain::events::EventHub;
+use metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The long-lived parts of a running node.
+#[derive(Clone)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub domain: Domain,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Services {
+    /// Opens the database (running migrations) and registers the
+    /// subscribers of domain events.
+    pub fn build(config: Config) -> Result<Self, StartError> {
+        if config.jwt_secret_generated {
+            log::warn!(
+                "JWT_SECRET is not set: generated a random one for this run. \
+                 Access tokens will NOT survive a restart and nodes will not accept each other's tokens. \
+                 Set JWT_SECRET (at least 32 bytes) in production."
+            );
+        }
+        log::info!("opening database {}", config.database_url.redacted());
+        let db = Db::open(&config.database_url, config.db_pool_size)?;
+        let domain = Domain {
+            db,
+            tokens: auth::TokenKeys::new(&config.jwt_secret, config.access_token_ttl),
+            hub: Arc::new(EventHub::default()),
+            refresh_ttl: config.refresh_token_ttl,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let metrics_sub = metrics.clone();
+        domain.hub.subscribe(move |event| metrics_sub.record_event(event.name()));
+        Ok(Self { config: Arc::new(config), domain, metrics })
+    }
+
+    /// Starts the actors and subscribes them to domain events: every
+    /// subscriber is registered here. Must run inside the actix system.
+    fn start_actors(&self) {
+        actors::notifier::Notifier::subscribe(&self.domain.hub);
+    }
+}
+
+/// Builds the HTTP server on `addr`; the caller runs it.
+fn http_server(services: &Services, addr: &str) -> Result<(actix_web::dev::Server, SocketAddr), StartError> {
+    let s = services.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(s.domain.clone()))
+            .app_data(web::Data::from(s.metrics.clone()))
+            .wrap(cors(&s.config.cors_origins))
+            .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("civicpulse::http"))
+            .wrap_fn({
+                let metrics = s.metrics.clone();
+                move |req, srv| {
+                    use actix_web::dev::Service;
+                    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                    let metrics = metrics.clone();
+                    let fut = srv.call(req);
+                    async move {
+                        let res = fut.await?;
+                        metrics.record_http(&route, res.status().as_u16());
+                        Ok(res)
+                    }
+                }
+            })
+            .configure(http::routes)
+    })
+    .workers(services.config.workers)
+    .bind(addr)
+    .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+    let bound = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| StartError::Io(std::io::Error::other("bound no address")))?;
+    Ok((server.run(), bound))
+}
+
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+        .allowed_headers([actix_web::http::header::AUTHORIZATION, actix_web::http::header::CONTENT_TYPE])
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        return cors.allow_any_origin();
+    }
+    origins.iter().fold(cors, |cors, origin| cors.allowed_origin(origin))
+}
+
+/// Runs a node until it is stopped (Ctrl-C or SIGTERM).
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    let addr = format!("{}:{}", config.host, config.port);
+    let services = Services::build(config)?;
+    services.start_actors();
+    let (server, _) = http_server(&services, &addr)?;
+    log::info!("civicpulse listening on http://{addr} (node {})", services.config.node_id);
+    server.await?;
+    Ok(())
+}
+
+/// A node running on its own thread, for tests and tools. Dropping it stops
+/// the node.
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    pub services: Services,
+    handle: ServerHandle,
+    system: actix_rt::System,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Starts a node; `config.port` 0 picks a free port.
+    pub fn start(config: Config) -> Result<Self, StartError> {
+        let services = Services::build(config)?;
+        let addr = format!("{}:{}", services.config.host, services.config.port);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = services.clone();
+        let thread = std::thread::spawn(move || {
+            let system = actix_rt::System::new();
+            let started = system.block_on(async {
+                s.start_actors();
+                http_server(&s, &addr)
+            });
+            match started {
+                Ok((server, bound)) => {
+                    let handle = server.handle();
+                    system.runtime().spawn(server);
+                    let _ = tx.send(Ok((handle, bound, actix_rt::System::current())));
+                    let _ = system.run();
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+        let (handle, addr, system) =
+            rx.recv().map_err(|_| StartError::Io(std::io::Error::other("server thread died")))??;
+        Ok(Self { addr, services, handle, system, thread: Some(thread) })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        // The returned future only reports completion; the stop is sent now.
+        drop(self.handle.stop(false));
+        self.system.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
