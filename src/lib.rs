@@ -9,11 +9,13 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod engineio;
 pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod protocol;
 pub mod schema;
+pub mod socketio;
 pub mod timestamp;
 
 use std::net::SocketAddr;

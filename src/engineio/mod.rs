@@ -1,0 +1,217 @@
+//! Engine.IO v4 server on actix: sessions, transports (WebSocket and HTTP
+//! long-polling with upgrade) and heartbeats. It knows nothing of Socket.IO
+//! or of CivicPulse: whatever runs on top implements [`EngineHandler`].
+//!
+//! - `session`: the [`SocketSession`] actor, one per Engine.IO session; it
+//!   owns the transport state, the outgoing buffer and the heartbeat.
+//! - `ws`: the thin actor that owns one WebSocket and relays frames.
+//! - `endpoint`: the HTTP entry point (handshake, polling GET/POST, upgrade).
+
+pub mod endpoint;
+pub mod session;
+pub mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use bytestring::ByteString;
+use dashmap::DashMap;
+
+use crate::protocol::engine;
+pub use session::SocketSession;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub max_payload: usize,
+    pub upgrade_timeout: Duration,
+    /// How long a server-side close on polling waits for the client's next
+    /// GET to deliver it.
+    pub polling_close_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 1_000_000,
+            upgrade_timeout: Duration::from_millis(10_000),
+            polling_close_timeout: Duration::from_millis(30_000),
+        }
+    }
+}
+
+/// Engine.IO close reasons (also what Socket.IO reports as disconnect reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    TransportClose,
+    TransportError,
+    PingTimeout,
+    ParseError,
+    ForcedClose,
+    ServerShuttingDown,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport close",
+            CloseReason::TransportError => "transport error",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::ParseError => "parse error",
+            CloseReason::ForcedClose => "forced close",
+            CloseReason::ServerShuttingDown => "server shutting down",
+        }
+    }
+}
+
+/// A message as the client sent it.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// A message encoded once and shared by every recipient: the Engine.IO
+/// text packet (e.g. `42["issue:created",{…}]`) and any binary messages.
+#[derive(Debug)]
+pub struct EncodedFrame {
+    pub text: ByteString,
+    pub binaries: Vec<Bytes>,
+}
+
+impl EncodedFrame {
+    /// Wraps a Socket.IO packet's text (without the Engine.IO `4`).
+    pub fn message(socket_text: &str, binaries: Vec<Bytes>) -> Arc<Self> {
+        let mut text = String::with_capacity(socket_text.len() + 1);
+        text.push('4');
+        text.push_str(socket_text);
+        Arc::new(Self { text: ByteString::from(text), binaries })
+    }
+
+    pub fn len(&self) -> usize {
+        self.text.len() + self.binaries.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Something to write to the client.
+#[derive(Debug, Clone)]
+pub enum OutFrame {
+    Packet(engine::Packet),
+    Shared(Arc<EncodedFrame>),
+}
+
+/// Frames pushed to a session from outside it (rooms, broadcasts, the
+/// results of asynchronous work). Sent with `try_send`, so a session that
+/// cannot keep up refuses instead of growing without bound.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub enum Push {
+    Frame(Arc<EncodedFrame>),
+    Frames(Vec<OutFrame>),
+    Close(CloseReason),
+}
+
+/// What a handler asks of its session while handling something: frames to
+/// write, and whether to close.
+#[derive(Default)]
+pub struct Out {
+    pub(crate) frames: Vec<OutFrame>,
+    pub(crate) close: Option<CloseReason>,
+}
+
+impl Out {
+    pub fn send(&mut self, packet: engine::Packet) {
+        self.frames.push(OutFrame::Packet(packet));
+    }
+
+    pub fn send_shared(&mut self, frame: Arc<EncodedFrame>) {
+        self.frames.push(OutFrame::Shared(frame));
+    }
+
+    /// Closes the session after the frames queued so far are written.
+    pub fn close(&mut self, reason: CloseReason) {
+        self.close.get_or_insert(reason);
+    }
+}
+
+/// The application side of one Engine.IO session.
+pub trait EngineHandler: Sized + Unpin + 'static {
+    /// Called once, when the session starts.
+    fn opened(&mut self, _out: &mut Out, _ctx: &mut Context<SocketSession<Self>>) {}
+
+    /// A message from the client.
+    fn message(&mut self, message: Incoming, out: &mut Out, ctx: &mut Context<SocketSession<Self>>);
+
+    /// The session is gone; called exactly once.
+    fn closed(&mut self, reason: CloseReason);
+}
+
+/// Makes a handler for each new session.
+pub trait HandlerFactory: Send + Sync + 'static {
+    type Handler: EngineHandler;
+
+    /// `session` addresses the new session; `request` is the handshake.
+    fn create(
+        &self,
+        session: SessionHandle<Self::Handler>,
+        request: &actix_web::HttpRequest,
+    ) -> Self::Handler;
+}
+
+/// A handler's way back into its own session from asynchronous work.
+pub struct SessionHandle<H: EngineHandler> {
+    pub sid: Arc<str>,
+    pub addr: Addr<SocketSession<H>>,
+}
+
+impl<H: EngineHandler> Clone for SessionHandle<H> {
+    fn clone(&self) -> Self {
+        Self { sid: self.sid.clone(), addr: self.addr.clone() }
+    }
+}
+
+impl<H: EngineHandler> SessionHandle<H> {
+    /// Where rooms and broadcasters send frames.
+    pub fn recipient(&self) -> Recipient<Push> {
+        self.addr.clone().recipient()
+    }
+
+    /// Runs `f` on the handler inside the session actor (e.g. to apply the
+    /// result of a database call). Dropped if the session has ended.
+    pub fn call(&self, f: impl FnOnce(&mut H, &mut Out) + Send + 'static) {
+        self.addr.do_send(session::Call(Box::new(f)));
+    }
+}
+
+/// The live sessions of one Engine.IO endpoint, by sid.
+pub struct Engine<F: HandlerFactory> {
+    pub config: EngineConfig,
+    pub factory: F,
+    pub(crate) sessions: DashMap<Arc<str>, Addr<SocketSession<F::Handler>>>,
+}
+
+impl<F: HandlerFactory> Engine<F> {
+    pub fn new(config: EngineConfig, factory: F) -> Arc<Self> {
+        Arc::new(Self { config, factory, sessions: DashMap::new() })
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+/// A new session id: 15 random bytes in URL-safe base64 (20 characters),
+/// as the reference server makes them.
+pub fn new_sid() -> Arc<str> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 15]>()).into()
+}

@@ -1,0 +1,519 @@
+//! `SocketSession`: one Engine.IO session, whatever carries it. Polling
+//! requests, WebSocket frames, pushes from rooms and timers all arrive as
+//! messages to this actor, so they are serialised without locks (a POST, a
+//! GET and an upgrade racing on different connections cannot interleave).
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use bytestring::ByteString;
+use tokio::sync::oneshot;
+
+use super::ws::{WsIn, WsWrite};
+use super::{CloseReason, Engine, EngineHandler, HandlerFactory, Incoming, Out, OutFrame, Push};
+use crate::protocol::engine::{self, HttpError, Packet};
+
+/// The answer to a polling GET: a payload, or an HTTP error.
+pub type PollReply = Result<String, HttpError>;
+
+enum Transport {
+    /// Long-polling: at most one GET waits here for something to send.
+    Polling {
+        pending_get: Option<oneshot::Sender<PollReply>>,
+        post_in_flight: bool,
+    },
+    /// A WebSocket session whose socket actor has not attached yet.
+    WebSocketPending,
+    WebSocket {
+        conn_id: u64,
+        conn: Recipient<WsWrite>,
+    },
+}
+
+/// A WebSocket that asked to take over a polling session (2probe … 5).
+struct Upgrade {
+    conn_id: u64,
+    conn: Recipient<WsWrite>,
+    probed: bool,
+    timeout: SpawnHandle,
+}
+
+pub struct SocketSession<H: EngineHandler> {
+    sid: Arc<str>,
+    engine_config: super::EngineConfig,
+    registry: Arc<dyn Fn(&str) + Send + Sync>,
+    transport: Transport,
+    upgrade: Option<Upgrade>,
+    /// Frames waiting for a polling GET (or for the WebSocket to attach).
+    outbox: Vec<OutFrame>,
+    pong_deadline: Option<SpawnHandle>,
+    /// Set once the session is ending; on polling the close packet may still
+    /// wait for the client's next GET.
+    closing: Option<CloseReason>,
+    pub handler: H,
+}
+
+impl<H: EngineHandler> SocketSession<H> {
+    /// Starts a session and registers it in `engine`; its first outgoing
+    /// packet is the handshake.
+    pub fn start<F>(
+        engine: &Arc<Engine<F>>,
+        websocket: bool,
+        request: &actix_web::HttpRequest,
+    ) -> (Arc<str>, Addr<Self>)
+    where
+        F: HandlerFactory<Handler = H>,
+    {
+        let sid = super::new_sid();
+        let handshake = engine::Handshake {
+            sid: sid.to_string(),
+            upgrades: if websocket { vec![] } else { vec!["websocket".into()] },
+            ping_interval_ms: engine.config.ping_interval.as_millis() as u64,
+            ping_timeout_ms: engine.config.ping_timeout.as_millis() as u64,
+            max_payload: engine.config.max_payload as u64,
+        };
+        let weak = Arc::downgrade(engine);
+        let registry: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |sid: &str| {
+            if let Some(engine) = weak.upgrade() {
+                engine.sessions.remove(sid);
+            }
+        });
+        let addr = SocketSession::create(|ctx| {
+            let handle = super::SessionHandle { sid: sid.clone(), addr: ctx.address() };
+            let handler = engine.factory.create(handle, request);
+            SocketSession {
+                sid: sid.clone(),
+                engine_config: engine.config.clone(),
+                registry,
+                transport: if websocket {
+                    Transport::WebSocketPending
+                } else {
+                    Transport::Polling { pending_get: None, post_in_flight: false }
+                },
+                upgrade: None,
+                outbox: vec![OutFrame::Packet(handshake.open_packet())],
+                pong_deadline: None,
+                closing: None,
+                handler,
+            }
+        });
+        engine.sessions.insert(sid.clone(), addr.clone());
+        log::debug!(target: "civicpulse::engine", "sid={sid} open transport={}", if websocket { "websocket" } else { "polling" });
+        (sid, addr)
+    }
+
+    pub fn sid(&self) -> &Arc<str> {
+        &self.sid
+    }
+
+    /// Runs a handler callback and applies what it asked for.
+    pub fn dispatch(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut H, &mut Out, &mut Context<Self>),
+    ) {
+        let mut out = Out::default();
+        f(&mut self.handler, &mut out, ctx);
+        self.apply(out, ctx);
+    }
+
+    fn apply(&mut self, out: Out, ctx: &mut Context<Self>) {
+        self.write(out.frames, ctx);
+        if let Some(reason) = out.close {
+            self.close(reason, ctx);
+        }
+    }
+
+    fn write(&mut self, frames: Vec<OutFrame>, ctx: &mut Context<Self>) {
+        if frames.is_empty() || self.closing.is_some() {
+            return;
+        }
+        match &mut self.transport {
+            Transport::WebSocket { conn, .. } => {
+                for frame in frames {
+                    send_ws(conn, frame);
+                }
+            }
+            Transport::Polling { pending_get, .. } => {
+                self.outbox.extend(frames);
+                if let Some(get) = pending_get.take() {
+                    let body = encode_payload(std::mem::take(&mut self.outbox));
+                    if get.send(Ok(body)).is_err() {
+                        // The client abandoned its GET: the reference treats
+                        // that as a broken transport.
+                        self.close(CloseReason::TransportError, ctx);
+                    }
+                }
+            }
+            Transport::WebSocketPending => self.outbox.extend(frames),
+        }
+    }
+
+    /// Ends the session: the handler hears it once; the client gets a close
+    /// packet where the transport can carry one.
+    pub fn close(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
+        if self.closing.is_some() {
+            return;
+        }
+        log::debug!(target: "civicpulse::engine", "sid={} close reason={}", self.sid, reason.as_str());
+        self.closing = Some(reason);
+        self.handler.closed(reason);
+        if let Some(upgrade) = self.upgrade.take() {
+            upgrade.conn.do_send(WsWrite::Close);
+        }
+        match &mut self.transport {
+            Transport::WebSocket { conn, .. } => {
+                conn.do_send(WsWrite::Close);
+                ctx.stop();
+            }
+            Transport::WebSocketPending => ctx.stop(),
+            Transport::Polling { pending_get, .. } => {
+                let mut packets = std::mem::take(&mut self.outbox);
+                // A client that said goodbye itself gets no close packet back.
+                let goodbye =
+                    if reason == CloseReason::TransportClose { Packet::Noop } else { Packet::Close };
+                packets.push(OutFrame::Packet(goodbye));
+                if let Some(get) = pending_get.take() {
+                    let _ = get.send(Ok(encode_payload(packets)));
+                    ctx.stop();
+                } else {
+                    // Deliver the close with the next GET, or give up.
+                    self.outbox = packets;
+                    ctx.run_later(self.engine_config.polling_close_timeout, |_, ctx| ctx.stop());
+                }
+            }
+        }
+    }
+
+    fn schedule_ping(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(self.engine_config.ping_interval, |act, ctx| {
+            if act.closing.is_some() {
+                return;
+            }
+            act.write(vec![OutFrame::Packet(Packet::Ping)], ctx);
+            // The deadline runs from when the ping is queued, GET or not.
+            act.pong_deadline = Some(ctx.run_later(act.engine_config.ping_timeout, |act, ctx| {
+                act.close(CloseReason::PingTimeout, ctx)
+            }));
+        });
+    }
+
+    fn pong(&mut self, ctx: &mut Context<Self>) {
+        if let Some(deadline) = self.pong_deadline.take() {
+            ctx.cancel_future(deadline);
+            self.schedule_ping(ctx);
+        }
+    }
+
+    /// A packet from the client on the session's current transport.
+    fn receive(&mut self, packet: Packet, ctx: &mut Context<Self>) {
+        if self.closing.is_some() {
+            return;
+        }
+        match packet {
+            Packet::Pong => self.pong(ctx),
+            Packet::Message(text) => {
+                self.dispatch(ctx, |h, out, ctx| h.message(Incoming::Text(text), out, ctx))
+            }
+            Packet::Binary(bytes) => {
+                self.dispatch(ctx, |h, out, ctx| h.message(Incoming::Binary(bytes), out, ctx))
+            }
+            Packet::Close => self.close(CloseReason::TransportClose, ctx),
+            // v4 clients never ping; a ping here means a confused peer.
+            Packet::Ping | Packet::PingProbe => self.close(CloseReason::TransportError, ctx),
+            Packet::Open(_) | Packet::PongProbe | Packet::Upgrade | Packet::Noop => {
+                self.close(CloseReason::ParseError, ctx)
+            }
+        }
+    }
+
+    /// A frame from the WebSocket that is trying to take over (upgrade).
+    fn receive_probe(&mut self, packet: Packet, ctx: &mut Context<Self>) {
+        let Some(upgrade) = &mut self.upgrade else { return };
+        match packet {
+            Packet::PingProbe if !upgrade.probed => {
+                upgrade.probed = true;
+                send_ws(&upgrade.conn, OutFrame::Packet(Packet::PongProbe));
+                // Release the client's waiting GET so it can stop polling.
+                self.release_get_with_noop();
+            }
+            Packet::Upgrade if upgrade.probed => {
+                let Some(upgrade) = self.upgrade.take() else { return };
+                ctx.cancel_future(upgrade.timeout);
+                self.release_get_with_noop();
+                log::debug!(target: "civicpulse::engine", "sid={} upgraded to websocket", self.sid);
+                self.transport = Transport::WebSocket { conn_id: upgrade.conn_id, conn: upgrade.conn };
+                let pending = std::mem::take(&mut self.outbox);
+                self.write(pending, ctx);
+            }
+            _ => {
+                // Anything else ends the attempt; the session stays on polling.
+                if let Some(upgrade) = self.upgrade.take() {
+                    ctx.cancel_future(upgrade.timeout);
+                    upgrade.conn.do_send(WsWrite::Close);
+                }
+            }
+        }
+    }
+
+    fn release_get_with_noop(&mut self) {
+        if let Transport::Polling { pending_get, .. } = &mut self.transport
+            && let Some(get) = pending_get.take()
+        {
+            let mut packets = std::mem::take(&mut self.outbox);
+            packets.push(OutFrame::Packet(Packet::Noop));
+            let _ = get.send(Ok(encode_payload(packets)));
+        }
+    }
+}
+
+fn send_ws(conn: &Recipient<WsWrite>, frame: OutFrame) {
+    match frame {
+        OutFrame::Packet(Packet::Binary(bytes)) => conn.do_send(WsWrite::Binary(bytes)),
+        OutFrame::Packet(packet) => {
+            conn.do_send(WsWrite::Text(ByteString::from(packet.encode_text().unwrap_or_default())))
+        }
+        OutFrame::Shared(frame) => {
+            conn.do_send(WsWrite::Text(frame.text.clone()));
+            for binary in &frame.binaries {
+                conn.do_send(WsWrite::Binary(binary.clone()));
+            }
+        }
+    }
+}
+
+/// One long-polling body from queued frames.
+fn encode_payload(frames: Vec<OutFrame>) -> String {
+    let mut packets = Vec::with_capacity(frames.len());
+    for frame in frames {
+        match frame {
+            OutFrame::Packet(p) => packets.push(p),
+            OutFrame::Shared(shared) => {
+                // The text already carries its Engine.IO type digit.
+                packets.push(Packet::Message(shared.text[1..].to_string()));
+                packets.extend(shared.binaries.iter().cloned().map(Packet::Binary));
+            }
+        }
+    }
+    engine::encode_payload(&packets)
+}
+
+impl<H: EngineHandler> Actor for SocketSession<H> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Pushes from rooms use try_send; this bounds what may queue.
+        ctx.set_mailbox_capacity(256);
+        self.schedule_ping(ctx);
+        self.dispatch(ctx, |h, out, ctx| h.opened(out, ctx));
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        if self.closing.is_none() {
+            self.close(CloseReason::ForcedClose, ctx);
+        }
+        (self.registry)(&self.sid);
+    }
+}
+
+/// Runs a closure on the handler (see `SessionHandle::call`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Call<H>(pub Box<dyn FnOnce(&mut H, &mut Out) + Send>);
+
+impl<H: EngineHandler> Handler<Call<H>> for SocketSession<H> {
+    type Result = ();
+
+    fn handle(&mut self, Call(f): Call<H>, ctx: &mut Context<Self>) {
+        if self.closing.is_none() {
+            self.dispatch(ctx, |h, out, _| f(h, out));
+        }
+    }
+}
+
+impl<H: EngineHandler> Handler<Push> for SocketSession<H> {
+    type Result = ();
+
+    fn handle(&mut self, push: Push, ctx: &mut Context<Self>) {
+        match push {
+            Push::Frame(frame) => self.write(vec![OutFrame::Shared(frame)], ctx),
+            Push::Frames(frames) => self.write(frames, ctx),
+            Push::Close(reason) => self.close(reason, ctx),
+        }
+    }
+}
+
+/// A polling GET. The reply comes through the channel, now or later.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PollGet(pub oneshot::Sender<PollReply>);
+
+impl<H: EngineHandler> Handler<PollGet> for SocketSession<H> {
+    type Result = ();
+
+    fn handle(&mut self, PollGet(reply): PollGet, ctx: &mut Context<Self>) {
+        let Transport::Polling { pending_get, .. } = &mut self.transport else {
+            let _ = reply.send(Err(HttpError::BadRequest));
+            return;
+        };
+        if self.closing.is_some() {
+            // The deferred close: whatever was left, then `1`.
+            let _ = reply.send(Ok(encode_payload(std::mem::take(&mut self.outbox))));
+            ctx.stop();
+            return;
+        }
+        if pending_get.is_some() {
+            // Two GETs at once break the protocol: refuse this one, and the
+            // first one receives the close.
+            let _ = reply.send(Err(HttpError::BadRequest));
+            self.close(CloseReason::TransportError, ctx);
+            return;
+        }
+        if self.upgrade.as_ref().is_some_and(|u| u.probed) {
+            let _ = reply.send(Ok(encode_payload(vec![OutFrame::Packet(Packet::Noop)])));
+            return;
+        }
+        if self.outbox.is_empty() {
+            *pending_get = Some(reply);
+        } else {
+            let _ = reply.send(Ok(encode_payload(std::mem::take(&mut self.outbox))));
+        }
+    }
+}
+
+/// A polling POST starts: only one may be in flight.
+#[derive(Message)]
+#[rtype(result = "Result<(), HttpError>")]
+pub struct PostStart;
+
+impl<H: EngineHandler> Handler<PostStart> for SocketSession<H> {
+    type Result = Result<(), HttpError>;
+
+    fn handle(&mut self, _: PostStart, ctx: &mut Context<Self>) -> Self::Result {
+        let Transport::Polling { post_in_flight, .. } = &mut self.transport else {
+            return Err(HttpError::BadRequest);
+        };
+        if self.closing.is_some() {
+            return Err(HttpError::SessionIdUnknown);
+        }
+        if *post_in_flight {
+            self.close(CloseReason::TransportError, ctx);
+            return Err(HttpError::BadRequest);
+        }
+        *post_in_flight = true;
+        Ok(())
+    }
+}
+
+/// How the POST begun with `PostStart` ended.
+#[derive(Message)]
+#[rtype(result = "Result<(), HttpError>")]
+pub enum PostBody {
+    Received(Bytes),
+    /// Over maxPayload: refused with 413, the session goes on.
+    TooLarge,
+    /// Not a text payload (e.g. `application/octet-stream`): the session is closed.
+    NotText,
+}
+
+impl<H: EngineHandler> Handler<PostBody> for SocketSession<H> {
+    type Result = Result<(), HttpError>;
+
+    fn handle(&mut self, body: PostBody, ctx: &mut Context<Self>) -> Self::Result {
+        if let Transport::Polling { post_in_flight, .. } = &mut self.transport {
+            *post_in_flight = false;
+        }
+        let packets = match body {
+            PostBody::TooLarge => return Ok(()),
+            PostBody::NotText => Err(()),
+            PostBody::Received(bytes) => std::str::from_utf8(&bytes)
+                .map_err(|_| ())
+                .and_then(|text| engine::decode_payload(text).map_err(|_| ())),
+        };
+        match packets {
+            Ok(packets) => {
+                for packet in packets {
+                    self.receive(packet, ctx);
+                }
+                Ok(())
+            }
+            Err(()) => {
+                self.close(CloseReason::ParseError, ctx);
+                Err(HttpError::BadRequest)
+            }
+        }
+    }
+}
+
+/// A WebSocket attaches: as the transport of a WebSocket session, or as an
+/// upgrade candidate of a polling one.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WsAttach {
+    pub conn_id: u64,
+    pub conn: Recipient<WsWrite>,
+}
+
+impl<H: EngineHandler> Handler<WsAttach> for SocketSession<H> {
+    type Result = ();
+
+    fn handle(&mut self, WsAttach { conn_id, conn }: WsAttach, ctx: &mut Context<Self>) {
+        if self.closing.is_some() {
+            conn.do_send(WsWrite::Close);
+            return;
+        }
+        match &self.transport {
+            Transport::WebSocketPending => {
+                self.transport = Transport::WebSocket { conn_id, conn };
+                let pending = std::mem::take(&mut self.outbox);
+                self.write(pending, ctx);
+            }
+            Transport::Polling { .. } if self.upgrade.is_none() => {
+                let timeout = ctx.run_later(self.engine_config.upgrade_timeout, |act, _| {
+                    if let Some(upgrade) = act.upgrade.take() {
+                        upgrade.conn.do_send(WsWrite::Close);
+                    }
+                });
+                self.upgrade = Some(Upgrade { conn_id, conn, probed: false, timeout });
+            }
+            // Already upgraded or upgrading: one WebSocket per session.
+            _ => conn.do_send(WsWrite::Close),
+        }
+    }
+}
+
+impl<H: EngineHandler> Handler<WsIn> for SocketSession<H> {
+    type Result = ();
+
+    fn handle(&mut self, msg: WsIn, ctx: &mut Context<Self>) {
+        let is_main =
+            matches!(&self.transport, Transport::WebSocket { conn_id, .. } if *conn_id == msg.conn_id());
+        let is_probe = self.upgrade.as_ref().is_some_and(|u| u.conn_id == msg.conn_id());
+        match msg {
+            WsIn::Closed { .. } if is_main => self.close(CloseReason::TransportClose, ctx),
+            WsIn::Closed { .. } if is_probe => {
+                if let Some(upgrade) = self.upgrade.take() {
+                    ctx.cancel_future(upgrade.timeout);
+                }
+            }
+            WsIn::Failed { .. } if is_main => self.close(CloseReason::TransportError, ctx),
+            WsIn::Failed { conn_id } if is_probe => {
+                self.handle(WsIn::Closed { conn_id }, ctx);
+            }
+            WsIn::Text { text, .. } => {
+                let packet = engine::decode_text(&text);
+                match (packet, is_main, is_probe) {
+                    (Ok(packet), true, _) => self.receive(packet, ctx),
+                    (Ok(packet), _, true) => self.receive_probe(packet, ctx),
+                    (Err(_), true, _) => self.close(CloseReason::ParseError, ctx),
+                    (Err(_), _, true) => self.receive_probe(Packet::Noop, ctx),
+                    _ => {}
+                }
+            }
+            WsIn::Binary { bytes, .. } if is_main => self.receive(Packet::Binary(bytes), ctx),
+            WsIn::Binary { .. } if is_probe => self.receive_probe(Packet::Noop, ctx),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The Socket.IO v5 layer on an Engine.IO session: namespaces, the CONNECT
+//! handshake (with the application's auth decision), events and
+//! acknowledgements both ways, binary attachments. The application plugs in
+//! through [`SocketApp`]; CivicPulse is one such application, the
+//! `protocol_echo` example another.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::engineio::{
+    CloseReason, EncodedFrame, EngineHandler, HandlerFactory, Incoming, Out, OutFrame, Push, SessionHandle,
+    SocketSession,
+};
+use crate::protocol::socket::{Decoder, Packet, PacketKind};
+
+/// Why a CONNECT was refused.
+pub enum Refusal {
+    /// No such namespace: `{"message":"Invalid namespace"}`; the engine
+    /// connection stays open.
+    InvalidNamespace,
+    /// The application said no (e.g. authentication). With `close`, the
+    /// engine connection is closed once the CONNECT_ERROR is written.
+    Refused { message: String, close: bool },
+}
+
+/// One event from the client.
+pub struct Event {
+    pub name: String,
+    pub args: Vec<Value>,
+    /// Buffers for the `{"_placeholder":true,"num":i}` values in `args`.
+    pub attachments: Vec<Bytes>,
+    /// Set when the client waits for an acknowledgement.
+    pub ack: Option<u64>,
+}
+
+/// An application served over Socket.IO.
+pub trait SocketApp: Send + Sync + 'static {
+    /// State of one namespace connection.
+    type Socket: Unpin + 'static;
+
+    /// A client asks to join `socket.namespace` with `auth` (`{}` if none).
+    fn connect(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>) -> Result<Self::Socket, Refusal>
+    where
+        Self: Sized;
+
+    fn event(&self, state: &mut Self::Socket, socket: &SocketRef<Self>, event: Event)
+    where
+        Self: Sized;
+
+    /// The socket is gone (`reason` as Socket.IO names it).
+    fn disconnect(&self, state: Self::Socket, socket: &SocketRef<Self>, reason: &str)
+    where
+        Self: Sized;
+}
+
+/// A handle on one namespace connection, usable from anywhere (other actors,
+/// futures): everything goes through the session's mailbox.
+pub struct SocketRef<A: SocketApp> {
+    /// The Socket.IO socket id (not the Engine.IO sid).
+    pub id: Arc<str>,
+    pub namespace: Arc<str>,
+    session: SessionHandle<SocketIo<A>>,
+}
+
+impl<A: SocketApp> Clone for SocketRef<A> {
+    fn clone(&self) -> Self {
+        Self { id: self.id.clone(), namespace: self.namespace.clone(), session: self.session.clone() }
+    }
+}
+
+impl<A: SocketApp> SocketRef<A> {
+    pub fn engine_sid(&self) -> &Arc<str> {
+        &self.session.sid
+    }
+
+    /// Where rooms and broadcasters push pre-encoded frames.
+    pub fn recipient(&self) -> Recipient<Push> {
+        self.session.recipient()
+    }
+
+    pub fn send(&self, packet: Packet) {
+        self.session.addr.do_send(Push::Frames(frames(&packet)));
+    }
+
+    pub fn emit(&self, name: &str, args: Vec<Value>) {
+        self.send(Packet::event(&self.namespace, name, args));
+    }
+
+    /// Answers the client's acknowledgement `id`; binary when `attachments`
+    /// is not empty.
+    pub fn ack(&self, id: u64, args: Vec<Value>, attachments: Vec<Bytes>) {
+        let packet = if attachments.is_empty() {
+            Packet::ack(&self.namespace, id, args)
+        } else {
+            Packet::binary_ack(&self.namespace, id, args, attachments)
+        };
+        self.send(packet);
+    }
+
+    /// Emits and calls `on_ack` with the client's acknowledgement arguments.
+    pub fn emit_with_ack(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        on_ack: impl FnOnce(Vec<Value>) + Send + 'static,
+    ) {
+        let namespace = self.namespace.clone();
+        let packet = Packet::event(&namespace, name, args);
+        self.session.call(move |handler, out| {
+            if let Some(socket) = handler.sockets.get_mut(&*namespace) {
+                let id = socket.next_ack_id;
+                socket.next_ack_id += 1;
+                socket.pending_acks.insert(id, Box::new(on_ack));
+                for frame in frames(&packet.with_ack_id(id)) {
+                    out.frames.push(frame);
+                }
+            }
+        });
+    }
+
+    /// Runs `f` on this socket's application state inside its session.
+    pub fn update(&self, f: impl FnOnce(&mut A::Socket, &SocketRef<A>) + Send + 'static) {
+        let namespace = self.namespace.clone();
+        self.session.call(move |handler, _| {
+            if let Some(socket) = handler.sockets.get_mut(&*namespace) {
+                f(&mut socket.state, &socket.handle);
+            }
+        });
+    }
+
+    /// Closes the whole engine connection.
+    pub fn close(&self, reason: CloseReason) {
+        self.session.addr.do_send(Push::Close(reason));
+    }
+}
+
+fn frames(packet: &Packet) -> Vec<OutFrame> {
+    packet.engine_packets().into_iter().map(OutFrame::Packet).collect()
+}
+
+/// Encodes a packet once for many recipients.
+pub fn encode_shared(packet: &Packet) -> Arc<EncodedFrame> {
+    let attachments = if packet.kind.is_binary() { packet.attachments.clone() } else { Vec::new() };
+    EncodedFrame::message(&packet.encode(), attachments)
+}
+
+struct Connected<A: SocketApp> {
+    state: A::Socket,
+    handle: SocketRef<A>,
+    next_ack_id: u64,
+    pending_acks: HashMap<u64, Box<dyn FnOnce(Vec<Value>) + Send>>,
+}
+
+/// The Engine.IO handler that speaks Socket.IO for an application.
+pub struct SocketIo<A: SocketApp> {
+    app: Arc<A>,
+    session: SessionHandle<Self>,
+    connect_timeout: Duration,
+    decoder: Decoder,
+    sockets: HashMap<Arc<str>, Connected<A>>,
+    ever_connected: bool,
+}
+
+impl<A: SocketApp> SocketIo<A> {
+    fn handle_packet(&mut self, packet: Packet, out: &mut Out) {
+        let namespace: Arc<str> = packet.namespace.as_str().into();
+        let connected = self.sockets.contains_key(&namespace);
+        match packet.kind {
+            PacketKind::Connect if !connected => self.connect(namespace, packet, out),
+            PacketKind::Disconnect if connected => {
+                if let Some(socket) = self.sockets.remove(&namespace) {
+                    self.app.disconnect(socket.state, &socket.handle, "client namespace disconnect");
+                }
+            }
+            PacketKind::Event | PacketKind::BinaryEvent if connected => {
+                let name = packet.event_name().map(|n| n.into_owned()).unwrap_or_default();
+                let args = packet.args().to_vec();
+                let event = Event { name, args, attachments: packet.attachments, ack: packet.ack_id };
+                if let Some(socket) = self.sockets.get_mut(&namespace) {
+                    self.app.event(&mut socket.state, &socket.handle, event);
+                }
+            }
+            PacketKind::Ack | PacketKind::BinaryAck if connected => {
+                let callback = self
+                    .sockets
+                    .get_mut(&namespace)
+                    .and_then(|s| packet.ack_id.and_then(|id| s.pending_acks.remove(&id)));
+                // An ack nobody waits for is ignored, as the reference does.
+                if let Some(callback) = callback {
+                    callback(packet.args().to_vec());
+                }
+            }
+            // A packet for a namespace not joined, a second CONNECT, or a
+            // CONNECT_ERROR from a client: the reference closes at once.
+            _ => out.close(CloseReason::ForcedClose),
+        }
+    }
+
+    fn connect(&mut self, namespace: Arc<str>, packet: Packet, out: &mut Out) {
+        let auth = match packet.data {
+            Some(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        let handle = SocketRef {
+            id: crate::engineio::new_sid(),
+            namespace: namespace.clone(),
+            session: self.session.clone(),
+        };
+        match self.app.connect(&handle, &auth) {
+            Ok(state) => {
+                // The CONNECT reply is written before anything the app emits:
+                // the app's emits travel through the mailbox, after this.
+                for frame in frames(&Packet::connect_ok(&namespace, &handle.id)) {
+                    out.frames.push(frame);
+                }
+                self.ever_connected = true;
+                self.sockets.insert(
+                    namespace,
+                    Connected { state, handle, next_ack_id: 0, pending_acks: HashMap::new() },
+                );
+            }
+            Err(Refusal::InvalidNamespace) => {
+                for frame in frames(&Packet::connect_error(&namespace, "Invalid namespace")) {
+                    out.frames.push(frame);
+                }
+            }
+            Err(Refusal::Refused { message, close }) => {
+                for frame in frames(&Packet::connect_error(&namespace, &message)) {
+                    out.frames.push(frame);
+                }
+                if close {
+                    out.close(CloseReason::ForcedClose);
+                }
+            }
+        }
+    }
+}
+
+impl<A: SocketApp> EngineHandler for SocketIo<A> {
+    fn opened(&mut self, _: &mut Out, ctx: &mut Context<SocketSession<Self>>) {
+        // A client that joins no namespace in time is dropped; once one was
+        // joined the timer no longer matters.
+        ctx.run_later(self.connect_timeout, |session, ctx| {
+            if !session.handler.ever_connected {
+                session.close(CloseReason::ForcedClose, ctx);
+            }
+        });
+    }
+
+    fn message(&mut self, message: Incoming, out: &mut Out, _: &mut Context<SocketSession<Self>>) {
+        let decoded = match message {
+            Incoming::Text(text) => self.decoder.feed_text(&text),
+            Incoming::Binary(bytes) => self.decoder.feed_binary(bytes),
+        };
+        match decoded {
+            Ok(Some(packet)) => self.handle_packet(packet, out),
+            Ok(None) => {}
+            Err(e) => {
+                log::debug!(target: "civicpulse::socket", "sid={} malformed packet: {e}", self.session.sid);
+                out.close(CloseReason::ForcedClose);
+            }
+        }
+    }
+
+    fn closed(&mut self, reason: CloseReason) {
+        for (_, socket) in self.sockets.drain() {
+            self.app.disconnect(socket.state, &socket.handle, reason.as_str());
+        }
+    }
+}
+
+/// Makes a [`SocketIo`] handler for each Engine.IO session.
+pub struct SocketIoFactory<A: SocketApp> {
+    pub app: Arc<A>,
+    pub connect_timeout: Duration,
+}
+
+impl<A: SocketApp> HandlerFactory for SocketIoFactory<A> {
+    type Handler = SocketIo<A>;
+
+    fn create(&self, session: SessionHandle<SocketIo<A>>, _: &actix_web::HttpRequest) -> SocketIo<A> {
+        SocketIo {
+            app: self.app.clone(),
+            session,
+            connect_timeout: self.connect_timeout,
+            decoder: Decoder::new(),
+            sockets: HashMap::new(),
+            ever_connected: false,
+        }
+    }
+}
