@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod protocol;
+pub mod realtime;
 pub mod schema;
 pub mod socketio;
 pub mod timestamp;
@@ -74,13 +75,19 @@ impl Services {
 
     /// Starts the actors and subscribes them to domain events: every
     /// subscriber is registered here. Must run inside the actix system.
-    fn start_actors(&self) {
+    /// Returns the Socket.IO engine to mount.
+    fn start_actors(&self) -> Arc<realtime::CivicEngine> {
         actors::notifier::Notifier::subscribe(&self.domain.hub);
+        realtime::start(&self.domain, &self.metrics, &self.config)
     }
 }
 
 /// Builds the HTTP server on `addr`; the caller runs it.
-fn http_server(services: &Services, addr: &str) -> Result<(actix_web::dev::Server, SocketAddr), StartError> {
+fn http_server(
+    services: &Services,
+    socket_io: Arc<realtime::CivicEngine>,
+    addr: &str,
+) -> Result<(actix_web::dev::Server, SocketAddr), StartError> {
     let s = services.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -102,6 +109,7 @@ fn http_server(services: &Services, addr: &str) -> Result<(actix_web::dev::Serve
                     }
                 }
             })
+            .configure(|cfg| engineio::endpoint::mount(cfg, "/socket.io/", socket_io.clone()))
             .configure(http::routes)
     })
     .workers(services.config.workers)
@@ -130,8 +138,8 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 pub async fn serve(config: Config) -> Result<(), StartError> {
     let addr = format!("{}:{}", config.host, config.port);
     let services = Services::build(config)?;
-    services.start_actors();
-    let (server, _) = http_server(&services, &addr)?;
+    let socket_io = services.start_actors();
+    let (server, _) = http_server(&services, socket_io, &addr)?;
     log::info!("civicpulse listening on http://{addr} (node {})", services.config.node_id);
     server.await?;
     Ok(())
@@ -157,8 +165,8 @@ impl RunningNode {
         let thread = std::thread::spawn(move || {
             let system = actix_rt::System::new();
             let started = system.block_on(async {
-                s.start_actors();
-                http_server(&s, &addr)
+                let socket_io = s.start_actors();
+                http_server(&s, socket_io, &addr)
             });
             match started {
                 Ok((server, bound)) => {

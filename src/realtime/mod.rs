@@ -1,0 +1,191 @@
+//! CivicPulse on Socket.IO: the handshake's JWT check, the client events
+//! (join:issue, leave:issue, message:send, …) and the wiring of domain
+//! events to the broadcaster and the rooms.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use actix::prelude::*;
+use serde_json::{Map, Value, json};
+
+use crate::actors::broadcaster::{Broadcast, Broadcaster, Subscribe, Unsubscribe};
+use crate::actors::issue_room::RoomDirectory;
+use crate::domain::{Domain, DomainError, Principal, issues, messages};
+use crate::engineio::{Engine, EngineConfig};
+use crate::http::error::ApiError;
+use crate::ids::{self, IdKind};
+use crate::metrics::Metrics;
+use crate::protocol::events::{self as names, Audience, error_ack, server_event};
+use crate::protocol::socket::Packet;
+use crate::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef, encode_shared};
+
+/// The Socket.IO engine serving CivicPulse.
+pub type CivicEngine = Engine<SocketIoFactory<CivicApp>>;
+
+pub struct CivicApp {
+    domain: Domain,
+    rooms: Arc<RoomDirectory>,
+    broadcaster: Addr<Broadcaster>,
+    metrics: Arc<Metrics>,
+}
+
+/// What a connected socket carries: who it is and the rooms it is in.
+pub struct CivicSocket {
+    user: Principal,
+    rooms: HashSet<String>,
+}
+
+/// Starts the realtime actors, subscribes them to domain events, and
+/// returns the engine to mount at `/socket.io/`. Runs inside the actix system.
+pub fn start(domain: &Domain, metrics: &Arc<Metrics>, config: &crate::config::Config) -> Arc<CivicEngine> {
+    let broadcaster = Broadcaster::default().start();
+    let rooms = RoomDirectory::new(metrics.clone());
+    {
+        let broadcaster = broadcaster.clone();
+        let rooms = rooms.clone();
+        domain.hub.subscribe(move |event| {
+            let (audience, name, payload) = server_event(event);
+            // Encoded once; every recipient shares these bytes.
+            let frame = encode_shared(&Packet::event("/", name, vec![payload]));
+            match audience {
+                Audience::Everyone => broadcaster.do_send(Broadcast(frame)),
+                Audience::Room(issue_id) => rooms.deliver(issue_id, frame),
+            }
+        });
+    }
+    let app = CivicApp { domain: domain.clone(), rooms, broadcaster, metrics: metrics.clone() };
+    let engine_config = EngineConfig {
+        ping_interval: config.ping_interval,
+        ping_timeout: config.ping_timeout,
+        max_payload: config.max_payload_bytes,
+        ..EngineConfig::default()
+    };
+    Engine::new(
+        engine_config,
+        SocketIoFactory { app: Arc::new(app), connect_timeout: config.connect_timeout },
+    )
+}
+
+impl SocketApp for CivicApp {
+    type Socket = CivicSocket;
+
+    fn connect(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>) -> Result<CivicSocket, Refusal> {
+        if &*socket.namespace != "/" {
+            return Err(Refusal::InvalidNamespace);
+        }
+        let claims =
+            auth.get("token").and_then(Value::as_str).and_then(|t| self.domain.tokens.verify(t).ok());
+        let Some(claims) = claims else {
+            self.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
+            log::info!(target: "civicpulse::socket", "sid={} handshake refused: authentication failed", socket.engine_sid());
+            return Err(Refusal::Refused { message: "Authentication failed".into(), close: true });
+        };
+        let user = Principal::from(claims);
+        log::info!(target: "civicpulse::socket", "sid={} socket={} connected user={}", socket.engine_sid(), socket.id, user.user_id);
+        self.metrics.connected_sockets.fetch_add(1, Ordering::Relaxed);
+        self.broadcaster.do_send(Subscribe { socket_id: socket.id.clone(), recipient: socket.recipient() });
+        Ok(CivicSocket { user, rooms: HashSet::new() })
+    }
+
+    fn event(&self, state: &mut CivicSocket, socket: &SocketRef<Self>, event: Event) {
+        let reply = Reply { socket: socket.clone(), ack: event.ack };
+        let first = event.args.first().cloned().unwrap_or(Value::Null);
+        match event.name.as_str() {
+            names::JOIN_ISSUE => self.join(socket, reply, first),
+            names::LEAVE_ISSUE => {
+                let Some(issue_id) = first.as_str().filter(|id| ids::is_valid(IdKind::Issue, id)) else {
+                    return reply.error("not_found", "issue not found");
+                };
+                if state.rooms.remove(issue_id) {
+                    self.rooms.leave(issue_id, socket.id.clone());
+                }
+                reply.ok(json!({ "ok": true }));
+            }
+            names::MESSAGE_SEND => self.send_message(state, reply, first),
+            other => {
+                log::debug!(target: "civicpulse::socket", "socket={} unknown event {other:?}", socket.id);
+                reply.error("unknown_event", "unknown event");
+            }
+        }
+    }
+
+    fn disconnect(&self, state: CivicSocket, socket: &SocketRef<Self>, reason: &str) {
+        log::info!(target: "civicpulse::socket", "sid={} socket={} disconnected user={} reason={reason}", socket.engine_sid(), socket.id, state.user.user_id);
+        self.metrics.connected_sockets.fetch_sub(1, Ordering::Relaxed);
+        self.broadcaster.do_send(Unsubscribe { socket_id: socket.id.clone() });
+        for issue_id in state.rooms {
+            self.rooms.leave(&issue_id, socket.id.clone());
+        }
+    }
+}
+
+impl CivicApp {
+    fn join(&self, socket: &SocketRef<Self>, reply: Reply, issue_id: Value) {
+        let Some(issue_id) =
+            issue_id.as_str().filter(|id| ids::is_valid(IdKind::Issue, id)).map(str::to_string)
+        else {
+            return reply.error("not_found", "issue not found");
+        };
+        let domain = self.domain.clone();
+        let rooms = self.rooms.clone();
+        let socket = socket.clone();
+        actix::spawn(async move {
+            match issues::get(&domain, issue_id.clone()).await {
+                Ok(_) => socket.update(move |state, socket| {
+                    if state.rooms.insert(issue_id.clone()) {
+                        rooms.join(&issue_id, socket.id.clone(), socket.recipient());
+                    }
+                    reply.ok(json!({ "ok": true }));
+                }),
+                Err(e) => reply.domain_error(e),
+            }
+        });
+    }
+
+    fn send_message(&self, state: &CivicSocket, reply: Reply, body: Value) {
+        let issue_id = body.get("issueId").and_then(Value::as_str).map(str::to_string);
+        let content = messages::content_from_json(&body);
+        let (issue_id, content) = match (issue_id, content) {
+            (Some(id), Ok(content)) => (id, content),
+            (None, _) => return reply.domain_error(DomainError::invalid("issueId", "is required")),
+            (_, Err(e)) => return reply.domain_error(e),
+        };
+        let domain = self.domain.clone();
+        let user = state.user.clone();
+        actix::spawn(async move {
+            match messages::post(&domain, &user, issue_id, content).await {
+                Ok(message) => reply.ok(json!({ "ok": true, "message": message })),
+                Err(e) => reply.domain_error(e),
+            }
+        });
+    }
+}
+
+/// The acknowledgement a client may have asked for.
+struct Reply {
+    socket: SocketRef<CivicApp>,
+    ack: Option<u64>,
+}
+
+impl Reply {
+    fn ok(&self, payload: Value) {
+        if let Some(id) = self.ack {
+            self.socket.ack(id, vec![payload], Vec::new());
+        }
+    }
+
+    fn error(&self, code: &str, message: &str) {
+        self.ok(error_ack(code, message));
+    }
+
+    /// Same codes and messages as the REST API gives for the same failure.
+    fn domain_error(&self, e: DomainError) {
+        let api = ApiError::from(e);
+        let mut payload = error_ack(api.code, &api.message);
+        if let Some(details) = api.details {
+            payload["error"]["details"] = details;
+        }
+        self.ok(payload);
+    }
+}
