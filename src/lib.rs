@@ -75,8 +75,7 @@ impl Services {
 
     /// Starts the actors and subscribes them to domain events: every
     /// subscriber is registered here. Must run inside the actix system.
-    /// Returns the Socket.IO engine to mount.
-    fn start_actors(&self) -> Arc<realtime::CivicEngine> {
+    fn start_actors(&self) -> realtime::Realtime {
         actors::notifier::Notifier::subscribe(&self.domain.hub);
         realtime::start(&self.domain, &self.metrics, &self.config)
     }
@@ -85,13 +84,15 @@ impl Services {
 /// Builds the HTTP server on `addr`; the caller runs it.
 fn http_server(
     services: &Services,
-    socket_io: Arc<realtime::CivicEngine>,
+    realtime: realtime::Realtime,
     addr: &str,
 ) -> Result<(actix_web::dev::Server, SocketAddr), StartError> {
     let s = services.clone();
+    let (socket_io, presence) = (realtime.engine, realtime.presence);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(s.domain.clone()))
+            .app_data(web::Data::new(presence.clone()))
             .app_data(web::Data::from(s.metrics.clone()))
             .wrap(cors(&s.config.cors_origins))
             .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("civicpulse::http"))
@@ -138,8 +139,8 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 pub async fn serve(config: Config) -> Result<(), StartError> {
     let addr = format!("{}:{}", config.host, config.port);
     let services = Services::build(config)?;
-    let socket_io = services.start_actors();
-    let (server, _) = http_server(&services, socket_io, &addr)?;
+    let realtime = services.start_actors();
+    let (server, _) = http_server(&services, realtime, &addr)?;
     log::info!("civicpulse listening on http://{addr} (node {})", services.config.node_id);
     server.await?;
     Ok(())
@@ -165,8 +166,8 @@ impl RunningNode {
         let thread = std::thread::spawn(move || {
             let system = actix_rt::System::new();
             let started = system.block_on(async {
-                let socket_io = s.start_actors();
-                http_server(&s, socket_io, &addr)
+                let realtime = s.start_actors();
+                http_server(&s, realtime, &addr)
             });
             match started {
                 Ok((server, bound)) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::fanout::deliver;
+use super::fanout::{Delivery, deliver};
 use crate::engineio::{EncodedFrame, Push};
 
 #[derive(Default)]
@@ -62,6 +62,6 @@ impl Handler<Broadcast> for Broadcaster {
     type Result = ();
 
     fn handle(&mut self, Broadcast(frame): Broadcast, _: &mut Context<Self>) {
-        self.sockets.retain(|id, recipient| deliver(recipient, &frame, id));
+        self.sockets.retain(|id, recipient| deliver(recipient, &frame, id, Delivery::Required));
     }
 }

@@ -7,13 +7,28 @@ use actix::prelude::*;
 
 use crate::engineio::{CloseReason, EncodedFrame, Push};
 
-/// Sends `frame` to `recipient` without waiting. A session whose mailbox is
-/// full has fallen behind on events it must not miss: it is disconnected
-/// (the client reconnects and reloads) rather than silently losing events.
-/// Answers false when the session is gone or was disconnected.
-pub fn deliver(recipient: &Recipient<Push>, frame: &Arc<EncodedFrame>, who: &str) -> bool {
+/// Whether a frame may be dropped for a session that is falling behind.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Chat and issue events: a session that cannot take them is
+    /// disconnected (its client reconnects and reloads) rather than
+    /// silently missing one.
+    Required,
+    /// Typing indicators: stale a moment later anyway, so dropped.
+    Droppable,
+}
+
+/// Sends `frame` to `recipient` without waiting. Answers false when the
+/// session is gone or was disconnected.
+pub fn deliver(
+    recipient: &Recipient<Push>,
+    frame: &Arc<EncodedFrame>,
+    who: &str,
+    delivery: Delivery,
+) -> bool {
     match recipient.try_send(Push::Frame(frame.clone())) {
         Ok(()) => true,
+        Err(SendError::Full(_)) if delivery == Delivery::Droppable => true,
         Err(SendError::Full(_)) => {
             log::warn!(target: "civicpulse::fanout", "socket={who} is not keeping up; disconnecting it");
             recipient.do_send(Push::Close(CloseReason::ForcedClose));

@@ -1,17 +1,26 @@
-//! `IssueRoom`: the members of `room:issue:<issueId>` on this node, one actor
-//! per issue with members. Rooms are found (and created on first join)
-//! through the [`RoomDirectory`] and stop when their last member leaves.
+//! `IssueRoom`: the members of `room:issue:<issueId>` on this node and their
+//! typing state; one actor per issue with members. Rooms are found (and
+//! created on first join) through the [`RoomDirectory`] and stop when their
+//! last member leaves.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use actix::prelude::*;
 use dashmap::DashMap;
+use serde_json::json;
 
-use super::fanout::deliver;
+use super::fanout::{Delivery, deliver};
 use crate::engineio::{EncodedFrame, Push};
 use crate::metrics::Metrics;
+use crate::protocol::events::USER_TYPING;
+use crate::protocol::socket::Packet;
+use crate::socketio::encode_shared;
+
+/// A typist who sends nothing new for this long is cleared by the server.
+pub const TYPING_EXPIRY: Duration = Duration::from_secs(5);
 
 struct Entry {
     addr: Addr<IssueRoom>,
@@ -27,27 +36,34 @@ pub struct RoomDirectory {
     metrics: Arc<Metrics>,
 }
 
+/// One member socket.
+pub struct Member {
+    pub socket_id: Arc<str>,
+    pub user_id: Arc<str>,
+    pub recipient: Recipient<Push>,
+}
+
 impl RoomDirectory {
     pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self { rooms: DashMap::new(), metrics })
     }
 
     /// Adds a socket to an issue's room, starting the room if needed.
-    pub fn join(self: &Arc<Self>, issue_id: &str, socket_id: Arc<str>, recipient: Recipient<Push>) {
+    pub fn join(self: &Arc<Self>, issue_id: &str, member: Member) {
         let entry = self.rooms.entry(issue_id.to_string()).or_insert_with(|| {
             self.metrics.open_rooms.fetch_add(1, Ordering::Relaxed);
             let members = Arc::new(AtomicUsize::new(0));
             let room = IssueRoom {
                 issue_id: issue_id.to_string(),
                 members: HashMap::new(),
+                typing: HashMap::new(),
                 count: members.clone(),
                 directory: Arc::downgrade(self),
             };
             Entry { addr: room.start(), members }
         });
         entry.members.fetch_add(1, Ordering::SeqCst);
-        entry.addr.do_send(Join { socket_id, recipient });
-        drop(entry);
+        entry.addr.do_send(Join(member));
     }
 
     pub fn leave(&self, issue_id: &str, socket_id: Arc<str>) {
@@ -63,6 +79,12 @@ impl RoomDirectory {
         }
     }
 
+    pub fn typing(&self, issue_id: &str, typing: Typing) {
+        if let Some(entry) = self.rooms.get(issue_id) {
+            entry.addr.do_send(typing);
+        }
+    }
+
     /// Removes a room whose count is zero; true if it was removed.
     fn remove_if_empty(&self, issue_id: &str) -> bool {
         let removed =
@@ -74,15 +96,28 @@ impl RoomDirectory {
     }
 }
 
+/// Someone typing: per user per room, set by whichever of their sockets
+/// spoke last.
+struct Typist {
+    socket_id: Arc<str>,
+    display_name: String,
+    expiry: SpawnHandle,
+}
+
 pub struct IssueRoom {
     issue_id: String,
-    members: HashMap<Arc<str>, Recipient<Push>>,
+    members: HashMap<Arc<str>, Member>,
+    typing: HashMap<Arc<str>, Typist>,
     count: Arc<AtomicUsize>,
     directory: std::sync::Weak<RoomDirectory>,
 }
 
 impl Actor for IssueRoom {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(10_000);
+    }
 }
 
 impl IssueRoom {
@@ -90,20 +125,66 @@ impl IssueRoom {
         if self.members.remove(socket_id).is_some() {
             self.count.fetch_sub(1, Ordering::SeqCst);
         }
+        // The socket that last set a typing state took it with it.
+        let stale: Vec<Arc<str>> = self
+            .typing
+            .iter()
+            .filter(|(_, t)| &*t.socket_id == socket_id)
+            .map(|(user, _)| user.clone())
+            .collect();
+        for user in stale {
+            self.stop_typing(&user, ctx);
+        }
         if self.members.is_empty()
             && self.directory.upgrade().is_none_or(|d| d.remove_if_empty(&self.issue_id))
         {
             ctx.stop();
         }
     }
+
+    fn broadcast(
+        &mut self,
+        frame: &Arc<EncodedFrame>,
+        except_user: Option<&str>,
+        delivery: Delivery,
+        ctx: &mut Context<Self>,
+    ) {
+        let gone: Vec<Arc<str>> = self
+            .members
+            .values()
+            .filter(|m| except_user != Some(&*m.user_id))
+            .filter(|m| !deliver(&m.recipient, frame, &m.socket_id, delivery))
+            .map(|m| m.socket_id.clone())
+            .collect();
+        for id in gone {
+            self.forget(&id, ctx);
+        }
+    }
+
+    fn announce_typing(
+        &mut self,
+        user_id: &str,
+        display_name: &str,
+        is_typing: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let payload = json!({ "issueId": self.issue_id, "userId": user_id, "displayName": display_name, "isTyping": is_typing });
+        let frame = encode_shared(&Packet::event("/", USER_TYPING, vec![payload]));
+        // Not echoed to any of the typist's own sockets.
+        self.broadcast(&frame, Some(user_id), Delivery::Droppable, ctx);
+    }
+
+    fn stop_typing(&mut self, user_id: &str, ctx: &mut Context<Self>) {
+        if let Some(typist) = self.typing.remove(user_id) {
+            ctx.cancel_future(typist.expiry);
+            self.announce_typing(user_id, &typist.display_name, false, ctx);
+        }
+    }
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Join {
-    socket_id: Arc<str>,
-    recipient: Recipient<Push>,
-}
+struct Join(Member);
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -115,12 +196,22 @@ struct Leave {
 #[rtype(result = "()")]
 struct Deliver(Arc<EncodedFrame>);
 
+/// A `user:typing` from a member socket.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Typing {
+    pub socket_id: Arc<str>,
+    pub user_id: Arc<str>,
+    pub display_name: String,
+    pub is_typing: bool,
+}
+
 impl Handler<Join> for IssueRoom {
     type Result = ();
 
-    fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
+    fn handle(&mut self, Join(member): Join, _: &mut Context<Self>) {
         // Joining twice counts once.
-        if self.members.insert(msg.socket_id, msg.recipient).is_some() {
+        if self.members.insert(member.socket_id.clone(), member).is_some() {
             self.count.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -138,10 +229,38 @@ impl Handler<Deliver> for IssueRoom {
     type Result = ();
 
     fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Context<Self>) {
-        let gone: Vec<Arc<str>> =
-            self.members.iter().filter(|(id, r)| !deliver(r, &frame, id)).map(|(id, _)| id.clone()).collect();
-        for id in gone {
-            self.forget(&id, ctx);
+        self.broadcast(&frame, None, Delivery::Required, ctx);
+    }
+}
+
+impl Handler<Typing> for IssueRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: Typing, ctx: &mut Context<Self>) {
+        // Only members may type here.
+        if !self.members.contains_key(&msg.socket_id) {
+            return;
+        }
+        if !msg.is_typing {
+            return self.stop_typing(&msg.user_id, ctx);
+        }
+        let user = msg.user_id.clone();
+        let expiry = ctx.run_later(TYPING_EXPIRY, move |room, ctx| {
+            // The timer has fired: forget its handle before clearing.
+            if let Some(typist) = room.typing.remove(&user) {
+                room.announce_typing(&user, &typist.display_name, false, ctx);
+            }
+        });
+        let previous = self.typing.insert(
+            msg.user_id.clone(),
+            Typist { socket_id: msg.socket_id, display_name: msg.display_name.clone(), expiry },
+        );
+        match previous {
+            // Already typing: only the expiry moves; no repeat broadcast.
+            Some(previous) => {
+                ctx.cancel_future(previous.expiry);
+            }
+            None => self.announce_typing(&msg.user_id, &msg.display_name, true, ctx),
         }
     }
 }

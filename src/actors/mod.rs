@@ -2,6 +2,7 @@
 //!
 //! - [`broadcaster::Broadcaster`]: global events to every local socket.
 //! - [`issue_room::IssueRoom`]: one per issue with members; room events.
+//! - [`presence::PresenceRegistry`]: who is online; presence:update.
 //! - [`notifier::Notifier`]: an example subscriber of domain events.
 //!
 //! Socket sessions are actors too; they live with their protocol in
@@ -11,3 +12,4 @@ pub mod broadcaster;
 mod fanout;
 pub mod issue_room;
 pub mod notifier;
+pub mod presence;

@@ -10,7 +10,9 @@ use actix::prelude::*;
 use serde_json::{Map, Value, json};
 
 use crate::actors::broadcaster::{Broadcast, Broadcaster, Subscribe, Unsubscribe};
-use crate::actors::issue_room::RoomDirectory;
+use crate::actors::issue_room::{Member, RoomDirectory, Typing};
+use crate::actors::presence::{ListOnline, OnlineUser, PresenceRegistry, SocketOffline, SocketOnline};
+use crate::domain::input::check_city;
 use crate::domain::{Domain, DomainError, Principal, issues, messages};
 use crate::engineio::{Engine, EngineConfig};
 use crate::http::error::ApiError;
@@ -27,19 +29,30 @@ pub struct CivicApp {
     domain: Domain,
     rooms: Arc<RoomDirectory>,
     broadcaster: Addr<Broadcaster>,
+    presence: Addr<PresenceRegistry>,
     metrics: Arc<Metrics>,
 }
 
 /// What a connected socket carries: who it is and the rooms it is in.
 pub struct CivicSocket {
     user: Principal,
+    user_id: Arc<str>,
     rooms: HashSet<String>,
 }
 
-/// Starts the realtime actors, subscribes them to domain events, and
-/// returns the engine to mount at `/socket.io/`. Runs inside the actix system.
-pub fn start(domain: &Domain, metrics: &Arc<Metrics>, config: &crate::config::Config) -> Arc<CivicEngine> {
+/// The running realtime side of a node.
+pub struct Realtime {
+    /// Mounted at `/socket.io/`.
+    pub engine: Arc<CivicEngine>,
+    /// Read by `GET /api/presence` too.
+    pub presence: Addr<PresenceRegistry>,
+}
+
+/// Starts the realtime actors and subscribes them to domain events. Runs
+/// inside the actix system.
+pub fn start(domain: &Domain, metrics: &Arc<Metrics>, config: &crate::config::Config) -> Realtime {
     let broadcaster = Broadcaster::default().start();
+    let presence = PresenceRegistry::new(broadcaster.clone(), metrics.clone()).start();
     let rooms = RoomDirectory::new(metrics.clone());
     {
         let broadcaster = broadcaster.clone();
@@ -54,17 +67,24 @@ pub fn start(domain: &Domain, metrics: &Arc<Metrics>, config: &crate::config::Co
             }
         });
     }
-    let app = CivicApp { domain: domain.clone(), rooms, broadcaster, metrics: metrics.clone() };
+    let app = CivicApp {
+        domain: domain.clone(),
+        rooms,
+        broadcaster,
+        presence: presence.clone(),
+        metrics: metrics.clone(),
+    };
     let engine_config = EngineConfig {
         ping_interval: config.ping_interval,
         ping_timeout: config.ping_timeout,
         max_payload: config.max_payload_bytes,
         ..EngineConfig::default()
     };
-    Engine::new(
+    let engine = Engine::new(
         engine_config,
         SocketIoFactory { app: Arc::new(app), connect_timeout: config.connect_timeout },
-    )
+    );
+    Realtime { engine, presence }
 }
 
 impl SocketApp for CivicApp {
@@ -85,7 +105,14 @@ impl SocketApp for CivicApp {
         log::info!(target: "civicpulse::socket", "sid={} socket={} connected user={}", socket.engine_sid(), socket.id, user.user_id);
         self.metrics.connected_sockets.fetch_add(1, Ordering::Relaxed);
         self.broadcaster.do_send(Subscribe { socket_id: socket.id.clone(), recipient: socket.recipient() });
-        Ok(CivicSocket { user, rooms: HashSet::new() })
+        // After Subscribe, so this socket hears its own user come online.
+        let online = OnlineUser {
+            user_id: user.user_id.clone(),
+            display_name: user.display_name.clone(),
+            city: user.city.clone(),
+        };
+        self.presence.do_send(SocketOnline { user: online, socket_id: socket.id.clone() });
+        Ok(CivicSocket { user_id: user.user_id.as_str().into(), user, rooms: HashSet::new() })
     }
 
     fn event(&self, state: &mut CivicSocket, socket: &SocketRef<Self>, event: Event) {
@@ -103,6 +130,8 @@ impl SocketApp for CivicApp {
                 reply.ok(json!({ "ok": true }));
             }
             names::MESSAGE_SEND => self.send_message(state, reply, first),
+            names::USER_TYPING => self.typing(state, socket, reply, first),
+            names::PRESENCE_LIST => self.list_presence(reply, first),
             other => {
                 log::debug!(target: "civicpulse::socket", "socket={} unknown event {other:?}", socket.id);
                 reply.error("unknown_event", "unknown event");
@@ -117,6 +146,7 @@ impl SocketApp for CivicApp {
         for issue_id in state.rooms {
             self.rooms.leave(&issue_id, socket.id.clone());
         }
+        self.presence.do_send(SocketOffline { user_id: state.user.user_id, socket_id: socket.id.clone() });
     }
 }
 
@@ -134,7 +164,12 @@ impl CivicApp {
             match issues::get(&domain, issue_id.clone()).await {
                 Ok(_) => socket.update(move |state, socket| {
                     if state.rooms.insert(issue_id.clone()) {
-                        rooms.join(&issue_id, socket.id.clone(), socket.recipient());
+                        let member = Member {
+                            socket_id: socket.id.clone(),
+                            user_id: state.user_id.clone(),
+                            recipient: socket.recipient(),
+                        };
+                        rooms.join(&issue_id, member);
                     }
                     reply.ok(json!({ "ok": true }));
                 }),
@@ -157,6 +192,45 @@ impl CivicApp {
             match messages::post(&domain, &user, issue_id, content).await {
                 Ok(message) => reply.ok(json!({ "ok": true, "message": message })),
                 Err(e) => reply.domain_error(e),
+            }
+        });
+    }
+}
+
+impl CivicApp {
+    fn typing(&self, state: &CivicSocket, socket: &SocketRef<Self>, reply: Reply, body: Value) {
+        let issue_id = body.get("issueId").and_then(Value::as_str);
+        let is_typing = body.get("isTyping").and_then(Value::as_bool);
+        let (Some(issue_id), Some(is_typing)) = (issue_id, is_typing) else {
+            return reply
+                .domain_error(DomainError::invalid("body", "expected {issueId: string, isTyping: boolean}"));
+        };
+        if !state.rooms.contains(issue_id) {
+            return reply.error("forbidden", "join the issue's room first");
+        }
+        self.rooms.typing(
+            issue_id,
+            Typing {
+                socket_id: socket.id.clone(),
+                user_id: state.user_id.clone(),
+                display_name: state.user.display_name.clone(),
+                is_typing,
+            },
+        );
+        reply.ok(json!({ "ok": true }));
+    }
+
+    fn list_presence(&self, reply: Reply, body: Value) {
+        let city = match body.get("city") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(city)) if check_city(city).is_ok() => Some(city.clone()),
+            Some(_) => return reply.domain_error(DomainError::invalid("city", "must be a city slug")),
+        };
+        let presence = self.presence.clone();
+        actix::spawn(async move {
+            match presence.send(ListOnline { city }).await {
+                Ok(items) => reply.ok(json!({ "ok": true, "items": items })),
+                Err(_) => reply.domain_error(DomainError::Unavailable("presence registry stopped".into())),
             }
         });
     }

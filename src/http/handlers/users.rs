@@ -2,6 +2,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::QueryMap;
+use crate::actors::presence::{ListOnline, PresenceRegistry};
 use crate::domain::input::check_city;
 use crate::domain::{Domain, DomainError, users};
 use crate::http::error::ApiError;
@@ -28,11 +29,22 @@ pub async fn set_role(
     Ok(HttpResponse::Ok().json(users::set_role(&domain, &who, id.into_inner(), &body).await?))
 }
 
-/// Users online now. Presence is tracked by the realtime layer; until it
-/// registers sockets this list is empty.
-pub async fn presence(_who: Auth, query: QueryMap) -> Result<HttpResponse, ApiError> {
-    if let Some(city) = query.get("city") {
-        check_city(city).map_err(|reason| DomainError::invalid("city", reason))?;
-    }
-    Ok(HttpResponse::Ok().json(json!({ "items": [] })))
+/// Users online now, as the realtime side's presence registry knows them.
+pub async fn presence(
+    _who: Auth,
+    query: QueryMap,
+    registry: web::Data<actix::Addr<PresenceRegistry>>,
+) -> Result<HttpResponse, ApiError> {
+    let city = match query.get("city") {
+        Some(city) => {
+            check_city(city).map_err(|reason| DomainError::invalid("city", reason))?;
+            Some(city.clone())
+        }
+        None => None,
+    };
+    let items = registry
+        .send(ListOnline { city })
+        .await
+        .map_err(|_| DomainError::Unavailable("presence registry stopped".into()))?;
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
