@@ -123,6 +123,7 @@ fn main() -> std::io::Result<()> {
                 endpoint::mount(cfg, "/socket.io/", socket_io.clone());
             })
         })
+        .h1_allow_half_closed(false)
         .bind(("127.0.0.1", args.port))?
         .run(),
     )

@@ -114,6 +114,9 @@ fn http_server(
             .configure(http::routes)
     })
     .workers(services.config.workers)
+    // A client that goes away mid-request (an aborted long-poll) must drop
+    // the handler, so the session learns its transport broke.
+    .h1_allow_half_closed(false)
     .bind(addr)
     .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
     let bound = server

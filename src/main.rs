@@ -75,7 +75,6 @@ fn main() -> ExitCode {
     let config = match Config::from_vars(&vars) {
         Ok(config) => config,
         Err(e) => {
-            log::error!("{e}");
             eprintln!("civicpulse: {e}");
             return ExitCode::from(2);
         }

@@ -130,6 +130,10 @@ impl<'a> Input<'a> {
 }
 
 pub fn check_length(raw: &str, rule: Text) -> Result<String, String> {
+    // PostgreSQL cannot store NUL in TEXT; refuse it on every backend alike.
+    if raw.contains('\0') {
+        return Err("must not contain NUL characters".into());
+    }
     let trimmed = raw.trim();
     let len = trimmed.chars().count();
     if len < rule.min || len > rule.max {

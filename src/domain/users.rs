@@ -140,7 +140,8 @@ pub async fn login(domain: &Domain, body: &Value) -> DomainResult<Session> {
         input.finish()?;
         return Err(DomainError::invalid("password", "must be a string"));
     };
-    if email.len() > 254 || pass.chars().count() > PASSWORD.max {
+    // NUL never matches a stored email, and PostgreSQL refuses it in a query.
+    if email.len() > 254 || email.contains('\0') || pass.chars().count() > PASSWORD.max {
         return Err(invalid_credentials());
     }
     let found = domain

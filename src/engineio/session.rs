@@ -177,10 +177,21 @@ impl<H: EngineHandler> SocketSession<H> {
                 if let Some(get) = pending_get.take() {
                     let _ = get.send(Ok(encode_payload(packets)));
                     ctx.stop();
+                } else if !matches!(reason, CloseReason::ForcedClose | CloseReason::ServerShuttingDown) {
+                    // Only a close the server decides on waits for the next
+                    // GET. A session that died (ping timeout, transport or
+                    // parse error, client's `1`) is forgotten at once, as
+                    // the reference does: the next request gets code 1
+                    // (PROTOCOL.md 2.7, 2.8; the suites check it).
+                    ctx.stop();
                 } else {
                     // Deliver the close with the next GET, or give up.
                     self.outbox = packets;
-                    ctx.run_later(self.engine_config.polling_close_timeout, |_, ctx| ctx.stop());
+                    // Not while the actor is already stopping (e.g. at
+                    // shutdown): there is no runtime left to run a timer.
+                    if ctx.state() == actix::ActorState::Running {
+                        ctx.run_later(self.engine_config.polling_close_timeout, |_, ctx| ctx.stop());
+                    }
                 }
             }
         }
@@ -232,13 +243,16 @@ impl<H: EngineHandler> SocketSession<H> {
     fn receive_probe(&mut self, packet: Packet, ctx: &mut Context<Self>) {
         let Some(upgrade) = &mut self.upgrade else { return };
         match packet {
-            Packet::PingProbe if !upgrade.probed => {
+            // A repeated probe is answered again, and `5` completes the
+            // upgrade even without a probe: the reference closes the
+            // upgrading socket only for other packets (PROTOCOL.md 2.6).
+            Packet::PingProbe => {
                 upgrade.probed = true;
                 send_ws(&upgrade.conn, OutFrame::Packet(Packet::PongProbe));
                 // Release the client's waiting GET so it can stop polling.
                 self.release_get_with_noop();
             }
-            Packet::Upgrade if upgrade.probed => {
+            Packet::Upgrade => {
                 let Some(upgrade) = self.upgrade.take() else { return };
                 ctx.cancel_future(upgrade.timeout);
                 self.release_get_with_noop();
@@ -320,7 +334,10 @@ impl<H: EngineHandler> Actor for SocketSession<H> {
 /// Runs a closure on the handler (see `SessionHandle::call`).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Call<H>(pub Box<dyn FnOnce(&mut H, &mut Out) + Send>);
+pub struct Call<H>(pub CallFn<H>);
+
+/// What a [`Call`] runs (an alias only to satisfy clippy's type_complexity).
+pub type CallFn<H> = Box<dyn FnOnce(&mut H, &mut Out) + Send>;
 
 impl<H: EngineHandler> Handler<Call<H>> for SocketSession<H> {
     type Result = ();

@@ -51,12 +51,15 @@ impl WsIn {
     }
 }
 
+/// Tells the session about its socket (alias for clippy's type_complexity).
+type AttachFn = Box<dyn FnOnce(u64, Recipient<WsWrite>)>;
+
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 pub struct WsConnection {
     id: u64,
     session: Recipient<WsIn>,
-    attach: Option<Box<dyn FnOnce(u64, Recipient<WsWrite>)>>,
+    attach: Option<AttachFn>,
     reported: bool,
 }
 

@@ -149,11 +149,14 @@ pub fn encode_shared(packet: &Packet) -> Arc<EncodedFrame> {
     EncodedFrame::message(&packet.encode(), attachments)
 }
 
+/// Called with the client's ack arguments (alias for clippy's type_complexity).
+type AckCallback = Box<dyn FnOnce(Vec<Value>) + Send>;
+
 struct Connected<A: SocketApp> {
     state: A::Socket,
     handle: SocketRef<A>,
     next_ack_id: u64,
-    pending_acks: HashMap<u64, Box<dyn FnOnce(Vec<Value>) + Send>>,
+    pending_acks: HashMap<u64, AckCallback>,
 }
 
 /// The Engine.IO handler that speaks Socket.IO for an application.
