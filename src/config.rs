@@ -61,6 +61,9 @@ pub struct Config {
     pub ping_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_payload_bytes: usize,
+    /// Bytes that may queue for a client that is not reading before it is
+    /// disconnected.
+    pub max_buffered_bytes: usize,
     pub workers: usize,
     pub db_pool_size: u32,
 }
@@ -155,6 +158,12 @@ impl Config {
                 "MAX_PAYLOAD_BYTES",
                 1_000_000usize,
                 1..=100_000_000,
+            )?,
+            max_buffered_bytes: parse_num(
+                get("MAX_BUFFERED_BYTES"),
+                "MAX_BUFFERED_BYTES",
+                4 * 1024 * 1024usize,
+                4096..=1_000_000_000,
             )?,
             workers: parse_num(get("WORKERS"), "WORKERS", default_workers, 1..=256)?,
             db_pool_size: parse_num(get("DB_POOL_SIZE"), "DB_POOL_SIZE", 10u32, 1..=200)?,

@@ -52,10 +52,20 @@ impl Metrics {
             "Issue rooms with members on this node.",
             self.open_rooms.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP civicpulse_handshake_failures_total Socket handshakes refused.\n# TYPE civicpulse_handshake_failures_total counter\ncivicpulse_handshake_failures_total {}",
-            self.handshake_failures.load(Ordering::Relaxed)
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        };
+        counter(
+            &mut out,
+            "civicpulse_handshake_failures_total",
+            "Socket handshakes refused.",
+            self.handshake_failures.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "civicpulse_slow_client_disconnects_total",
+            "Sockets closed because their client stopped reading.",
+            crate::engineio::ws::SLOW_CLIENT_DISCONNECTS.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

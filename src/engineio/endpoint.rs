@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use actix_http::ws::Codec;
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
@@ -12,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use super::session::{PollGet, PostBody, PostStart, SocketSession, WsAttach};
-use super::ws::WsConnection;
+use super::ws::{Backlog, WsConnection};
 use super::{Engine, HandlerFactory};
 use crate::protocol::engine::HttpError;
 
@@ -51,7 +52,7 @@ async fn handle<F: HandlerFactory>(
             return error(HttpError::SessionIdUnknown);
         };
         return match (websocket, req.method()) {
-            (true, _) if is_upgrade => upgrade(&req, payload, session, engine.config.max_payload),
+            (true, _) if is_upgrade => upgrade(&req, payload, session, &engine.config),
             (true, _) => error(HttpError::BadRequest),
             (false, &Method::GET) => poll(session).await,
             (false, &Method::POST) => post(&req, payload, session, engine.config.max_payload).await,
@@ -70,7 +71,7 @@ async fn handle<F: HandlerFactory>(
     }
     let engine = engine.into_inner();
     let (_, session) = SocketSession::start(&engine, websocket, &req);
-    if websocket { upgrade(&req, payload, session, engine.config.max_payload) } else { poll(session).await }
+    if websocket { upgrade(&req, payload, session, &engine.config) } else { poll(session).await }
 }
 
 async fn poll<H: super::EngineHandler>(session: actix::Addr<SocketSession<H>>) -> HttpResponse {
@@ -138,17 +139,28 @@ fn upgrade<H: super::EngineHandler>(
     req: &HttpRequest,
     payload: web::Payload,
     session: actix::Addr<SocketSession<H>>,
-    max_payload: usize,
+    config: &super::EngineConfig,
 ) -> HttpResponse {
-    let attach_to = session.clone();
-    let conn = WsConnection::new(session.recipient(), move |conn_id, conn| {
-        attach_to.do_send(WsAttach { conn_id, conn })
-    });
-    match ws::WsResponseBuilder::new(conn, req, payload).frame_size(max_payload).start() {
+    let mut response = match ws::handshake(req) {
         Ok(response) => response,
         Err(e) => {
             log::debug!(target: "civicpulse::engine", "websocket upgrade refused: {e}");
-            error(HttpError::BadRequest)
+            return error(HttpError::BadRequest);
         }
-    }
+    };
+    let attach_to = session.clone();
+    let backlog = Backlog::default();
+    let conn = WsConnection::new(
+        session.recipient(),
+        backlog.clone(),
+        config.max_buffered_bytes,
+        move |conn_id, conn| attach_to.do_send(WsAttach { conn_id, conn }),
+    );
+    let frames = ws::WebsocketContext::with_codec(conn, payload, Codec::new().max_size(config.max_payload));
+    // What the HTTP layer takes from the stream is no longer queued here.
+    response.streaming(frames.inspect(move |chunk| {
+        if let Ok(bytes) = chunk {
+            backlog.drained(bytes.len());
+        }
+    }))
 }

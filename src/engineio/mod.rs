@@ -28,6 +28,9 @@ pub struct EngineConfig {
     pub ping_timeout: Duration,
     pub max_payload: usize,
     pub upgrade_timeout: Duration,
+    /// Bytes that may wait for a client that is not reading (WebSocket
+    /// write backlog, or the polling outbox) before it is disconnected.
+    pub max_buffered_bytes: usize,
     /// How long a server-side close on polling waits for the client's next
     /// GET to deliver it.
     pub polling_close_timeout: Duration,
@@ -40,6 +43,7 @@ impl Default for EngineConfig {
             ping_timeout: Duration::from_millis(20_000),
             max_payload: 1_000_000,
             upgrade_timeout: Duration::from_millis(10_000),
+            max_buffered_bytes: 4 * 1024 * 1024,
             polling_close_timeout: Duration::from_millis(30_000),
         }
     }
@@ -107,6 +111,22 @@ impl EncodedFrame {
 pub enum OutFrame {
     Packet(engine::Packet),
     Shared(Arc<EncodedFrame>),
+}
+
+impl OutFrame {
+    /// Roughly what the frame costs to hold, for the buffering bound.
+    pub fn len(&self) -> usize {
+        match self {
+            OutFrame::Packet(engine::Packet::Message(text) | engine::Packet::Open(text)) => text.len() + 1,
+            OutFrame::Packet(engine::Packet::Binary(bytes)) => bytes.len(),
+            OutFrame::Packet(_) => 1,
+            OutFrame::Shared(frame) => frame.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// Frames pushed to a session from outside it (rooms, broadcasts, the

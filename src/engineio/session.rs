@@ -45,8 +45,11 @@ pub struct SocketSession<H: EngineHandler> {
     registry: Arc<dyn Fn(&str) + Send + Sync>,
     transport: Transport,
     upgrade: Option<Upgrade>,
-    /// Frames waiting for a polling GET (or for the WebSocket to attach).
+    /// Frames waiting for a polling GET (or for the WebSocket to attach),
+    /// and their size: a client that stops polling cannot make it grow
+    /// past `max_buffered_bytes`.
     outbox: Vec<OutFrame>,
+    outbox_bytes: usize,
     pong_deadline: Option<SpawnHandle>,
     /// Set once the session is ending; on polling the close packet may still
     /// wait for the client's next GET.
@@ -93,6 +96,7 @@ impl<H: EngineHandler> SocketSession<H> {
                 },
                 upgrade: None,
                 outbox: vec![OutFrame::Packet(handshake.open_packet())],
+                outbox_bytes: 0,
                 pong_deadline: None,
                 closing: None,
                 handler,
@@ -101,6 +105,18 @@ impl<H: EngineHandler> SocketSession<H> {
         engine.sessions.insert(sid.clone(), addr.clone());
         log::debug!(target: "civicpulse::engine", "sid={sid} open transport={}", if websocket { "websocket" } else { "polling" });
         (sid, addr)
+    }
+
+    fn take_outbox(&mut self) -> Vec<OutFrame> {
+        self.outbox_bytes = 0;
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Queues frames for the next GET; false if that leaves too much queued.
+    fn queue(&mut self, frames: Vec<OutFrame>) -> bool {
+        self.outbox_bytes += frames.iter().map(OutFrame::len).sum::<usize>();
+        self.outbox.extend(frames);
+        self.outbox_bytes <= self.engine_config.max_buffered_bytes
     }
 
     pub fn sid(&self) -> &Arc<str> {
@@ -135,10 +151,18 @@ impl<H: EngineHandler> SocketSession<H> {
                     send_ws(conn, frame);
                 }
             }
-            Transport::Polling { pending_get, .. } => {
-                self.outbox.extend(frames);
-                if let Some(get) = pending_get.take() {
-                    let body = encode_payload(std::mem::take(&mut self.outbox));
+            Transport::Polling { .. } | Transport::WebSocketPending => {
+                if !self.queue(frames) {
+                    super::ws::SLOW_CLIENT_DISCONNECTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    log::warn!(target: "civicpulse::engine", "sid={} is not polling ({} bytes queued); disconnecting", self.sid, self.outbox_bytes);
+                    return self.close(CloseReason::TransportError, ctx);
+                }
+                let get = match &mut self.transport {
+                    Transport::Polling { pending_get, .. } => pending_get.take(),
+                    _ => None,
+                };
+                if let Some(get) = get {
+                    let body = encode_payload(self.take_outbox());
                     if get.send(Ok(body)).is_err() {
                         // The client abandoned its GET: the reference treats
                         // that as a broken transport.
@@ -146,7 +170,6 @@ impl<H: EngineHandler> SocketSession<H> {
                     }
                 }
             }
-            Transport::WebSocketPending => self.outbox.extend(frames),
         }
     }
 
@@ -169,12 +192,13 @@ impl<H: EngineHandler> SocketSession<H> {
             }
             Transport::WebSocketPending => ctx.stop(),
             Transport::Polling { pending_get, .. } => {
-                let mut packets = std::mem::take(&mut self.outbox);
+                let pending_get = pending_get.take();
+                let mut packets = self.take_outbox();
                 // A client that said goodbye itself gets no close packet back.
                 let goodbye =
                     if reason == CloseReason::TransportClose { Packet::Noop } else { Packet::Close };
                 packets.push(OutFrame::Packet(goodbye));
-                if let Some(get) = pending_get.take() {
+                if let Some(get) = pending_get {
                     let _ = get.send(Ok(encode_payload(packets)));
                     ctx.stop();
                 } else if !matches!(reason, CloseReason::ForcedClose | CloseReason::ServerShuttingDown) {
@@ -258,7 +282,7 @@ impl<H: EngineHandler> SocketSession<H> {
                 self.release_get_with_noop();
                 log::debug!(target: "civicpulse::engine", "sid={} upgraded to websocket", self.sid);
                 self.transport = Transport::WebSocket { conn_id: upgrade.conn_id, conn: upgrade.conn };
-                let pending = std::mem::take(&mut self.outbox);
+                let pending = self.take_outbox();
                 self.write(pending, ctx);
             }
             _ => {
@@ -275,7 +299,7 @@ impl<H: EngineHandler> SocketSession<H> {
         if let Transport::Polling { pending_get, .. } = &mut self.transport
             && let Some(get) = pending_get.take()
         {
-            let mut packets = std::mem::take(&mut self.outbox);
+            let mut packets = self.take_outbox();
             packets.push(OutFrame::Packet(Packet::Noop));
             let _ = get.send(Ok(encode_payload(packets)));
         }
@@ -376,7 +400,7 @@ impl<H: EngineHandler> Handler<PollGet> for SocketSession<H> {
         };
         if self.closing.is_some() {
             // The deferred close: whatever was left, then `1`.
-            let _ = reply.send(Ok(encode_payload(std::mem::take(&mut self.outbox))));
+            let _ = reply.send(Ok(encode_payload(self.take_outbox())));
             ctx.stop();
             return;
         }
@@ -394,7 +418,7 @@ impl<H: EngineHandler> Handler<PollGet> for SocketSession<H> {
         if self.outbox.is_empty() {
             *pending_get = Some(reply);
         } else {
-            let _ = reply.send(Ok(encode_payload(std::mem::take(&mut self.outbox))));
+            let _ = reply.send(Ok(encode_payload(self.take_outbox())));
         }
     }
 }
@@ -483,7 +507,7 @@ impl<H: EngineHandler> Handler<WsAttach> for SocketSession<H> {
         match &self.transport {
             Transport::WebSocketPending => {
                 self.transport = Transport::WebSocket { conn_id, conn };
-                let pending = std::mem::take(&mut self.outbox);
+                let pending = self.take_outbox();
                 self.write(pending, ctx);
             }
             Transport::Polling { .. } if self.upgrade.is_none() => {

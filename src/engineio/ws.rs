@@ -2,7 +2,8 @@
 //! session. It holds no protocol state, so a session can change sockets
 //! (polling → WebSocket upgrade) without losing anything.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use actix::prelude::*;
 use actix_web_actors::ws;
@@ -56,22 +57,68 @@ type AttachFn = Box<dyn FnOnce(u64, Recipient<WsWrite>)>;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Bytes written to a WebSocket but not yet taken by the HTTP layer, i.e.
+/// what a client that stops reading leaves queued in the server. The
+/// connection adds what it writes; the response stream subtracts what it
+/// hands on (see `endpoint::upgrade`).
+#[derive(Clone, Default)]
+pub struct Backlog(Arc<AtomicUsize>);
+
+impl Backlog {
+    fn add(&self, n: usize) -> usize {
+        self.0.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    pub fn drained(&self, n: usize) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |queued| Some(queued.saturating_sub(n)));
+    }
+}
+
+/// Connections closed because their client stopped reading.
+pub static SLOW_CLIENT_DISCONNECTS: AtomicU64 = AtomicU64::new(0);
+
 pub struct WsConnection {
     id: u64,
     session: Recipient<WsIn>,
     attach: Option<AttachFn>,
     reported: bool,
+    backlog: Backlog,
+    max_backlog: usize,
 }
 
 impl WsConnection {
     /// `attach` tells the session about this socket once it runs.
-    pub fn new(session: Recipient<WsIn>, attach: impl FnOnce(u64, Recipient<WsWrite>) + 'static) -> Self {
+    pub fn new(
+        session: Recipient<WsIn>,
+        backlog: Backlog,
+        max_backlog: usize,
+        attach: impl FnOnce(u64, Recipient<WsWrite>) + 'static,
+    ) -> Self {
         Self {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             session,
             attach: Some(Box::new(attach)),
             reported: false,
+            backlog,
+            max_backlog,
         }
+    }
+
+    /// Accounts for `n` more bytes; false (and the socket is being closed)
+    /// when the client has fallen too far behind.
+    fn admit(&mut self, n: usize, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        let queued = self.backlog.add(n);
+        if queued <= self.max_backlog {
+            return true;
+        }
+        SLOW_CLIENT_DISCONNECTS.fetch_add(1, Ordering::Relaxed);
+        log::warn!(target: "civicpulse::engine", "websocket conn={} is not reading ({queued} bytes queued); disconnecting", self.id);
+        self.report_end(true);
+        ctx.close(Some(ws::CloseCode::Policy.into()));
+        ctx.stop();
+        false
     }
 
     fn report_end(&mut self, failed: bool) {
@@ -135,8 +182,16 @@ impl Handler<WsWrite> for WsConnection {
 
     fn handle(&mut self, msg: WsWrite, ctx: &mut Self::Context) {
         match msg {
-            WsWrite::Text(text) => ctx.text(text),
-            WsWrite::Binary(bytes) => ctx.binary(bytes),
+            WsWrite::Text(text) => {
+                if self.admit(text.len(), ctx) {
+                    ctx.text(text)
+                }
+            }
+            WsWrite::Binary(bytes) => {
+                if self.admit(bytes.len(), ctx) {
+                    ctx.binary(bytes)
+                }
+            }
             WsWrite::Close => {
                 self.reported = true;
                 ctx.close(Some(ws::CloseCode::Normal.into()));

@@ -78,6 +78,7 @@ pub fn start(domain: &Domain, metrics: &Arc<Metrics>, config: &crate::config::Co
         ping_interval: config.ping_interval,
         ping_timeout: config.ping_timeout,
         max_payload: config.max_payload_bytes,
+        max_buffered_bytes: config.max_buffered_bytes,
         ..EngineConfig::default()
     };
     let engine = Engine::new(
