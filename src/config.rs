@@ -66,6 +66,8 @@ pub struct Config {
     pub max_buffered_bytes: usize,
     pub workers: usize,
     pub db_pool_size: u32,
+    /// Register/login/refresh requests per client address per minute (0: off).
+    pub auth_rate_per_minute: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -166,6 +168,12 @@ impl Config {
                 4096..=1_000_000_000,
             )?,
             workers: parse_num(get("WORKERS"), "WORKERS", default_workers, 1..=256)?,
+            auth_rate_per_minute: parse_num(
+                get("AUTH_RATE_PER_MINUTE"),
+                "AUTH_RATE_PER_MINUTE",
+                300u32,
+                0..=1_000_000,
+            )?,
             db_pool_size: parse_num(get("DB_POOL_SIZE"), "DB_POOL_SIZE", 10u32, 1..=200)?,
         })
     }

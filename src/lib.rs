@@ -89,10 +89,13 @@ fn http_server(
 ) -> Result<(actix_web::dev::Server, SocketAddr), StartError> {
     let s = services.clone();
     let (socket_io, presence) = (realtime.engine, realtime.presence);
+    let auth_limit =
+        web::Data::new(http::rate_limit::AuthRateLimit::new(services.config.auth_rate_per_minute));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(s.domain.clone()))
             .app_data(web::Data::new(presence.clone()))
+            .app_data(auth_limit.clone())
             .app_data(web::Data::from(s.metrics.clone()))
             .wrap(cors(&s.config.cors_origins))
             .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("civicpulse::http"))

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 mod handlers;
+pub mod rate_limit;
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, Resource, web};

@@ -1,5 +1,6 @@
-//! Browsers on the origins in CORS_ORIGINS may long-poll and call the REST
-//! API; other origins get no CORS grant.
+//! The HTTP edge: browsers on the origins in CORS_ORIGINS may long-poll and
+//! call the REST API (others get no CORS grant), and the credential
+//! endpoints are rate limited per client address.
 
 use std::collections::HashMap;
 
@@ -7,16 +8,20 @@ use civicpulse::RunningNode;
 use civicpulse::config::Config;
 
 fn node(origins: &str) -> (RunningNode, tempfile::TempDir) {
+    node_with(&[("CORS_ORIGINS", origins)])
+}
+
+fn node_with(extra: &[(&str, &str)]) -> (RunningNode, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let vars: HashMap<String, String> = [
         ("HOST", "127.0.0.1".to_string()),
         ("PORT", "0".to_string()),
         ("WORKERS", "1".to_string()),
         ("JWT_SECRET", "cors-test-secret-0123456789abcdef0123456789".to_string()),
-        ("CORS_ORIGINS", origins.to_string()),
         ("DATABASE_URL", format!("sqlite://{}", dir.path().join("c.db").display())),
     ]
     .into_iter()
+    .chain(extra.iter().map(|(k, v)| (*k, v.to_string())))
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     (RunningNode::start(Config::from_vars(&vars).expect("config")).expect("node"), dir)
@@ -58,4 +63,30 @@ fn other_origins_get_no_grant() {
         .send()
         .expect("request");
     assert_eq!(allow_origin(&res), None);
+}
+
+#[test]
+fn credential_endpoints_answer_429_with_retry_after_past_the_limit() {
+    let (node, _dir) = node_with(&[("AUTH_RATE_PER_MINUTE", "3")]);
+    let http = reqwest::blocking::Client::new();
+    let login = |n: usize| {
+        http.post(format!("{}/api/auth/login", node.url()))
+            .json(&serde_json::json!({"email": format!("nobody{n}@example.com"), "password": "whatever1"}))
+            .send()
+            .expect("request")
+    };
+    for n in 0..3 {
+        assert_eq!(login(n).status(), 401, "within the limit, attempts are judged on their merits");
+    }
+    let limited = login(3);
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 =
+        limited.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&retry_after));
+    let body: serde_json::Value = limited.json().expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+
+    // Other routes are not limited.
+    let health = http.get(format!("{}/healthz", node.url())).send().expect("request");
+    assert_eq!(health.status(), 200);
 }
