@@ -12,7 +12,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
     /// Seconds for a `Retry-After` header (429, 503).
     pub retry_after: Option<u64>,
 }
@@ -33,7 +33,7 @@ impl ApiError {
     pub fn body(&self) -> Value {
         let mut error = json!({"code": self.code, "message": self.message});
         if let Some(details) = &self.details {
-            error["details"] = details.clone();
+            error["details"] = (**details).clone();
         }
         json!({ "error": error })
     }
@@ -64,7 +64,7 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         match e {
             DomainError::Validation(fields) => Self {
-                details: Some(json!({ "fields": fields })),
+                details: Some(Box::new(json!({ "fields": fields }))),
                 ..Self::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "validation_failed",

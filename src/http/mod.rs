@@ -66,7 +66,7 @@ fn resource(path: &str, allow: &'static str) -> Resource {
     web::resource(path).default_service(web::to(move || async move {
         let mut response =
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("allowed: {allow}"));
-        response.details = Some(serde_json::json!({ "allow": allow }));
+        response.details = Some(Box::new(serde_json::json!({ "allow": allow })));
         let mut res = actix_web::ResponseError::error_response(&response);
         res.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
         res

@@ -259,7 +259,7 @@ impl Reply {
         let api = ApiError::from(e);
         let mut payload = error_ack(api.code, &api.message);
         if let Some(details) = api.details {
-            payload["error"]["details"] = details;
+            payload["error"]["details"] = *details;
         }
         self.ok(payload);
     }
