@@ -38,6 +38,10 @@ pub struct CivicSocket {
     user: Principal,
     user_id: Arc<str>,
     rooms: HashSet<String>,
+    /// Held while one of this socket's messages is stored and published.
+    /// The lock is FIFO, so a client that fires many `message:send`s
+    /// without waiting sees them stored and delivered in the order sent.
+    sending: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The running realtime side of a node.
@@ -113,7 +117,12 @@ impl SocketApp for CivicApp {
             city: user.city.clone(),
         };
         self.presence.do_send(SocketOnline { user: online, socket_id: socket.id.clone() });
-        Ok(CivicSocket { user_id: user.user_id.as_str().into(), user, rooms: HashSet::new() })
+        Ok(CivicSocket {
+            user_id: user.user_id.as_str().into(),
+            user,
+            rooms: HashSet::new(),
+            sending: Arc::default(),
+        })
     }
 
     fn event(&self, state: &mut CivicSocket, socket: &SocketRef<Self>, event: Event) {
@@ -189,7 +198,9 @@ impl CivicApp {
         };
         let domain = self.domain.clone();
         let user = state.user.clone();
+        let sending = state.sending.clone();
         actix::spawn(async move {
+            let _turn = sending.lock().await;
             match messages::post(&domain, &user, issue_id, content).await {
                 Ok(message) => reply.ok(json!({ "ok": true, "message": message })),
                 Err(e) => reply.domain_error(e),
