@@ -111,6 +111,10 @@ fn a_client_that_stops_reading_is_disconnected_and_the_room_carries_on() {
     // own backlog grows, so send well past that: 700 × ~8 KB (2,000
     // four-byte characters each).
     let total = 700;
+    // The sender waits for Carol every few messages, so only Bob, who reads
+    // nothing, can fall behind, however slow this machine is today.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen_so_far = progress.clone();
     let reading = std::thread::spawn(move || {
         let mut seen = Vec::new();
         while seen.len() < total {
@@ -121,12 +125,20 @@ fn a_client_that_stops_reading_is_disconnected_and_the_room_carries_on() {
                 let message: Value =
                     serde_json::from_str(payload.trim_end_matches(']')).expect("message json");
                 seen.push(message["content"].as_str().expect("content").to_string());
+                seen_so_far.store(seen.len(), std::sync::atomic::Ordering::SeqCst);
             }
         }
         seen
     });
     let filler = "🎉".repeat(1990);
     for i in 0..total {
+        if i % 4 == 0 {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while progress.load(std::sync::atomic::Ordering::SeqCst) < i {
+                assert!(Instant::now() < deadline, "the reading member stopped receiving at {i}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         node.post(
             &format!("/api/issues/{issue_id}/messages"),
             Some(&alice),

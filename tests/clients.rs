@@ -5,35 +5,18 @@
 //!
 //! Each test starts its own node over a fresh SQLite file, makes users and
 //! issues over HTTP, and hands them to the script as JSON in `CP_INPUT`.
-//! The first test to need them installs the clients (`npm ci` in tests/js,
-//! a virtualenv in tests/python), once per process and under a file lock
-//! across processes.
+//! Running the scripts and installing the clients is `common::clients`.
 
 mod common;
 
-use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use civicpulse::auth::{Claims, TokenKeys};
 use civicpulse::domain::Role;
+use common::clients::{self, user_json};
 use common::{ACCESS_TTL, TestApp, TestUser, absent_id};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-/// What a scenario may take, its client's own time limit included.
-const SCENARIO_LIMIT: Duration = Duration::from_secs(60);
-/// The time limit each script enforces on itself.
-const SCRIPT_TIMEOUT_MS: u64 = 25_000;
-/// Installing the clients (downloads included).
-const INSTALL_LIMIT: Duration = Duration::from_secs(600);
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 // ---- the fixture ----------------------------------------------------------
 
@@ -42,10 +25,6 @@ fn root() -> &'static Path {
 struct Fixture {
     app: TestApp,
     input: Value,
-}
-
-fn user_json(user: &TestUser) -> Value {
-    json!({ "id": user.id, "name": user.name, "token": user.token, "refresh": user.refresh })
 }
 
 impl Fixture {
@@ -133,184 +112,14 @@ fn unsigned(claims: &Claims) -> String {
 
 // ---- running the clients ----------------------------------------------------
 
-/// Runs `program args…` with `CP_INPUT`, within [`SCENARIO_LIMIT`]; panics
-/// with the child's output unless it exits 0.
-fn run_scenario(what: &str, program: &Path, args: &[&str], input: &Value) {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(root())
-        .env("CP_INPUT", input.to_string())
-        .env("CP_TIMEOUT_MS", SCRIPT_TIMEOUT_MS.to_string())
-        // The node is local: never go through a proxy.
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot start {}: {e}", program.display()));
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let deadline = Instant::now() + SCENARIO_LIMIT;
-    let status = loop {
-        match child.try_wait().expect("waiting for the scenario") {
-            Some(status) => break Some(status),
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(25)),
-        }
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    let verdict = match status {
-        Some(status) if status.success() => {
-            // Shown with --nocapture.
-            println!("{what}: passed\n{stdout}");
-            return;
-        }
-        Some(status) => format!("{what} failed ({status})"),
-        None => format!("{what} did not finish within {SCENARIO_LIMIT:?} and was killed"),
-    };
-    panic!("{verdict}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
-}
-
-fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes);
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
 /// Runs a scenario of tests/js/scenarios.mjs with the official client.
 fn js(scenario: &str, fixture: &Fixture) {
-    js_ready();
-    let script = root().join("tests/js/scenarios.mjs");
-    run_scenario(
-        &format!("socket.io-client scenario {scenario:?}"),
-        Path::new("node"),
-        &[script.to_str().expect("utf-8 path"), scenario],
-        &fixture.input,
-    );
+    clients::js("scenarios.mjs", scenario, &fixture.input);
 }
 
 /// Runs a scenario of tests/python/scenarios.py with python-socketio.
 fn py(scenario: &str, fixture: &Fixture) {
-    let python = py_ready();
-    let script = root().join("tests/python/scenarios.py");
-    run_scenario(
-        &format!("python-socketio scenario {scenario:?}"),
-        &python,
-        &[script.to_str().expect("utf-8 path"), scenario],
-        &fixture.input,
-    );
-}
-
-// ---- installing the clients -------------------------------------------------
-
-/// `npm ci` in tests/js, unless node_modules matches package-lock.json.
-fn js_ready() {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        with_file_lock("js-clients", || {
-            let dir = root().join("tests/js");
-            let stamp = digest(&[&dir.join("package-lock.json")])?;
-            let marker = dir.join("node_modules/.civicpulse-installed");
-            if std::fs::read_to_string(&marker).is_ok_and(|s| s == stamp) {
-                return Ok(());
-            }
-            run_setup(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir))?;
-            std::fs::write(&marker, stamp).map_err(|e| format!("writing {}: {e}", marker.display()))
-        })
-    });
-    if let Err(e) = ready {
-        panic!("cannot install the JavaScript clients (needs node and npm): {e}");
-    }
-}
-
-/// A virtualenv in tests/python/.venv with requirements.txt installed;
-/// returns its python.
-fn py_ready() -> PathBuf {
-    static READY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        with_file_lock("py-clients", || {
-            let dir = root().join("tests/python");
-            let venv = dir.join(".venv");
-            let python = venv.join("bin/python");
-            let stamp = digest(&[&dir.join("requirements.txt")])?;
-            let marker = venv.join(".civicpulse-installed");
-            if python.exists() && std::fs::read_to_string(&marker).is_ok_and(|s| s == stamp) {
-                return Ok(python);
-            }
-            run_setup(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv))?;
-            run_setup(
-                Command::new(&python)
-                    .args(["-m", "pip", "install", "--disable-pip-version-check", "-q", "-r"])
-                    .arg(dir.join("requirements.txt")),
-            )?;
-            std::fs::write(&marker, stamp).map_err(|e| format!("writing {}: {e}", marker.display()))?;
-            Ok(python)
-        })
-    });
-    match ready {
-        Ok(python) => python.clone(),
-        Err(e) => panic!("cannot set up the Python clients (needs python3 with venv): {e}"),
-    }
-}
-
-/// Runs `f` holding an exclusive lock on a file under the target directory,
-/// so that concurrent `cargo test` runs do not install at the same time.
-fn with_file_lock<T>(name: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("civicpulse-{name}.lock"));
-    let file = File::create(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
-    file.lock().map_err(|e| format!("locking {}: {e}", path.display()))?;
-    let result = f();
-    let _ = file.unlock();
-    result
-}
-
-fn digest(files: &[&Path]) -> Result<String, String> {
-    let mut hasher = Sha256::new();
-    for file in files {
-        hasher.update(std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
-fn run_setup(command: &mut Command) -> Result<(), String> {
-    let shown = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {shown}: {e}"))?;
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let deadline = Instant::now() + INSTALL_LIMIT;
-    let status = loop {
-        match child.try_wait().map_err(|e| format!("{shown}: {e}"))? {
-            Some(status) => break Some(status),
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
-    let out = stdout.join().unwrap_or_default();
-    let err = stderr.join().unwrap_or_default();
-    match status {
-        Some(status) if status.success() => Ok(()),
-        Some(status) => Err(format!("{shown} failed ({status})\n{out}\n{err}")),
-        None => Err(format!("{shown} took longer than {INSTALL_LIMIT:?}\n{out}\n{err}")),
-    }
+    clients::py("scenarios.py", scenario, &fixture.input);
 }
 
 // ---- the official JavaScript client ---------------------------------------------

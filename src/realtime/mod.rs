@@ -38,10 +38,14 @@ pub struct CivicSocket {
     user: Principal,
     user_id: Arc<str>,
     rooms: HashSet<String>,
-    /// Held while one of this socket's messages is stored and published.
-    /// The lock is FIFO, so a client that fires many `message:send`s
-    /// without waiting sees them stored and delivered in the order sent.
-    sending: Arc<tokio::sync::Mutex<()>>,
+    /// Held while one of this socket's events that depend on each other
+    /// (join, leave, message:send, typing) is handled, to its end. The lock
+    /// is FIFO, so they take effect in the order the client sent them: a
+    /// client that fires many `message:send`s without waiting sees them
+    /// stored and delivered in that order, and a `leave:issue` right behind
+    /// a `join:issue` that is still looking the issue up leaves the socket
+    /// out of the room.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The running realtime side of a node.
@@ -121,7 +125,7 @@ impl SocketApp for CivicApp {
             user_id: user.user_id.as_str().into(),
             user,
             rooms: HashSet::new(),
-            sending: Arc::default(),
+            turn: Arc::default(),
         })
     }
 
@@ -129,15 +133,20 @@ impl SocketApp for CivicApp {
         let reply = Reply { socket: socket.clone(), ack: event.ack };
         let first = event.args.first().cloned().unwrap_or(Value::Null);
         match event.name.as_str() {
-            names::JOIN_ISSUE => self.join(socket, reply, first),
+            names::JOIN_ISSUE => self.join(state, socket, reply, first),
             names::LEAVE_ISSUE => {
-                let Some(issue_id) = first.as_str().filter(|id| ids::is_valid(IdKind::Issue, id)) else {
+                let Some(issue_id) =
+                    first.as_str().filter(|id| ids::is_valid(IdKind::Issue, id)).map(str::to_string)
+                else {
                     return reply.error("not_found", "issue not found");
                 };
-                if state.rooms.remove(issue_id) {
-                    self.rooms.leave(issue_id, socket.id.clone());
-                }
-                reply.ok(json!({ "ok": true }));
+                let rooms = self.rooms.clone();
+                in_turn(state, socket, move |state, socket| {
+                    if state.rooms.remove(&issue_id) {
+                        rooms.leave(&issue_id, socket.id.clone());
+                    }
+                    reply.ok(json!({ "ok": true }));
+                });
             }
             names::MESSAGE_SEND => self.send_message(state, reply, first),
             names::USER_TYPING => self.typing(state, socket, reply, first),
@@ -161,7 +170,7 @@ impl SocketApp for CivicApp {
 }
 
 impl CivicApp {
-    fn join(&self, socket: &SocketRef<Self>, reply: Reply, issue_id: Value) {
+    fn join(&self, state: &CivicSocket, socket: &SocketRef<Self>, reply: Reply, issue_id: Value) {
         let Some(issue_id) =
             issue_id.as_str().filter(|id| ids::is_valid(IdKind::Issue, id)).map(str::to_string)
         else {
@@ -170,7 +179,9 @@ impl CivicApp {
         let domain = self.domain.clone();
         let rooms = self.rooms.clone();
         let socket = socket.clone();
+        let turn = state.turn.clone();
         actix::spawn(async move {
+            let _turn = turn.lock().await;
             match issues::get(&domain, issue_id.clone()).await {
                 Ok(_) => socket.update(move |state, socket| {
                     if state.rooms.insert(issue_id.clone()) {
@@ -198,9 +209,9 @@ impl CivicApp {
         };
         let domain = self.domain.clone();
         let user = state.user.clone();
-        let sending = state.sending.clone();
+        let turn = state.turn.clone();
         actix::spawn(async move {
-            let _turn = sending.lock().await;
+            let _turn = turn.lock().await;
             match messages::post(&domain, &user, issue_id, content).await {
                 Ok(message) => reply.ok(json!({ "ok": true, "message": message })),
                 Err(e) => reply.domain_error(e),
@@ -213,26 +224,34 @@ impl CivicApp {
     fn typing(&self, state: &CivicSocket, socket: &SocketRef<Self>, reply: Reply, body: Value) {
         let issue_id = body.get("issueId").and_then(Value::as_str);
         let is_typing = body.get("isTyping").and_then(Value::as_bool);
-        let (Some(issue_id), Some(is_typing)) = (issue_id, is_typing) else {
+        let (Some(issue_id), Some(is_typing)) = (issue_id.map(str::to_string), is_typing) else {
             return reply
                 .domain_error(DomainError::invalid("body", "expected {issueId: string, isTyping: boolean}"));
         };
-        if !state.rooms.contains(issue_id) {
-            return reply.error("forbidden", "join the issue's room first");
-        }
-        self.rooms.typing(
-            issue_id,
-            Typing {
-                socket_id: socket.id.clone(),
-                user_id: state.user_id.clone(),
-                display_name: state.user.display_name.clone(),
-                is_typing,
-            },
-        );
-        reply.ok(json!({ "ok": true }));
+        let rooms = self.rooms.clone();
+        // After any join or leave still under way.
+        in_turn(state, socket, move |state, socket| {
+            if !state.rooms.contains(&issue_id) {
+                return reply.error("forbidden", "join the issue's room first");
+            }
+            rooms.typing(
+                &issue_id,
+                Typing {
+                    socket_id: socket.id.clone(),
+                    user_id: state.user_id.clone(),
+                    display_name: state.user.display_name.clone(),
+                    is_typing,
+                },
+            );
+            reply.ok(json!({ "ok": true }));
+        });
     }
 
     fn list_presence(&self, reply: Reply, body: Value) {
+        // The payload is optional, but when there is one it is `{city?}`.
+        if !(body.is_null() || body.is_object()) {
+            return reply.domain_error(DomainError::invalid("body", "expected {city?: string}"));
+        }
         let city = match body.get("city") {
             None | Some(Value::Null) => None,
             Some(Value::String(city)) if check_city(city).is_ok() => Some(city.clone()),
@@ -246,6 +265,22 @@ impl CivicApp {
             }
         });
     }
+}
+
+/// Runs `f` on the socket's state in its turn: after the socket's events
+/// before it are done (their updates are queued in the session's mailbox
+/// ahead of this one).
+fn in_turn(
+    state: &CivicSocket,
+    socket: &SocketRef<CivicApp>,
+    f: impl FnOnce(&mut CivicSocket, &SocketRef<CivicApp>) + Send + 'static,
+) {
+    let turn = state.turn.clone();
+    let socket = socket.clone();
+    actix::spawn(async move {
+        let _turn = turn.lock().await;
+        socket.update(f);
+    });
 }
 
 /// The acknowledgement a client may have asked for.

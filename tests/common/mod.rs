@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod clients;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
