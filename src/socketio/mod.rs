@@ -18,6 +18,9 @@ use crate::engineio::{
 };
 use crate::protocol::socket::{Decoder, Packet, PacketKind};
 
+/// How long a client refused with `close` has to leave by itself.
+const REFUSED_CLOSE_GRACE: Duration = Duration::from_millis(500);
+
 /// Why a CONNECT was refused.
 pub enum Refusal {
     /// No such namespace: `{"message":"Invalid namespace"}`; the engine
@@ -237,7 +240,17 @@ impl<A: SocketApp> SocketIo<A> {
                     out.frames.push(frame);
                 }
                 if close {
-                    out.close(CloseReason::ForcedClose);
+                    // Clients drop their connection themselves on a refused
+                    // CONNECT; closing it under them at the same instant races
+                    // their own goodbye (python-engineio then hangs for a
+                    // ping interval). So close after a grace period. Until then
+                    // nothing from this client is processed: any further
+                    // packet for the refused namespace closes at once.
+                    let session = self.session.addr.clone();
+                    actix::spawn(async move {
+                        tokio::time::sleep(REFUSED_CLOSE_GRACE).await;
+                        session.do_send(Push::Close(CloseReason::ForcedClose));
+                    });
                 }
             }
         }
