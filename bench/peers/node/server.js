@@ -49,7 +49,12 @@ const upvoteTx = db.transaction((issueId, userId) => {
 const app = express();
 app.use(express.json({ limit: '1mb' }));
 const server = http.createServer(app);
-const io = new Server(server, { cors: { origin: '*' } });
+const io = new Server(server, {
+  cors: { origin: '*' },
+  // Same knobs as civicpulse (PING_INTERVAL_MS, PING_TIMEOUT_MS); Socket.IO's defaults otherwise.
+  pingInterval: Number(process.env.PING_INTERVAL_MS || 25000),
+  pingTimeout: Number(process.env.PING_TIMEOUT_MS || 20000),
+});
 
 function sign(user) {
   return jwt.sign({ sub: user.id, name: user.displayName, role: user.role, city: user.city, typ: 'access' },

@@ -1,0 +1,205 @@
+// Turns the runs of bench/run.sh (one JSON line each) into
+// bench/results/latest.json and latest.md: medians per scenario and server,
+// ratios against the Node.js peer and the limit server, and the issue-5
+// targets met or missed. Usage: node report.js runs.jsonl out.json out.md
+'use strict';
+
+const fs = require('node:fs');
+const os = require('node:os');
+
+const [rawPath, jsonPath, mdPath] = process.argv.slice(2);
+const runs = fs.readFileSync(rawPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const env = process.env;
+const SERVERS = ['civicpulse', 'node', 'limit'];
+
+const ms = (key) => (r) => r.latency?.[key];
+const mib = (r) => (r.rss_after_bytes ?? r.rss_end_bytes) / 1048576;
+const sum = (...keys) => (r) => keys.reduce((a, k) => a + (r[k] ?? 0), 0);
+
+// [key, label, better, extract]
+const METRICS = {
+  idle: [
+    ['bytes_per_session', 'server RSS per session (bytes)', 'lower', (r) => r.bytes_per_session],
+    ['rss_mib', 'server RSS holding them (MiB)', 'lower', mib],
+    ['server_cpu_pct', 'server CPU while idle (% of a core)', 'lower', (r) => r.server_cpu_pct],
+    ['ready', 'sessions connected', 'higher', (r) => r.ready],
+    ['dropped', 'sessions dropped during the hold', 'lower', (r) => r.dropped],
+  ],
+  broadcast: [
+    ['p50_ms', 'latency p50 (ms)', 'lower', ms('p50_ms')],
+    ['p99_ms', 'latency p99 (ms)', 'lower', ms('p99_ms')],
+    ['max_ms', 'latency max (ms)', 'lower', ms('max_ms')],
+    ['frames_per_s', 'delivered frames/s', 'higher', (r) => r.frames_per_s],
+    ['lost', 'frames lost', 'lower', (r) => r.lost],
+    ['server_cpu_pct', 'server CPU (% of a core)', 'lower', (r) => r.server_cpu_pct],
+  ],
+  broadcast_max: [
+    ['frames_per_s', 'delivered frames/s (saturated)', 'higher', (r) => r.frames_per_s],
+    ['upvotes_per_s', 'upvotes/s accepted', 'higher', (r) => r.upvotes_per_s],
+    ['p99_ms', 'latency p99 (ms)', 'lower', ms('p99_ms')],
+    ['lost', 'frames not delivered by the end of the drain', 'lower', (r) => r.lost],
+    ['server_cpu_pct', 'server CPU (% of a core)', 'lower', (r) => r.server_cpu_pct],
+    ['loadgen_cpu_pct', 'load generator CPU (% of a core)', 'lower', (r) => r.loadgen_cpu_pct],
+  ],
+  rooms: [
+    ['p50_ms', 'delivery latency p50 (ms)', 'lower', ms('p50_ms')],
+    ['p99_ms', 'delivery latency p99 (ms)', 'lower', ms('p99_ms')],
+    ['messages_per_s', 'messages stored/s', 'higher', (r) => r.messages_per_s],
+    ['deliveries_per_s', 'deliveries/s', 'higher', (r) => r.deliveries_per_s],
+    ['faults', 'lost + duplicated + reordered', 'lower', sum('lost', 'duplicated', 'reordered', 'misrouted')],
+    ['server_cpu_pct', 'server CPU (% of a core)', 'lower', (r) => r.server_cpu_pct],
+  ],
+  rooms_max: [
+    ['messages_per_s', 'messages stored/s (saturated)', 'higher', (r) => r.messages_per_s],
+    ['deliveries_per_s', 'deliveries/s', 'higher', (r) => r.deliveries_per_s],
+    ['p99_ms', 'delivery latency p99 (ms)', 'lower', ms('p99_ms')],
+    ['faults', 'lost + duplicated + reordered', 'lower', sum('lost', 'duplicated', 'reordered', 'misrouted')],
+  ],
+  handshake: [
+    ['handshakes_per_s', 'authenticated connections/s', 'higher', (r) => r.handshakes_per_s],
+    ['p50_ms', 'handshake latency p50 (ms)', 'lower', ms('p50_ms')],
+    ['p99_ms', 'handshake latency p99 (ms)', 'lower', ms('p99_ms')],
+    ['failed', 'failed handshakes', 'lower', (r) => r.failed],
+  ],
+  typing: [
+    ['deliveries_per_s', 'typing deliveries/s', 'higher', (r) => r.deliveries_per_s],
+    ['p50_ms', 'latency p50 (ms)', 'lower', ms('p50_ms')],
+    ['p99_ms', 'latency p99 (ms)', 'lower', ms('p99_ms')],
+    ['lost', 'lost', 'lower', (r) => r.lost],
+  ],
+};
+
+const TITLES = {
+  idle: `idle: ${env.IDLE_CONNECTIONS} sockets held ${env.IDLE_HOLD} s`,
+  broadcast: `broadcast: ${env.BROADCAST_CONNECTIONS} sockets, ${env.BROADCAST_RATE} upvotes/s for ${env.BROADCAST_DURATION} s`,
+  broadcast_max: `broadcast, saturated: ${env.BROADCAST_CONNECTIONS} sockets, upvotes asked at ${env.BROADCAST_MAX_RATE}/s for ${env.BROADCAST_MAX_DURATION} s`,
+  rooms: `rooms: ${env.ROOMS} rooms × ${env.ROOM_MEMBERS} members, ${env.ROOM_RATE} messages/s per room for ${env.ROOM_DURATION} s`,
+  rooms_max: `rooms, saturated: ${env.ROOMS} × ${env.ROOM_MEMBERS}, messages asked at ${env.ROOMS_MAX_RATE}/s per room for ${env.ROOMS_MAX_DURATION} s`,
+  handshake: `handshake: ${env.HANDSHAKES} authenticated connections, ${env.HANDSHAKE_CONCURRENCY} in flight`,
+  typing: `typing: ${env.TYPING_ROOMS} rooms × ${env.TYPING_MEMBERS} members, each toggling ${env.TYPING_RATE}/s for ${env.TYPING_DURATION} s`,
+};
+
+function median(values) {
+  const v = values.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+const benches = [...new Set(runs.map((r) => r.bench))];
+const medians = {};
+for (const bench of benches) {
+  medians[bench] = {};
+  for (const server of SERVERS) {
+    const mine = runs.filter((r) => r.bench === bench && r.server === server).map((r) => r.result);
+    if (mine.length === 0) continue;
+    const m = { runs: mine.length, ok_runs: mine.filter((r) => r.ok).length };
+    for (const [key, , , extract] of METRICS[bench] || []) {
+      m[key] = median(mine.map((r) => { try { return extract(r); } catch { return null; } }));
+    }
+    medians[bench][server] = m;
+  }
+}
+
+function fmt(x) {
+  if (x === null || x === undefined) return '–';
+  if (Math.abs(x) >= 100) return Math.round(x).toLocaleString('en-US');
+  if (Math.abs(x) >= 10) return x.toFixed(1);
+  return x.toFixed(2);
+}
+function ratio(a, b) {
+  if (a == null || b == null || b === 0) return null;
+  return a / b;
+}
+const fmtRatio = (r) => (r == null ? '–' : `${r >= 10 ? r.toFixed(0) : r.toFixed(2)}×`);
+const get = (bench, server, key) => medians[bench]?.[server]?.[key] ?? null;
+
+// The issue-5 targets, as far as the sizes of this run can check them.
+const targets = [];
+function target(name, value, goal, met, note) {
+  targets.push({ name, value, goal, met: value == null ? null : met, note });
+}
+if (medians.idle) {
+  const cp = get('idle', 'civicpulse', 'bytes_per_session');
+  const node = get('idle', 'node', 'bytes_per_session');
+  target(`idle RSS per session (at ${env.IDLE_CONNECTIONS}; target is at 50,000)`, cp == null ? null : `${fmt(cp / 1024)} KiB`,
+    '≤ 8 KiB', cp != null && cp <= 8192, cp == null ? '' : `${cp <= 8192 ? 'under' : 'over'} by ${fmt(Math.abs(cp - 8192) / 1024)} KiB`);
+  const r = ratio(cp, node);
+  target('idle RSS per session vs Node', r == null ? null : `${(r * 100).toFixed(0)} % of Node's`, '≤ 25 %', r != null && r <= 0.25,
+    r == null ? '' : `Node ${fmt(node / 1024)} KiB/session`);
+}
+target('100,000 sessions held 60 s', null, 'none dropped', null,
+  `not run: this machine's RLIMIT_NOFILE hard limit is ${env.NOFILE_HARD || '?'} per process (see BENCHMARKS.md)`);
+if (medians.broadcast) {
+  const p99 = get('broadcast', 'civicpulse', 'p99_ms');
+  target(`broadcast p99 (at ${env.BROADCAST_CONNECTIONS} sockets; target is at 50,000)`, p99 == null ? null : `${fmt(p99)} ms`,
+    '≤ 250 ms', p99 != null && p99 <= 250, p99 == null ? '' : `${p99 <= 250 ? 'margin' : 'over by'} ${fmt(Math.abs(250 - p99))} ms`);
+}
+const bm = medians.broadcast_max ? 'broadcast_max' : 'broadcast';
+if (medians[bm]) {
+  const cp = get(bm, 'civicpulse', 'frames_per_s');
+  const rn = ratio(cp, get(bm, 'node', 'frames_per_s'));
+  const rl = ratio(cp, get(bm, 'limit', 'frames_per_s'));
+  target('broadcast frames/s vs Node', rn == null ? null : fmtRatio(rn), '≥ 5×', rn != null && rn >= 5, `${fmt(cp)} frames/s`);
+  target('broadcast frames/s vs limit', rl == null ? null : `${(rl * 100).toFixed(0)} %`, '≥ 60 %', rl != null && rl >= 0.6,
+    `limit ${fmt(get(bm, 'limit', 'frames_per_s'))} frames/s`);
+}
+if (medians.rooms) {
+  const p99 = get('rooms', 'civicpulse', 'p99_ms');
+  target(`rooms p99 (at ${env.ROOMS} × ${env.ROOM_MEMBERS}, ${env.ROOM_RATE}/s per room; target at 1,000 × 20)`,
+    p99 == null ? null : `${fmt(p99)} ms`, '≤ 25 ms', p99 != null && p99 <= 25,
+    p99 == null ? '' : `${p99 <= 25 ? 'margin' : 'over by'} ${fmt(Math.abs(25 - p99))} ms`);
+}
+if (medians.rooms_max) {
+  const cp = get('rooms_max', 'civicpulse', 'messages_per_s');
+  const r = ratio(cp, get('rooms_max', 'node', 'messages_per_s'));
+  const p99 = get('rooms_max', 'civicpulse', 'p99_ms');
+  target('rooms message rate vs Node (saturated; the target asks it at p99 < 100 ms)', r == null ? null : fmtRatio(r), '≥ 5×',
+    r != null && r >= 5, `${fmt(cp)} messages/s stored, p99 ${fmt(p99)} ms`);
+}
+if (medians.handshake) {
+  const hs = get('handshake', 'civicpulse', 'handshakes_per_s');
+  target('handshakes/s', hs == null ? null : fmt(hs), '≥ 5,000/s', hs != null && hs >= 5000,
+    hs == null ? '' : `${hs >= 5000 ? 'margin' : 'short by'} ${fmt(Math.abs(hs - 5000))}/s`);
+}
+
+const meta = {
+  started: env.STARTED,
+  finished: new Date().toISOString(),
+  rounds: Number(env.ROUNDS),
+  host: { cores: os.cpus().length, memory_gib: Math.round(os.totalmem() / 2 ** 30), loadavg_end: os.loadavg(), node: process.version },
+  ping_interval_ms: Number(env.PING_INTERVAL_MS),
+  sizes: Object.fromEntries(Object.entries(env).filter(([k]) => /^(IDLE|BROADCAST|ROOM|ROOMS|HANDSHAKE|TYPING)_?/.test(k))),
+};
+fs.writeFileSync(jsonPath, JSON.stringify({ meta, medians, targets, runs }, null, 2) + '\n');
+
+const md = [];
+md.push('# CivicPulse benchmark results', '');
+md.push(`Run ${meta.started} → ${meta.finished} by \`bench/run.sh\`: ${meta.rounds} rounds, servers interleaved, each run on a freshly started server with a fresh database.`);
+md.push(`Machine: ${meta.host.cores} cores, ${meta.host.memory_gib} GiB, Node ${meta.host.node}; heartbeat interval ${meta.ping_interval_ms} ms on every server; load average at the end ${meta.host.loadavg_end.map((x) => x.toFixed(2)).join(' ')}.`);
+md.push('Figures are medians over the rounds; ratios are civicpulse ÷ the other (↑ higher is better, ↓ lower is better). What every figure means: BENCHMARKS.md.', '');
+md.push('## Targets (issue 5)', '');
+md.push('| target | civicpulse | goal | met? | note |', '|---|---|---|---|---|');
+for (const t of targets) {
+  const met = t.met == null ? 'not measured' : t.met ? 'met' : '**missed**';
+  md.push(`| ${t.name} | ${t.value ?? '–'} | ${t.goal} | ${met} | ${t.note || ''} |`);
+}
+md.push('');
+for (const bench of benches) {
+  md.push(`## ${TITLES[bench] || bench}`, '');
+  const present = SERVERS.filter((s) => medians[bench][s]);
+  const head = ['metric', ...present.map((s) => `${s} (ok runs)`)];
+  if (present.includes('node')) head.push('civicpulse ÷ node');
+  if (present.includes('limit')) head.push('civicpulse ÷ limit');
+  md.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`);
+  for (const [key, label, better] of METRICS[bench] || []) {
+    const row = [`${label} ${better === 'higher' ? '↑' : '↓'}`];
+    for (const s of present) row.push(fmt(get(bench, s, key)));
+    if (present.includes('node')) row.push(fmtRatio(ratio(get(bench, 'civicpulse', key), get(bench, 'node', key))));
+    if (present.includes('limit')) row.push(fmtRatio(ratio(get(bench, 'civicpulse', key), get(bench, 'limit', key))));
+    md.push(`| ${row.join(' | ')} |`);
+  }
+  md.push(`| runs (ok) | ${present.map((s) => `${medians[bench][s].runs} (${medians[bench][s].ok_runs})`).join(' | ')} |${present.includes('node') ? ' |' : ''}${present.includes('limit') ? ' |' : ''}`);
+  md.push('');
+}
+fs.writeFileSync(mdPath, md.join('\n'));

@@ -1,0 +1,228 @@
+//! `civicpulse-loadgen`: a Socket.IO load generator for CivicPulse and its
+//! benchmark peers (the Node.js system and the bare "limit" server).
+//!
+//! It speaks Engine.IO 4 / Socket.IO 5 over WebSocket through the project's
+//! own codecs (`civicpulse::protocol`), answers heartbeats, joins `/` with
+//! `auth.token` (access tokens minted locally with the shared `JWT_SECRET`),
+//! raises its own file limit and spreads its connections over several
+//! 127.0.0.x source addresses. Only loopback targets are accepted.
+//!
+//! ```text
+//! civicpulse-loadgen idle      --url http://127.0.0.1:3001 --secret … --connections 10000 --duration 30 --pid PID
+//! civicpulse-loadgen broadcast --url … --connections 5000 --rate 20 --duration 20
+//! civicpulse-loadgen rooms     --url … --rooms 100 --members 20 --rate 2 --duration 20
+//! civicpulse-loadgen handshake --url … --connections 5000 --concurrency 200
+//! civicpulse-loadgen typing    --url … --rooms 50 --members 20 --rate 2 --duration 20
+//! ```
+//!
+//! Every scenario prints a human table on stdout and then exactly one line
+//! `RESULT {json}` for scripts (see BENCHMARKS.md).
+
+#[path = "civicpulse-loadgen/broadcast.rs"]
+mod broadcast;
+#[path = "civicpulse-loadgen/connections.rs"]
+mod connections;
+#[path = "civicpulse-loadgen/fleet.rs"]
+mod fleet;
+#[path = "civicpulse-loadgen/net.rs"]
+mod net;
+#[path = "civicpulse-loadgen/rooms.rs"]
+mod rooms;
+#[path = "civicpulse-loadgen/setup.rs"]
+mod setup;
+#[path = "civicpulse-loadgen/stats.rs"]
+mod stats;
+
+use std::fmt::Display;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// N authenticated sockets held for the duration: server RSS and CPU.
+    Idle,
+    /// N sockets; upvotes over REST at --rate; latency to every socket.
+    Broadcast,
+    /// --rooms × --members; one member per room sends message:send at --rate.
+    Rooms,
+    /// Authenticated connections completed per second.
+    Handshake,
+    /// Every member of --rooms × --members toggles user:typing at --rate.
+    Typing,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "civicpulse-loadgen", version, about = "Socket.IO load generator for CivicPulse benchmarks")]
+pub struct Args {
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// Server base URL; must be a loopback address.
+    #[arg(long, default_value = "http://127.0.0.1:3001")]
+    pub url: String,
+    /// The server's JWT_SECRET, to mint access tokens.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Sockets (idle, broadcast) or handshakes (handshake).
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Seconds to hold (idle) or to send (broadcast, rooms, typing).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Upvotes/s (broadcast), messages/s per room (rooms), typing events/s
+    /// per member (typing).
+    #[arg(long, default_value_t = 2.0)]
+    pub rate: f64,
+    #[arg(long, default_value_t = 10)]
+    pub rooms: usize,
+    #[arg(long, default_value_t = 10)]
+    pub members: usize,
+    /// The server's process id, to read its RSS and CPU from /proc.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Source addresses 127.0.0.2, 127.0.0.3, … to spread connections over.
+    #[arg(long, default_value_t = 8)]
+    pub sources: usize,
+    /// HTTP connections triggering upvotes (broadcast).
+    #[arg(long, default_value_t = 8)]
+    pub http_connections: usize,
+    /// Seconds to wait for stragglers after the sending stops.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain: f64,
+    /// Seconds allowed for one connection's set-up.
+    #[arg(long, default_value_t = 30.0)]
+    pub connect_timeout: f64,
+    /// Seconds to let the server settle before measuring idle memory.
+    #[arg(long, default_value_t = 2.0)]
+    pub settle: f64,
+    /// Users to register (at least --members are registered anyway).
+    #[arg(long, default_value_t = 16)]
+    pub users: usize,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// A name for the server under test, copied into the JSON.
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+impl Args {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration.max(0.0))
+    }
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs_f64(self.drain.max(0.0))
+    }
+    /// Bounded wait for a whole fleet to connect.
+    pub fn ramp_timeout(&self, sockets: usize) -> Duration {
+        Duration::from_secs_f64(self.connect_timeout + sockets as f64 / 200.0)
+    }
+}
+
+/// What a scenario found: human rows and the JSON object.
+pub struct Report {
+    scenario: &'static str,
+    rows: Vec<(String, String)>,
+    pub json: Map<String, Value>,
+    pub ok: bool,
+}
+
+impl Report {
+    pub fn new(scenario: &'static str) -> Self {
+        Self { scenario, rows: Vec::new(), json: Map::new(), ok: true }
+    }
+
+    pub fn row(&mut self, label: &str, value: impl Display) {
+        self.rows.push((label.to_owned(), value.to_string()));
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<Value>) {
+        self.json.insert(key.to_owned(), value.into());
+    }
+
+    fn print(&self, args: &Args) {
+        let target =
+            if args.label.is_empty() { args.url.clone() } else { format!("{} ({})", args.label, args.url) };
+        println!("== {} against {}", self.scenario, target);
+        let width = self.rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        for (label, value) in &self.rows {
+            println!("  {label:<width$}  {value}");
+        }
+        let mut json = Map::new();
+        json.insert("scenario".into(), json!(self.scenario));
+        json.insert("label".into(), json!(args.label));
+        json.insert("url".into(), json!(args.url));
+        json.insert("ok".into(), json!(self.ok));
+        json.extend(self.json.clone());
+        println!("RESULT {}", Value::Object(json));
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    stats::init_clock();
+    let (soft, hard) = net::raise_nofile();
+    let target =
+        match net::Target::parse(&args.url, args.sources, Duration::from_secs_f64(args.connect_timeout)) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                eprintln!("civicpulse-loadgen: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    let sockets = match args.scenario {
+        Scenario::Idle | Scenario::Broadcast | Scenario::Handshake => args.connections,
+        Scenario::Rooms | Scenario::Typing => args.rooms * args.members,
+    };
+    if sockets as u64 + 64 > soft {
+        eprintln!(
+            "civicpulse-loadgen: warning: {sockets} sockets but RLIMIT_NOFILE is {soft} (hard {hard}); \
+             raise the hard limit (ulimit -Hn, needs CAP_SYS_RESOURCE) for this many"
+        );
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(threads) = args.threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("civicpulse-loadgen: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.scenario {
+            Scenario::Idle => connections::idle(&args, target.clone()).await,
+            Scenario::Handshake => connections::handshake(&args, target.clone()).await,
+            Scenario::Broadcast => broadcast::run(&args, target.clone()).await,
+            Scenario::Rooms => rooms::rooms(&args, target.clone()).await,
+            Scenario::Typing => rooms::typing(&args, target.clone()).await,
+        }
+    });
+    // Sockets still open are simply dropped with the runtime.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(mut report) => {
+            report.set("nofile_limit", soft);
+            report.set("source_addresses", target.source_count());
+            report.print(&args);
+            if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("civicpulse-loadgen: {e}");
+            println!(
+                "RESULT {}",
+                json!({"scenario": format!("{:?}", args.scenario).to_lowercase(), "label": args.label, "ok": false, "error": e})
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Smoke run of the load generator (`civicpulse-loadgen`), so the benchmark
+//! tool keeps working: a small `rooms` scenario against a real node must
+//! deliver every stored message to every member of its room exactly once
+//! and in order. Correctness only: benchmarks are never timed assertions.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn rooms_scenario_delivers_every_message_once_and_in_order() {
+    let app = common::TestApp::sqlite();
+    let secret = std::str::from_utf8(common::SECRET).expect("ascii secret");
+    let output = Command::new(env!("CARGO_BIN_EXE_civicpulse-loadgen"))
+        .args(["rooms", "--url", &app.node.url(), "--label", "smoke"])
+        .args(["--rooms", "3", "--members", "4", "--users", "4"])
+        .args(["--rate", "5", "--duration", "1", "--drain", "5", "--threads", "1"])
+        .env("JWT_SECRET", secret)
+        .output()
+        .expect("the load generator runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let results: Vec<&str> = stdout.lines().filter_map(|l| l.strip_prefix("RESULT ")).collect();
+    assert_eq!(results.len(), 1, "exactly one RESULT line\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let result: Value = serde_json::from_str(results[0]).expect("RESULT is JSON");
+    let context = format!("{result:#}\nstderr:\n{stderr}");
+
+    assert_eq!(result["scenario"], "rooms", "{context}");
+    assert_eq!(result["ready"], 12, "every member connected and joined: {context}");
+    assert_eq!(result["dropped"], 0, "{context}");
+    let acked = result["acked"].as_u64().expect("acked");
+    assert!(acked >= 3, "messages were stored and acknowledged: {context}");
+    assert_eq!(result["sent"].as_u64(), Some(acked), "every message:send was acknowledged: {context}");
+    assert_eq!(
+        result["delivered"].as_u64(),
+        Some(acked * 4),
+        "each message reached its 4 members: {context}"
+    );
+    for field in ["lost", "duplicated", "reordered", "misrouted", "unacked_deliveries"] {
+        assert_eq!(result[field], 0, "{field}: {context}");
+    }
+    assert_eq!(result["ok"], true, "{context}");
+    assert!(output.status.success(), "exit status {:?}: {context}", output.status);
+}
