@@ -5,7 +5,7 @@
 # Writes bench/results/latest.md (medians and ratios) and latest.json (every
 # run plus the medians). See BENCHMARKS.md.
 #
-#   bench/run.sh                      # defaults: ~10-15 minutes on 2 cores
+#   bench/run.sh                      # defaults: ~8 minutes on 2 cores, plus the build
 #   ROUNDS=5 IDLE_CONNECTIONS=19000 bench/run.sh
 #   SCENARIOS="rooms typing" SERVERS="civicpulse node" bench/run.sh
 #

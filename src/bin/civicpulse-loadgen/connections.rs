@@ -36,9 +36,7 @@ fn mib(bytes: u64) -> f64 {
 
 pub async fn idle(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     let n = args.connections;
-    let fixture = Arc::new(Fixture::build(&target, &args.secret, args.users.max(1), 0).await?);
-    // Let the allocations of the set-up requests settle.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fixture = Arc::new(Fixture::synthetic(&args.secret, args.users));
     let rss_before = args.pid.and_then(rss_bytes);
 
     let fleet = Arc::new(Fleet::default());
@@ -129,7 +127,7 @@ pub async fn idle(args: &Args, target: Arc<Target>) -> Result<Report, String> {
 
 pub async fn handshake(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     let n = args.connections;
-    let fixture = Arc::new(Fixture::build(&target, &args.secret, args.users.max(1), 0).await?);
+    let fixture = Arc::new(Fixture::synthetic(&args.secret, args.users));
     let fleet = Arc::new(Fleet::default());
     let (phase_tx, phase_rx) = watch::channel(Phase::Connect);
     let latency = Arc::new(Histogram::default());

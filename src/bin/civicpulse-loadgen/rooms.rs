@@ -154,13 +154,6 @@ pub async fn rooms(args: &Args, target: Arc<Target>) -> Result<Report, String> {
             let mut sent_at: Vec<u64> = Vec::new();
             let mut acked = Bits::default();
             let mut max_seen = 0usize;
-            if sender {
-                phase_reached_answering(&mut conn, &mut phase, Phase::Run, &fleet).await;
-                if *phase.borrow() == Phase::Run {
-                    interval = Some(ticker(rate, room));
-                    counters.active_senders.fetch_add(1, Ordering::Relaxed);
-                }
-            }
             loop {
                 tokio::select! {
                     biased;
@@ -168,6 +161,12 @@ pub async fn rooms(args: &Args, target: Arc<Target>) -> Result<Report, String> {
                         let now = *phase.borrow();
                         if changed.is_err() || now == Phase::Stop {
                             break;
+                        }
+                        // The sender starts when the run does (it keeps
+                        // receiving meanwhile, like every member).
+                        if now == Phase::Run && sender && seq == 0 && interval.is_none() {
+                            interval = Some(ticker(rate, room));
+                            counters.active_senders.fetch_add(1, Ordering::Relaxed);
                         }
                         if now >= Phase::Drain && interval.take().is_some() {
                             counters.active_senders.fetch_sub(1, Ordering::Relaxed);
@@ -364,28 +363,6 @@ pub async fn rooms(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     Ok(r)
 }
 
-/// Waits for the phase to reach `at_least` while answering pings (a socket
-/// must not go silent while the rest of the fleet connects).
-async fn phase_reached_answering(
-    conn: &mut Conn,
-    phase: &mut watch::Receiver<Phase>,
-    at_least: Phase,
-    fleet: &Fleet,
-) {
-    loop {
-        tokio::select! {
-            _ = fleet::phase_reached(phase, at_least) => return,
-            incoming = conn.recv() => {
-                if let Incoming::Closed = incoming {
-                    fleet.dropped.fetch_add(1, Ordering::Relaxed);
-                    let _ = phase.wait_for(|p| *p >= Phase::Stop).await;
-                    return;
-                }
-            }
-        }
-    }
-}
-
 /// Send times of every typist, indexed by socket (room × members + j).
 type SendLog = Vec<Mutex<Vec<u64>>>;
 
@@ -442,11 +419,8 @@ pub async fn typing(args: &Args, target: Arc<Target>) -> Result<Report, String> 
             let issue = fixture.issues[room].clone();
             // How many events arrived from each typist of the room.
             let mut from = vec![0usize; members];
-            phase_reached_answering(&mut conn, &mut phase, Phase::Run, &fleet).await;
-            let mut interval = (*phase.borrow() == Phase::Run).then(|| ticker(rate, i));
-            if interval.is_some() {
-                counters.active_senders.fetch_add(1, Ordering::Relaxed);
-            }
+            let mut interval = None;
+            let mut started = false;
             let mut typing = false;
             loop {
                 tokio::select! {
@@ -455,6 +429,14 @@ pub async fn typing(args: &Args, target: Arc<Target>) -> Result<Report, String> 
                         let now = *phase.borrow();
                         if changed.is_err() || now == Phase::Stop {
                             break;
+                        }
+                        // Typing starts with the run; until then (and
+                        // after) the member keeps receiving, so no toggle
+                        // from a quicker typist is missed.
+                        if now == Phase::Run && !started {
+                            started = true;
+                            interval = Some(ticker(rate, i));
+                            counters.active_senders.fetch_add(1, Ordering::Relaxed);
                         }
                         if now >= Phase::Drain && interval.take().is_some() {
                             // End on `false`, so the server's 5 s expiry

@@ -67,6 +67,21 @@ impl Fixture {
         Ok(fixture)
     }
 
+    /// `users` users that exist only in their tokens: enough for sockets
+    /// that never write (idle, handshake), since a handshake only verifies
+    /// the token. Registering would hash passwords (Argon2 holds 19 MiB
+    /// per hash) and inflate the server's RSS before the measurement.
+    pub fn synthetic(secret: &str, users: usize) -> Self {
+        let keys = TokenKeys::new(secret.as_bytes(), Duration::from_secs(2 * 3600));
+        let users = (0..users.max(1))
+            .map(|i| User {
+                id: civicpulse::ids::new_id(civicpulse::ids::IdKind::Citizen),
+                name: format!("Load {i}"),
+            })
+            .collect();
+        Self { users, issues: Vec::new(), keys }
+    }
+
     /// A fresh access token for user `i` (modulo the number of users).
     pub fn token(&self, i: usize) -> String {
         let user = &self.users[i % self.users.len()];
