@@ -46,10 +46,6 @@ impl TokenKeys {
         }
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     pub fn issue(&self, user_id: &str, name: &str, role: Role, city: Option<&str>) -> String {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {

@@ -103,21 +103,6 @@ impl<'a> Input<'a> {
         }
     }
 
-    /// A field that must be present and be a boolean.
-    pub fn boolean(&mut self, name: &str) -> Option<bool> {
-        match self.fields.get(name) {
-            Some(Value::Bool(b)) => Some(*b),
-            None => {
-                self.fail(name, "is required");
-                None
-            }
-            Some(_) => {
-                self.fail(name, "must be a boolean");
-                None
-            }
-        }
-    }
-
     /// Adds a rule that is not about one field alone.
     pub fn reject(&mut self, name: &str, reason: impl Into<String>) {
         self.fail(name, reason);

@@ -223,10 +223,6 @@ impl<F: HandlerFactory> Engine<F> {
     pub fn new(config: EngineConfig, factory: F) -> Arc<Self> {
         Arc::new(Self { config, factory, sessions: DashMap::new() })
     }
-
-    pub fn session_count(&self) -> usize {
-        self.sessions.len()
-    }
 }
 
 /// A new session id: 15 random bytes in URL-safe base64 (20 characters),

@@ -119,10 +119,6 @@ impl<H: EngineHandler> SocketSession<H> {
         self.outbox_bytes <= self.engine_config.max_buffered_bytes
     }
 
-    pub fn sid(&self) -> &Arc<str> {
-        &self.sid
-    }
-
     /// Runs a handler callback and applies what it asked for.
     pub fn dispatch(
         &mut self,
