@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Context;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use clap::Parser;
 use serde_json::{Map, Value};
 
 use civicpulse::engineio::{
     Engine, EngineConfig, EngineHandler, HandlerFactory, Incoming, Out, SessionHandle, SocketSession,
-    endpoint,
+    endpoint, server, upgrade::WsRoutes,
 };
 use civicpulse::protocol::engine::Packet as EnginePacket;
 use civicpulse::protocol::socket::Packet;
@@ -64,7 +64,7 @@ struct EchoFactory;
 impl HandlerFactory for EchoFactory {
     type Handler = Echo;
 
-    fn create(&self, _: SessionHandle<Echo>, _: &actix_web::HttpRequest) -> Echo {
+    fn create(&self, _: SessionHandle<Echo>, _: &actix_http::RequestHead) -> Echo {
         Echo
     }
 }
@@ -116,15 +116,17 @@ fn main() -> std::io::Result<()> {
         },
     );
     log::info!("protocol_echo listening on 127.0.0.1:{}", args.port);
-    actix_web::rt::System::new().block_on(
-        HttpServer::new(move || {
+    let ws = WsRoutes::default()
+        .engine("/engine.io/", engine_only.clone())
+        .engine("/socket.io/", socket_io.clone());
+    actix_web::rt::System::new().block_on(async move {
+        let listener = server::bind(&format!("127.0.0.1:{}", args.port))?;
+        server::start(listener, 2, ws, move || {
             App::new().configure(|cfg: &mut web::ServiceConfig| {
                 endpoint::mount(cfg, "/engine.io/", engine_only.clone());
                 endpoint::mount(cfg, "/socket.io/", socket_io.clone());
             })
-        })
-        .h1_allow_half_closed(false)
-        .bind(("127.0.0.1", args.port))?
-        .run(),
-    )
+        })?
+        .await
+    })
 }

@@ -22,7 +22,7 @@ pub mod timestamp;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_web::{App, HttpServer, dev::ServerHandle, web};
+use actix_web::{App, dev::ServerHandle, web};
 
 use config::Config;
 use db::Db;
@@ -91,7 +91,11 @@ fn http_server(
     let (socket_io, presence) = (realtime.engine, realtime.presence);
     let auth_limit =
         web::Data::new(http::rate_limit::AuthRateLimit::new(services.config.auth_rate_per_minute));
-    let server = HttpServer::new(move || {
+    let listener =
+        engineio::server::bind(addr).map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+    let bound = listener.local_addr()?;
+    let ws = engineio::upgrade::WsRoutes::default().engine("/socket.io/", socket_io.clone());
+    let server = engineio::server::start(listener, services.config.workers, ws, move || {
         App::new()
             .app_data(web::Data::new(s.domain.clone()))
             .app_data(web::Data::new(presence.clone()))
@@ -115,19 +119,8 @@ fn http_server(
             })
             .configure(|cfg| engineio::endpoint::mount(cfg, "/socket.io/", socket_io.clone()))
             .configure(http::routes)
-    })
-    .workers(services.config.workers)
-    // A client that goes away mid-request (an aborted long-poll) must drop
-    // the handler, so the session learns its transport broke.
-    .h1_allow_half_closed(false)
-    .bind(addr)
-    .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
-    let bound = server
-        .addrs()
-        .first()
-        .copied()
-        .ok_or_else(|| StartError::Io(std::io::Error::other("bound no address")))?;
-    Ok((server.run(), bound))
+    })?;
+    Ok((server, bound))
 }
 
 fn cors(origins: &[String]) -> actix_cors::Cors {

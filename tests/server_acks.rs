@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use actix_web::{App, HttpServer};
+use actix_web::App;
 use serde_json::{Map, Value, json};
 use tungstenite::Message;
 
-use civicpulse::engineio::{Engine, EngineConfig, endpoint};
+use civicpulse::engineio::upgrade::WsRoutes;
+use civicpulse::engineio::{Engine, EngineConfig, endpoint, server};
 use civicpulse::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
 
 /// Asks every client a question on connect and reports the answer back.
@@ -41,15 +42,15 @@ fn serve() -> std::net::SocketAddr {
                 EngineConfig::default(),
                 SocketIoFactory { app: Arc::new(Asker), connect_timeout: Duration::from_secs(5) },
             );
-            let server = HttpServer::new(move || {
+            let listener = server::bind("127.0.0.1:0").expect("bind");
+            tx.send(listener.local_addr().expect("address")).expect("report address");
+            let ws = WsRoutes::default().engine("/socket.io/", engine.clone());
+            let server = server::start(listener, 1, ws, move || {
                 let engine = engine.clone();
                 App::new().configure(move |cfg| endpoint::mount(cfg, "/socket.io/", engine))
             })
-            .workers(1)
-            .bind("127.0.0.1:0")
-            .expect("bind");
-            tx.send(server.addrs()[0]).expect("report address");
-            server.run().await.expect("server");
+            .expect("server");
+            server.await.expect("server");
         });
     });
     rx.recv_timeout(Duration::from_secs(10)).expect("server started")

@@ -1,28 +1,71 @@
-//! The HTTP entry point of an Engine.IO endpoint: the handshake, polling
-//! GET and POST, and WebSocket upgrades. Checks follow the reference
-//! server's order, so clients and conformance suites see the same errors.
+//! The HTTP entry point of an Engine.IO endpoint: the handshake and
+//! polling GET and POST. WebSocket upgrades never reach actix-web (see
+//! `upgrade`), but both go through [`route`], so clients and conformance
+//! suites see the reference server's checks, in its order, either way.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix_http::ws::Codec;
+use actix::Addr;
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_web_actors::ws;
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
-use super::session::{PollGet, PostBody, PostStart, SocketSession, WsAttach};
-use super::ws::{Backlog, WsConnection};
-use super::{Engine, HandlerFactory};
+use super::session::{PollGet, PostBody, PostStart, SocketSession};
+use super::{Engine, EngineHandler, HandlerFactory};
 use crate::protocol::engine::HttpError;
 
-/// Mounts an Engine.IO endpoint at `path` (e.g. `/socket.io/`).
+/// Mounts an Engine.IO endpoint's polling side at `path` (e.g. `/socket.io/`).
 pub fn mount<F: HandlerFactory>(cfg: &mut web::ServiceConfig, path: &str, engine: Arc<Engine<F>>) {
     cfg.service(web::resource(path).app_data(web::Data::from(engine)).route(web::route().to(handle::<F>)));
 }
 
-fn error(e: HttpError) -> HttpResponse {
+/// Where a request goes: a new session (`None`) or an existing one, on
+/// polling or on a WebSocket.
+pub(crate) enum Route<H: EngineHandler> {
+    Polling(Option<Addr<SocketSession<H>>>),
+    WebSocket(Option<Addr<SocketSession<H>>>),
+}
+
+/// The reference server's checks, in its order. `upgrade` says whether the
+/// request asks for a WebSocket (`Upgrade: websocket`).
+pub(crate) fn route<F: HandlerFactory>(
+    engine: &Engine<F>,
+    method: &Method,
+    query: &str,
+    upgrade: bool,
+) -> Result<Route<F::Handler>, HttpError> {
+    let query =
+        web::Query::<HashMap<String, String>>::from_query(query).map(|q| q.into_inner()).unwrap_or_default();
+    let websocket = match query.get("transport").map(String::as_str) {
+        Some("polling") => false,
+        Some("websocket") => true,
+        _ => return Err(HttpError::TransportUnknown),
+    };
+    if let Some(sid) = query.get("sid") {
+        let session =
+            engine.sessions.get(sid.as_str()).map(|s| s.clone()).ok_or(HttpError::SessionIdUnknown)?;
+        return match (websocket, upgrade) {
+            (true, true) => Ok(Route::WebSocket(Some(session))),
+            (false, false) => Ok(Route::Polling(Some(session))),
+            // A transport that does not match the request.
+            _ => Err(HttpError::BadRequest),
+        };
+    }
+    if method != Method::GET {
+        return Err(HttpError::BadHandshakeMethod);
+    }
+    if websocket != upgrade {
+        return Err(HttpError::BadRequest);
+    }
+    if query.get("EIO").map(String::as_str) != Some("4") {
+        return Err(HttpError::UnsupportedProtocolVersion);
+    }
+    Ok(if websocket { Route::WebSocket(None) } else { Route::Polling(None) })
+}
+
+pub(crate) fn error(e: HttpError) -> HttpResponse {
     HttpResponse::build(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST))
         .content_type("application/json")
         .body(e.body())
@@ -33,48 +76,24 @@ async fn handle<F: HandlerFactory>(
     payload: web::Payload,
     engine: web::Data<Engine<F>>,
 ) -> HttpResponse {
-    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
-        .map(|q| q.into_inner())
-        .unwrap_or_default();
-    let websocket = match query.get("transport").map(String::as_str) {
-        Some("polling") => false,
-        Some("websocket") => true,
-        _ => return error(HttpError::TransportUnknown),
-    };
-    let is_upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-
-    if let Some(sid) = query.get("sid") {
-        let Some(session) = engine.sessions.get(sid.as_str()).map(|s| s.clone()) else {
-            return error(HttpError::SessionIdUnknown);
-        };
-        return match (websocket, req.method()) {
-            (true, _) if is_upgrade => upgrade(&req, payload, session, &engine.config),
-            (true, _) => error(HttpError::BadRequest),
-            (false, &Method::GET) => poll(session).await,
-            (false, &Method::POST) => post(&req, payload, session, engine.config.max_payload).await,
-            (false, _) => HttpResponse::InternalServerError().finish(),
-        };
+    match route(&engine, req.method(), req.query_string(), false) {
+        Err(e) => error(e),
+        Ok(Route::Polling(Some(session))) => match *req.method() {
+            Method::GET => poll(session).await,
+            Method::POST => post(&req, payload, session, engine.config.max_payload).await,
+            _ => HttpResponse::InternalServerError().finish(),
+        },
+        Ok(Route::Polling(None)) => {
+            let (_, session) = SocketSession::start(&engine.into_inner(), None, req.head());
+            poll(session).await
+        }
+        // `route` answers a WebSocket only to an upgrade, and upgrades are
+        // served before actix-web.
+        Ok(Route::WebSocket(_)) => error(HttpError::BadRequest),
     }
-
-    if req.method() != Method::GET {
-        return error(HttpError::BadHandshakeMethod);
-    }
-    if websocket && !is_upgrade {
-        return error(HttpError::BadRequest);
-    }
-    if query.get("EIO").map(String::as_str) != Some("4") {
-        return error(HttpError::UnsupportedProtocolVersion);
-    }
-    let engine = engine.into_inner();
-    let (_, session) = SocketSession::start(&engine, websocket, &req);
-    if websocket { upgrade(&req, payload, session, &engine.config) } else { poll(session).await }
 }
 
-async fn poll<H: super::EngineHandler>(session: actix::Addr<SocketSession<H>>) -> HttpResponse {
+async fn poll<H: EngineHandler>(session: Addr<SocketSession<H>>) -> HttpResponse {
     let (reply, answer) = oneshot::channel();
     if session.send(PollGet(reply)).await.is_err() {
         return error(HttpError::SessionIdUnknown);
@@ -90,10 +109,10 @@ async fn poll<H: super::EngineHandler>(session: actix::Addr<SocketSession<H>>) -
     }
 }
 
-async fn post<H: super::EngineHandler>(
+async fn post<H: EngineHandler>(
     req: &HttpRequest,
     mut payload: web::Payload,
-    session: actix::Addr<SocketSession<H>>,
+    session: Addr<SocketSession<H>>,
     max_payload: usize,
 ) -> HttpResponse {
     match session.send(PostStart).await {
@@ -133,34 +152,4 @@ async fn post<H: super::EngineHandler>(
         Ok(Err(e)) => error(e),
         Err(_) => error(HttpError::SessionIdUnknown),
     }
-}
-
-fn upgrade<H: super::EngineHandler>(
-    req: &HttpRequest,
-    payload: web::Payload,
-    session: actix::Addr<SocketSession<H>>,
-    config: &super::EngineConfig,
-) -> HttpResponse {
-    let mut response = match ws::handshake(req) {
-        Ok(response) => response,
-        Err(e) => {
-            log::debug!(target: "civicpulse::engine", "websocket upgrade refused: {e}");
-            return error(HttpError::BadRequest);
-        }
-    };
-    let attach_to = session.clone();
-    let backlog = Backlog::default();
-    let conn = WsConnection::new(
-        session.recipient(),
-        backlog.clone(),
-        config.max_buffered_bytes,
-        move |conn_id, conn| attach_to.do_send(WsAttach { conn_id, conn }),
-    );
-    let frames = ws::WebsocketContext::with_codec(conn, payload, Codec::new().max_size(config.max_payload));
-    // What the HTTP layer takes from the stream is no longer queued here.
-    response.streaming(frames.inspect(move |chunk| {
-        if let Ok(bytes) = chunk {
-            backlog.drained(bytes.len());
-        }
-    }))
 }

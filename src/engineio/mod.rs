@@ -4,14 +4,18 @@
 //!
 //! - `session`: the [`SocketSession`] actor, one per Engine.IO session; it
 //!   owns the transport state, the outgoing buffer and the heartbeat.
-//! - `ws`: the thin actor that owns one WebSocket and relays frames.
-//! - `endpoint`: the HTTP entry point (handshake, polling GET/POST, upgrade).
+//! - `ws`: one WebSocket connection on its own TCP stream, relaying frames.
+//! - `endpoint`: the HTTP entry point (handshake, polling GET and POST).
+//! - `upgrade`: WebSocket upgrades, taken off the HTTP layer.
+//! - `server`: the HTTP server with that bypass built in.
 
 pub mod endpoint;
+pub mod server;
 pub mod session;
+pub mod upgrade;
 pub mod ws;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -86,6 +90,9 @@ pub enum Incoming {
 pub struct EncodedFrame {
     pub text: ByteString,
     pub binaries: Vec<Bytes>,
+    /// The text as a WebSocket frame, made by the first WebSocket recipient
+    /// and shared by the rest.
+    ws_text: OnceLock<Bytes>,
 }
 
 impl EncodedFrame {
@@ -94,7 +101,12 @@ impl EncodedFrame {
         let mut text = String::with_capacity(socket_text.len() + 1);
         text.push('4');
         text.push_str(socket_text);
-        Arc::new(Self { text: ByteString::from(text), binaries })
+        Arc::new(Self { text: ByteString::from(text), binaries, ws_text: OnceLock::new() })
+    }
+
+    /// The text packet as one WebSocket frame, encoded once.
+    pub fn ws_text(&self) -> Bytes {
+        self.ws_text.get_or_init(|| ws::text_frame(self.text.clone())).clone()
     }
 
     pub fn len(&self) -> usize {
@@ -183,7 +195,7 @@ pub trait HandlerFactory: Send + Sync + 'static {
     fn create(
         &self,
         session: SessionHandle<Self::Handler>,
-        request: &actix_web::HttpRequest,
+        request: &actix_http::RequestHead,
     ) -> Self::Handler;
 }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use tokio::sync::oneshot;
 
-use super::ws::{WsIn, WsWrite};
+use super::ws::{self, WsIn, WsOutlet};
 use super::{CloseReason, Engine, EngineHandler, HandlerFactory, Incoming, Out, OutFrame, Push};
 use crate::protocol::engine::{self, HttpError, Packet};
 
@@ -23,18 +23,12 @@ enum Transport {
         pending_get: Option<oneshot::Sender<PollReply>>,
         post_in_flight: bool,
     },
-    /// A WebSocket session whose socket actor has not attached yet.
-    WebSocketPending,
-    WebSocket {
-        conn_id: u64,
-        conn: Recipient<WsWrite>,
-    },
+    WebSocket(WsOutlet),
 }
 
 /// A WebSocket that asked to take over a polling session (2probe … 5).
 struct Upgrade {
-    conn_id: u64,
-    conn: Recipient<WsWrite>,
+    conn: WsOutlet,
     probed: bool,
     timeout: SpawnHandle,
 }
@@ -59,11 +53,12 @@ pub struct SocketSession<H: EngineHandler> {
 
 impl<H: EngineHandler> SocketSession<H> {
     /// Starts a session and registers it in `engine`; its first outgoing
-    /// packet is the handshake.
+    /// packet is the handshake. `websocket` is the connection of a session
+    /// that starts on a WebSocket; without one it starts on polling.
     pub fn start<F>(
         engine: &Arc<Engine<F>>,
-        websocket: bool,
-        request: &actix_web::HttpRequest,
+        websocket: Option<WsOutlet>,
+        request: &actix_http::RequestHead,
     ) -> (Arc<str>, Addr<Self>)
     where
         F: HandlerFactory<Handler = H>,
@@ -71,7 +66,7 @@ impl<H: EngineHandler> SocketSession<H> {
         let sid = super::new_sid();
         let handshake = engine::Handshake {
             sid: sid.to_string(),
-            upgrades: if websocket { vec![] } else { vec!["websocket".into()] },
+            upgrades: if websocket.is_some() { vec![] } else { vec!["websocket".into()] },
             ping_interval_ms: engine.config.ping_interval.as_millis() as u64,
             ping_timeout_ms: engine.config.ping_timeout.as_millis() as u64,
             max_payload: engine.config.max_payload as u64,
@@ -82,6 +77,17 @@ impl<H: EngineHandler> SocketSession<H> {
                 engine.sessions.remove(sid);
             }
         });
+        let transport_name = if websocket.is_some() { "websocket" } else { "polling" };
+        let (transport, outbox) = match websocket {
+            Some(conn) => {
+                send_ws(&conn, OutFrame::Packet(handshake.open_packet()));
+                (Transport::WebSocket(conn), Vec::new())
+            }
+            None => (
+                Transport::Polling { pending_get: None, post_in_flight: false },
+                vec![OutFrame::Packet(handshake.open_packet())],
+            ),
+        };
         let addr = SocketSession::create(|ctx| {
             let handle = super::SessionHandle { sid: sid.clone(), addr: ctx.address() };
             let handler = engine.factory.create(handle, request);
@@ -89,13 +95,9 @@ impl<H: EngineHandler> SocketSession<H> {
                 sid: sid.clone(),
                 engine_config: engine.config.clone(),
                 registry,
-                transport: if websocket {
-                    Transport::WebSocketPending
-                } else {
-                    Transport::Polling { pending_get: None, post_in_flight: false }
-                },
+                transport,
                 upgrade: None,
-                outbox: vec![OutFrame::Packet(handshake.open_packet())],
+                outbox,
                 outbox_bytes: 0,
                 pong_deadline: None,
                 closing: None,
@@ -103,7 +105,7 @@ impl<H: EngineHandler> SocketSession<H> {
             }
         });
         engine.sessions.insert(sid.clone(), addr.clone());
-        log::debug!(target: "civicpulse::engine", "sid={sid} open transport={}", if websocket { "websocket" } else { "polling" });
+        log::debug!(target: "civicpulse::engine", "sid={sid} open transport={transport_name}");
         (sid, addr)
     }
 
@@ -142,14 +144,14 @@ impl<H: EngineHandler> SocketSession<H> {
             return;
         }
         match &mut self.transport {
-            Transport::WebSocket { conn, .. } => {
+            Transport::WebSocket(conn) => {
                 for frame in frames {
                     send_ws(conn, frame);
                 }
             }
-            Transport::Polling { .. } | Transport::WebSocketPending => {
+            Transport::Polling { .. } => {
                 if !self.queue(frames) {
-                    super::ws::SLOW_CLIENT_DISCONNECTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ws::SLOW_CLIENT_DISCONNECTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     log::warn!(target: "civicpulse::engine", "sid={} is not polling ({} bytes queued); disconnecting", self.sid, self.outbox_bytes);
                     return self.close(CloseReason::TransportError, ctx);
                 }
@@ -179,14 +181,13 @@ impl<H: EngineHandler> SocketSession<H> {
         self.closing = Some(reason);
         self.handler.closed(reason);
         if let Some(upgrade) = self.upgrade.take() {
-            upgrade.conn.do_send(WsWrite::Close);
+            upgrade.conn.close();
         }
         match &mut self.transport {
-            Transport::WebSocket { conn, .. } => {
-                conn.do_send(WsWrite::Close);
+            Transport::WebSocket(conn) => {
+                conn.close();
                 ctx.stop();
             }
-            Transport::WebSocketPending => ctx.stop(),
             Transport::Polling { pending_get, .. } => {
                 let pending_get = pending_get.take();
                 let mut packets = self.take_outbox();
@@ -277,7 +278,7 @@ impl<H: EngineHandler> SocketSession<H> {
                 ctx.cancel_future(upgrade.timeout);
                 self.release_get_with_noop();
                 log::debug!(target: "civicpulse::engine", "sid={} upgraded to websocket", self.sid);
-                self.transport = Transport::WebSocket { conn_id: upgrade.conn_id, conn: upgrade.conn };
+                self.transport = Transport::WebSocket(upgrade.conn);
                 let pending = self.take_outbox();
                 self.write(pending, ctx);
             }
@@ -285,7 +286,7 @@ impl<H: EngineHandler> SocketSession<H> {
                 // Anything else ends the attempt; the session stays on polling.
                 if let Some(upgrade) = self.upgrade.take() {
                     ctx.cancel_future(upgrade.timeout);
-                    upgrade.conn.do_send(WsWrite::Close);
+                    upgrade.conn.close();
                 }
             }
         }
@@ -302,16 +303,16 @@ impl<H: EngineHandler> SocketSession<H> {
     }
 }
 
-fn send_ws(conn: &Recipient<WsWrite>, frame: OutFrame) {
+fn send_ws(conn: &WsOutlet, frame: OutFrame) {
     match frame {
-        OutFrame::Packet(Packet::Binary(bytes)) => conn.do_send(WsWrite::Binary(bytes)),
+        OutFrame::Packet(Packet::Binary(bytes)) => conn.send(ws::binary_frame(bytes)),
         OutFrame::Packet(packet) => {
-            conn.do_send(WsWrite::Text(ByteString::from(packet.encode_text().unwrap_or_default())))
+            conn.send(ws::text_frame(ByteString::from(packet.encode_text().unwrap_or_default())))
         }
         OutFrame::Shared(frame) => {
-            conn.do_send(WsWrite::Text(frame.text.clone()));
+            conn.send(frame.ws_text());
             for binary in &frame.binaries {
-                conn.do_send(WsWrite::Binary(binary.clone()));
+                conn.send(ws::binary_frame(binary.clone()));
             }
         }
     }
@@ -483,39 +484,30 @@ impl<H: EngineHandler> Handler<PostBody> for SocketSession<H> {
     }
 }
 
-/// A WebSocket attaches: as the transport of a WebSocket session, or as an
-/// upgrade candidate of a polling one.
+/// A WebSocket asks to take over a polling session (upgrade).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct WsAttach {
-    pub conn_id: u64,
-    pub conn: Recipient<WsWrite>,
-}
+pub struct WsAttach(pub WsOutlet);
 
 impl<H: EngineHandler> Handler<WsAttach> for SocketSession<H> {
     type Result = ();
 
-    fn handle(&mut self, WsAttach { conn_id, conn }: WsAttach, ctx: &mut Context<Self>) {
+    fn handle(&mut self, WsAttach(conn): WsAttach, ctx: &mut Context<Self>) {
         if self.closing.is_some() {
-            conn.do_send(WsWrite::Close);
+            conn.close();
             return;
         }
         match &self.transport {
-            Transport::WebSocketPending => {
-                self.transport = Transport::WebSocket { conn_id, conn };
-                let pending = self.take_outbox();
-                self.write(pending, ctx);
-            }
             Transport::Polling { .. } if self.upgrade.is_none() => {
                 let timeout = ctx.run_later(self.engine_config.upgrade_timeout, |act, _| {
                     if let Some(upgrade) = act.upgrade.take() {
-                        upgrade.conn.do_send(WsWrite::Close);
+                        upgrade.conn.close();
                     }
                 });
-                self.upgrade = Some(Upgrade { conn_id, conn, probed: false, timeout });
+                self.upgrade = Some(Upgrade { conn, probed: false, timeout });
             }
             // Already upgraded or upgrading: one WebSocket per session.
-            _ => conn.do_send(WsWrite::Close),
+            _ => conn.close(),
         }
     }
 }
@@ -524,9 +516,8 @@ impl<H: EngineHandler> Handler<WsIn> for SocketSession<H> {
     type Result = ();
 
     fn handle(&mut self, msg: WsIn, ctx: &mut Context<Self>) {
-        let is_main =
-            matches!(&self.transport, Transport::WebSocket { conn_id, .. } if *conn_id == msg.conn_id());
-        let is_probe = self.upgrade.as_ref().is_some_and(|u| u.conn_id == msg.conn_id());
+        let is_main = matches!(&self.transport, Transport::WebSocket(conn) if conn.id() == msg.conn_id());
+        let is_probe = self.upgrade.as_ref().is_some_and(|u| u.conn.id() == msg.conn_id());
         match msg {
             WsIn::Closed { .. } if is_main => self.close(CloseReason::TransportClose, ctx),
             WsIn::Closed { .. } if is_probe => {

@@ -1,23 +1,30 @@
-//! `WsConnection`: owns one WebSocket and relays between it and its
-//! session. It holds no protocol state, so a session can change sockets
-//! (polling → WebSocket upgrade) without losing anything.
+//! One WebSocket connection, served straight on its TCP stream once the
+//! upgrade is answered (see `upgrade`), and relayed to its session. It holds
+//! no protocol state, so a session can change sockets (polling → WebSocket
+//! upgrade) without losing anything.
+//!
+//! Why not a `WebsocketContext` actor inside actix-http's HTTP/1
+//! dispatcher: that keeps the dispatcher's 8 KiB read and 8 KiB write
+//! buffers, its timers and a second actor alive for the life of every
+//! socket. Here an idle socket holds no buffer at all: reads go into a
+//! buffer that is freed as soon as it has been decoded, and writes are a
+//! queue of already-encoded frames (shared by every recipient of a
+//! broadcast) written with one vectored write.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web_actors::ws;
-use bytes::Bytes;
+use actix_codec::{Decoder, Encoder};
+use actix_http::ws::{CloseCode, Codec, Frame, Message as WsMessage, ProtocolError};
+use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
-
-/// Frames for the client.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub enum WsWrite {
-    Text(ByteString),
-    Binary(Bytes),
-    Close,
-}
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 /// What the socket reports to its session.
 #[derive(Message, Debug)]
@@ -35,7 +42,8 @@ pub enum WsIn {
     Closed {
         conn_id: u64,
     },
-    /// The socket broke the WebSocket protocol (e.g. a frame over maxPayload).
+    /// The socket broke the WebSocket protocol (e.g. a frame over
+    /// maxPayload) or fell too far behind.
     Failed {
         conn_id: u64,
     },
@@ -52,151 +60,369 @@ impl WsIn {
     }
 }
 
-/// Tells the session about its socket (alias for clippy's type_complexity).
-type AttachFn = Box<dyn FnOnce(u64, Recipient<WsWrite>)>;
-
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
-
-/// Bytes written to a WebSocket but not yet taken by the HTTP layer, i.e.
-/// what a client that stops reading leaves queued in the server. The
-/// connection adds what it writes; the response stream subtracts what it
-/// hands on (see `endpoint::upgrade`).
-#[derive(Clone, Default)]
-pub struct Backlog(Arc<AtomicUsize>);
-
-impl Backlog {
-    fn add(&self, n: usize) -> usize {
-        self.0.fetch_add(n, Ordering::Relaxed) + n
-    }
-
-    pub fn drained(&self, n: usize) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |queued| Some(queued.saturating_sub(n)));
-    }
-}
 
 /// Connections closed because their client stopped reading.
 pub static SLOW_CLIENT_DISCONNECTS: AtomicU64 = AtomicU64::new(0);
 
-pub struct WsConnection {
-    id: u64,
-    session: Recipient<WsIn>,
-    attach: Option<AttachFn>,
-    reported: bool,
-    backlog: Backlog,
-    max_backlog: usize,
+/// Reads are at most this big at a time; the buffer lives only while a
+/// read is being decoded.
+const READ_CHUNK: usize = 4096;
+/// How long a closed socket is drained for the client's own close frame
+/// before the TCP connection is dropped (dropping with unread input would
+/// reset it and could destroy our close frame in flight).
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Frames handed to one vectored write.
+const WRITE_BATCH: usize = 64;
+
+/// Encodes one WebSocket text frame (header and payload) for the client.
+pub fn text_frame(text: ByteString) -> Bytes {
+    encode(WsMessage::Text(text))
 }
 
-impl WsConnection {
-    /// `attach` tells the session about this socket once it runs.
-    pub fn new(
-        session: Recipient<WsIn>,
-        backlog: Backlog,
-        max_backlog: usize,
-        attach: impl FnOnce(u64, Recipient<WsWrite>) + 'static,
-    ) -> Self {
-        Self {
+pub fn binary_frame(bytes: Bytes) -> Bytes {
+    encode(WsMessage::Binary(bytes))
+}
+
+fn encode(message: WsMessage) -> Bytes {
+    let mut out = BytesMut::new();
+    // Encoding a server frame into memory cannot fail.
+    let _ = Codec::new().encode(message, &mut out);
+    out.freeze()
+}
+
+/// The write side of a connection, shared with its session (which may run
+/// on another worker thread, after an upgrade).
+#[derive(Clone)]
+pub struct WsOutlet(Arc<Outlet>);
+
+struct Outlet {
+    id: u64,
+    max_queued: usize,
+    queue: Mutex<Queue>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// Bytes queued and not yet written to the socket, here or in the
+    /// connection's write list: what a client that stops reading costs us.
+    bytes: usize,
+    /// Set when the connection is to end: after the queued frames, a
+    /// close frame with this code.
+    close: Option<CloseCode>,
+    /// The connection has ended; nothing more is taken.
+    ended: bool,
+}
+
+impl WsOutlet {
+    /// The outlet of a new connection.
+    pub fn new(max_queued: usize) -> Self {
+        Self(Arc::new(Outlet {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
-            session,
-            attach: Some(Box::new(attach)),
-            reported: false,
-            backlog,
-            max_backlog,
+            max_queued,
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+        }))
+    }
+
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding this lock leaves a queue that is still valid.
+        self.0.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues one encoded frame. A client that has fallen more than
+    /// `max_queued` bytes behind is disconnected instead.
+    pub fn send(&self, frame: Bytes) {
+        let mut queue = self.lock();
+        if queue.ended || queue.close.is_some() {
+            return;
+        }
+        queue.bytes += frame.len();
+        queue.frames.push_back(frame);
+        if queue.bytes > self.0.max_queued {
+            SLOW_CLIENT_DISCONNECTS.fetch_add(1, Ordering::Relaxed);
+            log::warn!(target: "civicpulse::engine", "websocket conn={} is not reading ({} bytes queued); disconnecting", self.0.id, queue.bytes);
+            queue.frames.clear();
+            queue.bytes = 0;
+            queue.close = Some(CloseCode::Policy);
+        }
+        drop(queue);
+        self.0.wake.notify_one();
+    }
+
+    /// Closes the connection once what is queued has been written.
+    pub fn close(&self) {
+        self.lock().close.get_or_insert(CloseCode::Normal);
+        self.0.wake.notify_one();
+    }
+}
+
+/// Serves one upgraded connection on a task of its own until it ends.
+/// `early` holds whatever the client sent right behind its upgrade request.
+pub fn spawn(io: TcpStream, early: Bytes, outlet: WsOutlet, session: Recipient<WsIn>, max_payload: usize) {
+    let mut read = BytesMut::new();
+    if !early.is_empty() {
+        read.extend_from_slice(&early);
+    }
+    let mut conn = Connection {
+        io,
+        codec: Codec::new().max_size(max_payload),
+        read,
+        writing: VecDeque::new(),
+        outlet,
+        session,
+        reported: false,
+    };
+    // Every idle socket is this task, so it is kept small: the close
+    // handshake, needed once, is boxed rather than part of it.
+    actix_rt::spawn(async move {
+        let code = conn.run().await;
+        log::debug!(target: "civicpulse::engine", "websocket conn={} closing code={code:?}", conn.outlet.id());
+        Box::pin(conn.finish(code)).await;
+    });
+}
+
+struct Connection {
+    io: TcpStream,
+    codec: Codec,
+    /// Bytes read but not yet decoded: empty (no allocation) between reads
+    /// unless a frame arrived in pieces.
+    read: BytesMut,
+    /// Frames taken from the outlet, being written.
+    writing: VecDeque<Bytes>,
+    outlet: WsOutlet,
+    session: Recipient<WsIn>,
+    reported: bool,
+}
+
+/// How `run` ended: the close code to send, or none if the peer is gone.
+type Ending = Option<CloseCode>;
+
+impl Connection {
+    async fn run(&mut self) -> Ending {
+        if let Some(ending) = self.decode() {
+            return ending;
+        }
+        loop {
+            if let Some(ending) = self.take_queued() {
+                // What was queued before the close still goes out (`finish`).
+                return ending;
+            }
+            if self.write_some().is_err() {
+                self.report(true);
+                return None;
+            }
+            let wants_write = !self.writing.is_empty();
+            tokio::select! {
+                ready = self.io.readable() => {
+                    if ready.is_err() {
+                        self.report(true);
+                        return None;
+                    }
+                    if let Some(ending) = self.read_some() {
+                        return ending;
+                    }
+                }
+                ready = self.io.writable(), if wants_write => {
+                    if ready.is_err() {
+                        self.report(true);
+                        return None;
+                    }
+                }
+                () = self.outlet.0.wake.notified() => {}
+            }
         }
     }
 
-    /// Accounts for `n` more bytes; false (and the socket is being closed)
-    /// when the client has fallen too far behind.
-    fn admit(&mut self, n: usize, ctx: &mut ws::WebsocketContext<Self>) -> bool {
-        let queued = self.backlog.add(n);
-        if queued <= self.max_backlog {
-            return true;
+    /// Moves queued frames into the write list; Some when the session (or
+    /// the slow-client bound) asked to close.
+    fn take_queued(&mut self) -> Option<Ending> {
+        let mut queue = self.outlet.lock();
+        if self.writing.is_empty() {
+            // Hand the queue's storage over rather than copying it.
+            self.writing = std::mem::take(&mut queue.frames);
+        } else {
+            self.writing.extend(queue.frames.drain(..));
         }
-        SLOW_CLIENT_DISCONNECTS.fetch_add(1, Ordering::Relaxed);
-        log::warn!(target: "civicpulse::engine", "websocket conn={} is not reading ({queued} bytes queued); disconnecting", self.id);
-        self.report_end(true);
-        ctx.close(Some(ws::CloseCode::Policy.into()));
-        ctx.stop();
-        false
+        let close = queue.close;
+        drop(queue);
+        match close {
+            Some(CloseCode::Policy) => {
+                // Too far behind: what was queued is gone already.
+                self.writing.clear();
+                self.report(true);
+                Some(Some(CloseCode::Policy))
+            }
+            Some(code) => {
+                // The session closed it; it needs no report.
+                self.reported = true;
+                Some(Some(code))
+            }
+            None => None,
+        }
     }
 
-    fn report_end(&mut self, failed: bool) {
+    /// Writes what the socket takes now without waiting.
+    fn write_some(&mut self) -> std::io::Result<()> {
+        while !self.writing.is_empty() {
+            let slices: Vec<IoSlice<'_>> =
+                self.writing.iter().take(WRITE_BATCH).map(|frame| IoSlice::new(frame)).collect();
+            match self.io.try_write_vectored(&slices) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(mut written) => {
+                    let mut queue = self.outlet.lock();
+                    queue.bytes = queue.bytes.saturating_sub(written);
+                    drop(queue);
+                    while written > 0 {
+                        let Some(front) = self.writing.front_mut() else { break };
+                        if written >= front.len() {
+                            written -= front.len();
+                            self.writing.pop_front();
+                        } else {
+                            front.advance(written);
+                            written = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        // All written: an idle socket keeps no queue storage.
+        self.writing = VecDeque::new();
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        loop {
+            self.write_some()?;
+            if self.writing.is_empty() {
+                return Ok(());
+            }
+            self.io.writable().await?;
+        }
+    }
+
+    /// Reads what has arrived and hands complete messages to the session.
+    fn read_some(&mut self) -> Option<Ending> {
+        loop {
+            self.read.reserve(READ_CHUNK);
+            match self.io.try_read_buf(&mut self.read) {
+                Ok(0) => {
+                    self.report(false);
+                    return Some(None);
+                }
+                Ok(_) => {
+                    if let Some(ending) = self.decode() {
+                        return Some(ending);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.report(true);
+                    return Some(None);
+                }
+            }
+        }
+        if self.read.is_empty() {
+            // Give the buffer back: an idle socket keeps none.
+            self.read = BytesMut::new();
+        }
+        None
+    }
+
+    fn decode(&mut self) -> Option<Ending> {
+        let conn_id = self.outlet.id();
+        loop {
+            let frame = match self.codec.decode(&mut self.read) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return None,
+                Err(e) => {
+                    log::debug!(target: "civicpulse::engine", "websocket conn={conn_id} protocol error: {e}");
+                    self.report(true);
+                    let code = match e {
+                        ProtocolError::Overflow => CloseCode::Size,
+                        _ => CloseCode::Protocol,
+                    };
+                    return Some(Some(code));
+                }
+            };
+            match frame {
+                Frame::Text(bytes) => match ByteString::try_from(bytes) {
+                    Ok(text) => self.session.do_send(WsIn::Text { conn_id, text }),
+                    Err(_) => {
+                        self.report(true);
+                        return Some(Some(CloseCode::Invalid));
+                    }
+                },
+                Frame::Binary(bytes) => self.session.do_send(WsIn::Binary { conn_id, bytes }),
+                Frame::Ping(payload) => self.writing.push_back(encode(WsMessage::Pong(payload))),
+                Frame::Pong(_) => {}
+                Frame::Close(_) => {
+                    self.report(false);
+                    return Some(Some(CloseCode::Normal));
+                }
+                // Engine.IO clients never fragment their messages.
+                Frame::Continuation(_) => {
+                    self.report(true);
+                    return Some(Some(CloseCode::Unsupported));
+                }
+            }
+        }
+    }
+
+    fn report(&mut self, failed: bool) {
         if !self.reported {
             self.reported = true;
-            let conn_id = self.id;
+            let conn_id = self.outlet.id();
             self.session.do_send(if failed { WsIn::Failed { conn_id } } else { WsIn::Closed { conn_id } });
         }
     }
-}
 
-impl Actor for WsConnection {
-    type Context = ws::WebsocketContext<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(attach) = self.attach.take() {
-            attach(self.id, ctx.address().recipient());
+    /// Sends the close frame (if the peer is still there), then waits a
+    /// moment for the client to hang up before dropping the connection.
+    /// All of it is bounded: a client that reads nothing holds nothing.
+    async fn finish(mut self, code: Ending) {
+        let queued = {
+            let mut queue = self.outlet.lock();
+            queue.ended = true;
+            std::mem::take(&mut queue.frames)
+        };
+        self.report(false);
+        let Some(code) = code else { return };
+        let slow = code == CloseCode::Policy;
+        if slow {
+            // It stopped reading: its backlog is dropped, not waited on.
+            self.writing.clear();
+        } else {
+            self.writing.extend(queued);
         }
-    }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.report_end(false);
-    }
-}
-
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsConnection {
-    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        let conn_id = self.id;
-        match msg {
-            Ok(ws::Message::Text(text)) => self.session.do_send(WsIn::Text { conn_id, text }),
-            Ok(ws::Message::Binary(bytes)) => self.session.do_send(WsIn::Binary { conn_id, bytes }),
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Close(_)) => {
-                self.report_end(false);
-                ctx.close(None);
-                ctx.stop();
+        self.writing.push_back(encode(WsMessage::Close(Some(code.into()))));
+        let close = async {
+            if slow {
+                // The close frame goes out only if there is room for it now.
+                self.write_some()?;
+            } else {
+                self.flush().await?;
             }
-            // Fragmented messages are not used by Engine.IO clients.
-            Ok(ws::Message::Continuation(_)) => {
-                self.report_end(true);
-                ctx.close(Some(ws::CloseCode::Unsupported.into()));
-                ctx.stop();
-            }
-            Err(e) => {
-                log::debug!(target: "civicpulse::engine", "websocket conn={conn_id} protocol error: {e}");
-                self.report_end(true);
-                let code = match e {
-                    ws::ProtocolError::Overflow => ws::CloseCode::Size,
-                    _ => ws::CloseCode::Protocol,
-                };
-                ctx.close(Some(code.into()));
-                ctx.stop();
-            }
-        }
-    }
-}
-
-impl Handler<WsWrite> for WsConnection {
-    type Result = ();
-
-    fn handle(&mut self, msg: WsWrite, ctx: &mut Self::Context) {
-        match msg {
-            WsWrite::Text(text) => {
-                if self.admit(text.len(), ctx) {
-                    ctx.text(text)
+            self.io.shutdown().await?;
+            let mut sink = [0u8; 512];
+            loop {
+                self.io.readable().await?;
+                match self.io.try_read(&mut sink) {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
                 }
             }
-            WsWrite::Binary(bytes) => {
-                if self.admit(bytes.len(), ctx) {
-                    ctx.binary(bytes)
-                }
-            }
-            WsWrite::Close => {
-                self.reported = true;
-                ctx.close(Some(ws::CloseCode::Normal.into()));
-                ctx.stop();
-            }
-        }
+        };
+        let _: Result<std::io::Result<()>, _> = tokio::time::timeout(CLOSE_LINGER, close).await;
     }
 }

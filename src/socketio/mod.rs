@@ -115,7 +115,7 @@ impl<A: SocketApp> SocketRef<A> {
         let namespace = self.namespace.clone();
         let packet = Packet::event(&namespace, name, args);
         self.session.call(move |handler, out| {
-            if let Some(socket) = handler.sockets.get_mut(&*namespace) {
+            if let Some(socket) = handler.socket(&namespace) {
                 let id = socket.next_ack_id;
                 socket.next_ack_id += 1;
                 socket.pending_acks.insert(id, Box::new(on_ack));
@@ -130,7 +130,7 @@ impl<A: SocketApp> SocketRef<A> {
     pub fn update(&self, f: impl FnOnce(&mut A::Socket, &SocketRef<A>) + Send + 'static) {
         let namespace = self.namespace.clone();
         self.session.call(move |handler, _| {
-            if let Some(socket) = handler.sockets.get_mut(&*namespace) {
+            if let Some(socket) = handler.socket(&namespace) {
                 f(&mut socket.state, &socket.handle);
             }
         });
@@ -168,18 +168,26 @@ pub struct SocketIo<A: SocketApp> {
     session: SessionHandle<Self>,
     connect_timeout: Duration,
     decoder: Decoder,
-    sockets: HashMap<Arc<str>, Connected<A>>,
+    /// The namespaces joined: almost always just one, so a list (a hash
+    /// map would cost a kilobyte per idle connection).
+    sockets: Vec<Connected<A>>,
     ever_connected: bool,
+    /// Drops a client that joins no namespace in time; cancelled once one is.
+    connect_timer: Option<SpawnHandle>,
 }
 
 impl<A: SocketApp> SocketIo<A> {
+    fn socket(&mut self, namespace: &str) -> Option<&mut Connected<A>> {
+        self.sockets.iter_mut().find(|s| &*s.handle.namespace == namespace)
+    }
+
     fn handle_packet(&mut self, packet: Packet, out: &mut Out) {
-        let namespace: Arc<str> = packet.namespace.as_str().into();
-        let connected = self.sockets.contains_key(&namespace);
+        let connected = self.sockets.iter().any(|s| *s.handle.namespace == *packet.namespace);
         match packet.kind {
-            PacketKind::Connect if !connected => self.connect(namespace, packet, out),
+            PacketKind::Connect if !connected => self.connect(packet.namespace.as_str().into(), packet, out),
             PacketKind::Disconnect if connected => {
-                if let Some(socket) = self.sockets.remove(&namespace) {
+                if let Some(i) = self.sockets.iter().position(|s| *s.handle.namespace == *packet.namespace) {
+                    let socket = self.sockets.swap_remove(i);
                     self.app.disconnect(socket.state, &socket.handle, "client namespace disconnect");
                 }
             }
@@ -187,15 +195,16 @@ impl<A: SocketApp> SocketIo<A> {
                 let name = packet.event_name().map(|n| n.into_owned()).unwrap_or_default();
                 let args = packet.args().to_vec();
                 let event = Event { name, args, attachments: packet.attachments, ack: packet.ack_id };
-                if let Some(socket) = self.sockets.get_mut(&namespace) {
-                    self.app.event(&mut socket.state, &socket.handle, event);
+                let app = self.app.clone();
+                if let Some(socket) = self.socket(&packet.namespace) {
+                    app.event(&mut socket.state, &socket.handle, event);
                 }
             }
             PacketKind::Ack | PacketKind::BinaryAck if connected => {
+                let ack_id = packet.ack_id;
                 let callback = self
-                    .sockets
-                    .get_mut(&namespace)
-                    .and_then(|s| packet.ack_id.and_then(|id| s.pending_acks.remove(&id)));
+                    .socket(&packet.namespace)
+                    .and_then(|s| ack_id.and_then(|id| s.pending_acks.remove(&id)));
                 // An ack nobody waits for is ignored, as the reference does.
                 if let Some(callback) = callback {
                     callback(packet.args().to_vec());
@@ -225,10 +234,8 @@ impl<A: SocketApp> SocketIo<A> {
                     out.frames.push(frame);
                 }
                 self.ever_connected = true;
-                self.sockets.insert(
-                    namespace,
-                    Connected { state, handle, next_ack_id: 0, pending_acks: HashMap::new() },
-                );
+                self.sockets.reserve_exact(1);
+                self.sockets.push(Connected { state, handle, next_ack_id: 0, pending_acks: HashMap::new() });
             }
             Err(Refusal::InvalidNamespace) => {
                 for frame in frames(&Packet::connect_error(&namespace, "Invalid namespace")) {
@@ -259,22 +266,27 @@ impl<A: SocketApp> SocketIo<A> {
 
 impl<A: SocketApp> EngineHandler for SocketIo<A> {
     fn opened(&mut self, _: &mut Out, ctx: &mut Context<SocketSession<Self>>) {
-        // A client that joins no namespace in time is dropped; once one was
-        // joined the timer no longer matters.
-        ctx.run_later(self.connect_timeout, |session, ctx| {
+        self.connect_timer = Some(ctx.run_later(self.connect_timeout, |session, ctx| {
             if !session.handler.ever_connected {
                 session.close(CloseReason::ForcedClose, ctx);
             }
-        });
+        }));
     }
 
-    fn message(&mut self, message: Incoming, out: &mut Out, _: &mut Context<SocketSession<Self>>) {
+    fn message(&mut self, message: Incoming, out: &mut Out, ctx: &mut Context<SocketSession<Self>>) {
         let decoded = match message {
             Incoming::Text(text) => self.decoder.feed_text(&text),
             Incoming::Binary(bytes) => self.decoder.feed_binary(bytes),
         };
         match decoded {
-            Ok(Some(packet)) => self.handle_packet(packet, out),
+            Ok(Some(packet)) => {
+                self.handle_packet(packet, out);
+                if self.ever_connected
+                    && let Some(timer) = self.connect_timer.take()
+                {
+                    ctx.cancel_future(timer);
+                }
+            }
             Ok(None) => {}
             Err(e) => {
                 log::debug!(target: "civicpulse::socket", "sid={} malformed packet: {e}", self.session.sid);
@@ -284,7 +296,7 @@ impl<A: SocketApp> EngineHandler for SocketIo<A> {
     }
 
     fn closed(&mut self, reason: CloseReason) {
-        for (_, socket) in self.sockets.drain() {
+        for socket in self.sockets.drain(..) {
             self.app.disconnect(socket.state, &socket.handle, reason.as_str());
         }
     }
@@ -299,14 +311,15 @@ pub struct SocketIoFactory<A: SocketApp> {
 impl<A: SocketApp> HandlerFactory for SocketIoFactory<A> {
     type Handler = SocketIo<A>;
 
-    fn create(&self, session: SessionHandle<SocketIo<A>>, _: &actix_web::HttpRequest) -> SocketIo<A> {
+    fn create(&self, session: SessionHandle<SocketIo<A>>, _: &actix_http::RequestHead) -> SocketIo<A> {
         SocketIo {
             app: self.app.clone(),
             session,
             connect_timeout: self.connect_timeout,
             decoder: Decoder::new(),
-            sockets: HashMap::new(),
+            sockets: Vec::new(),
             ever_connected: false,
+            connect_timer: None,
         }
     }
 }

@@ -1,0 +1,118 @@
+//! WebSocket upgrades, taken off the HTTP layer. actix-http hands every
+//! `Upgrade: websocket` request here with its connection; an Engine.IO
+//! endpoint checks it exactly as a polling request is checked
+//! (`endpoint::route`), answers the handshake itself and serves the socket
+//! on the bare TCP stream (`ws::serve`), so the HTTP/1 dispatcher and its
+//! buffers are gone for the life of the socket.
+
+use std::sync::Arc;
+
+use actix_codec::Framed;
+use actix_http::header;
+use actix_http::{Request, RequestHead, h1};
+use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::endpoint::{self, Route};
+use super::session::{SocketSession, WsAttach};
+use super::ws::{self, WsOutlet};
+use super::{Engine, HandlerFactory};
+use crate::protocol::engine::HttpError;
+
+/// Serves one upgrade request on its connection; the bytes are whatever
+/// the client sent behind the request.
+type Accept = Arc<dyn Fn(Request, TcpStream, Bytes) -> LocalBoxFuture<'static, ()> + Send + Sync>;
+
+/// The WebSocket endpoints of a server, by exact path.
+#[derive(Clone, Default)]
+pub struct WsRoutes {
+    routes: Vec<(String, Accept)>,
+}
+
+impl WsRoutes {
+    /// Serves the WebSocket side of `engine` at `path` (its polling side is
+    /// mounted on the App with `endpoint::mount`).
+    pub fn engine<F: HandlerFactory>(mut self, path: &str, engine: Arc<Engine<F>>) -> Self {
+        let accept: Accept = Arc::new(move |req, io, early| Box::pin(accept(engine.clone(), req, io, early)));
+        self.routes.push((path.to_string(), accept));
+        self
+    }
+
+    /// Takes over an upgrade request's connection from the HTTP layer.
+    pub async fn serve(&self, req: Request, framed: Framed<TcpStream, h1::Codec>) {
+        let parts = framed.into_parts();
+        // Keep only what the client sent after its request, not the HTTP
+        // layer's buffers.
+        let early = Bytes::copy_from_slice(&parts.read_buf);
+        let io = parts.io;
+        match self.routes.iter().find(|(path, _)| path == req.path()) {
+            Some((_, accept)) => accept(req, io, early).await,
+            None => {
+                let body = r#"{"error":{"code":"not_found","message":"no such route"}}"#;
+                respond(io, "404 Not Found", body).await
+            }
+        }
+    }
+}
+
+async fn accept<F: HandlerFactory>(engine: Arc<Engine<F>>, req: Request, mut io: TcpStream, early: Bytes) {
+    let head = req.head();
+    let session = match endpoint::route(&engine, &head.method, head.uri.query().unwrap_or(""), true) {
+        Ok(Route::WebSocket(session)) => session,
+        Ok(Route::Polling(_)) => return refuse(io, HttpError::BadRequest).await,
+        Err(e) => return refuse(io, e).await,
+    };
+    let Some(accept_key) = handshake_key(head) else { return refuse(io, HttpError::BadRequest).await };
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: {accept_key}\r\n\r\n"
+    );
+    if io.write_all(response.as_bytes()).await.is_err() {
+        return;
+    }
+    // Engine.IO frames are small and latency matters more than packing.
+    let _ = io.set_nodelay(true);
+    let outlet = WsOutlet::new(engine.config.max_buffered_bytes);
+    let recipient = match session {
+        Some(session) => {
+            log::debug!(target: "civicpulse::engine", "websocket conn={} upgrading a polling session", outlet.id());
+            session.do_send(WsAttach(outlet.clone()));
+            session.recipient()
+        }
+        None => SocketSession::start(&engine, Some(outlet.clone()), head).1.recipient(),
+    };
+    // The socket outlives this request: it runs on its own task, so that
+    // nothing of the HTTP connection stays behind.
+    ws::spawn(io, early, outlet, recipient, engine.config.max_payload);
+}
+
+/// The `Sec-WebSocket-Accept` for a valid handshake (RFC 6455 4.2.1).
+/// Extensions such as permessage-deflate are declined by not naming them.
+fn handshake_key(head: &RequestHead) -> Option<String> {
+    if let Err(e) = actix_http::ws::verify_handshake(head) {
+        log::debug!(target: "civicpulse::engine", "websocket upgrade refused: {e}");
+        return None;
+    }
+    let key = head.headers().get(header::SEC_WEBSOCKET_KEY)?;
+    String::from_utf8(actix_http::ws::hash_key(key.as_bytes()).to_vec()).ok()
+}
+
+async fn refuse(io: TcpStream, e: HttpError) {
+    let status = match e.status() {
+        403 => "403 Forbidden",
+        _ => "400 Bad Request",
+    };
+    respond(io, status, &e.body()).await
+}
+
+/// Answers with a JSON body and closes the connection.
+async fn respond(mut io: TcpStream, status: &str, body: &str) {
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if io.write_all(response.as_bytes()).await.is_ok() {
+        let _ = io.shutdown().await;
+    }
+}
