@@ -61,10 +61,13 @@ impl Services {
         }
         log::info!("opening database {}", config.database_url.redacted());
         let db = Db::open(&config.database_url, config.db_pool_size)?;
+        let hub = Arc::new(EventHub::default());
+        let messages = domain::messages::start_writer(db.clone(), hub.clone())?;
         let domain = Domain {
             db,
+            messages,
             tokens: auth::TokenKeys::new(&config.jwt_secret, config.access_token_ttl),
-            hub: Arc::new(EventHub::default()),
+            hub,
             refresh_ttl: config.refresh_token_ttl,
         };
         let metrics = Arc::new(Metrics::default());

@@ -2,6 +2,7 @@
 //! DATABASE_URL scheme, behind an r2d2 pool. Every query runs on actix's
 //! blocking thread pool through [`Db::run`], never on an async worker.
 
+pub mod batch;
 pub mod models;
 
 use std::time::Duration;

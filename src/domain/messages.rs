@@ -1,16 +1,21 @@
 //! Issue chat: post a message, page back through history, react.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use diesel::prelude::*;
 use serde_json::{Map, Value};
+use tokio::sync::oneshot;
 
-use super::events::DomainEvent;
+use super::events::{DomainEvent, EventHub};
 use super::input::{Input, Text};
 use super::wire::{Author, Message, Page, ReactionCounts, Reactions};
-use super::{Domain, DomainError, DomainResult, Principal, issues};
+use super::{Domain, DomainError, DomainResult, Principal, issues as issue};
+use crate::db::batch::Batcher;
 use crate::db::models::{MessageRow, ReactionRow};
-use crate::db::{AnyConnection, insert_unless_duplicate, write_transaction};
+use crate::db::{AnyConnection, Db, insert_unless_duplicate, write_transaction};
 use crate::ids::{self, IdKind};
-use crate::schema::{messages, reactions, users};
+use crate::schema::{issues, messages, reactions, users};
 use crate::timestamp::now_ms;
 
 const CONTENT: Text = Text { min: 1, max: 2000 };
@@ -23,12 +28,38 @@ pub fn content_from_json(body: &Value) -> DomainResult<String> {
     content.ok_or_else(|| DomainError::invalid("content", "is required"))
 }
 
+/// Stores a message and publishes it; messages are stored in the order
+/// they are posted.
 pub async fn post(
     domain: &Domain,
     who: &Principal,
     issue_id: String,
     content: String,
 ) -> DomainResult<Message> {
+    let (reply, answer) = oneshot::channel();
+    submit(domain, who, issue_id, content, move |outcome| {
+        // The poster may have gone; the message stands.
+        let _ = reply.send(outcome);
+    })
+    .await;
+    answer.await.unwrap_or_else(|_| Err(stopped()))
+}
+
+/// Queues a message for the writer. Once it is stored (after every message
+/// submitted before it), or refused, `reply` is called with the outcome, on
+/// the writer's thread and in submission order: a socket that submits under
+/// its turn lock has its messages stored and acknowledged in the order it
+/// sent them, without waiting for each one's commit before the next.
+pub async fn submit(
+    domain: &Domain,
+    who: &Principal,
+    issue_id: String,
+    content: String,
+    reply: impl FnOnce(DomainResult<Message>) + Send + 'static,
+) {
+    if !ids::is_valid(IdKind::Issue, &issue_id) {
+        return reply(Err(DomainError::NotFound("issue")));
+    }
     let row = MessageRow {
         id: ids::new_id(IdKind::Message),
         issue_id,
@@ -36,20 +67,95 @@ pub async fn post(
         content,
         created_at: now_ms(),
     };
-    let message = domain
-        .db
-        .run(move |conn| {
-            issues::find(conn, &row.issue_id)?;
-            diesel::insert_into(messages::table).values(&row).execute(conn)?;
-            let author = authors(conn, std::slice::from_ref(&row.author_id))?
-                .pop()
-                .ok_or_else(DomainError::invalid_token)?;
-            Ok(Message::from_row(row, author, Map::new()))
-        })
-        .await?;
-    log::debug!(target: "civicpulse::messages", "message={} issue={} by user={}", message.message_id, message.issue_id, who.user_id);
-    domain.hub.publish(DomainEvent::MessagePosted(message.clone()));
-    Ok(message)
+    if let Err(Post { reply, .. }) = domain.messages.submit(Post { row, reply: Box::new(reply) }).await {
+        reply(Err(stopped()));
+    }
+}
+
+fn stopped() -> DomainError {
+    DomainError::Unavailable("message writer stopped".into())
+}
+
+/// One message waiting for the writer, and who hears the outcome.
+pub struct Post {
+    row: MessageRow,
+    reply: Box<dyn FnOnce(DomainResult<Message>) + Send>,
+}
+
+/// The message writer: one thread that stores posted messages in batches.
+pub type Writer = Batcher<Post>;
+
+/// Starts the writer. It publishes `message:new` after each batch commits,
+/// in the order the messages were submitted.
+pub fn start_writer(db: Db, hub: Arc<EventHub>) -> std::io::Result<Writer> {
+    Batcher::start("civicpulse-messages", 10_000, move |batch| store(&db, &hub, batch))
+}
+
+fn store(db: &Db, hub: &EventHub, batch: Vec<Post>) {
+    let outcomes =
+        db.get().and_then(|mut conn| write_transaction(&mut conn, |conn| insert_all(conn, &batch)));
+    let outcomes = match outcomes {
+        Ok(outcomes) => outcomes,
+        // A database error fails the whole transaction: store each message
+        // on its own, so that only the one at fault hears of it.
+        Err(_) if batch.len() > 1 => return batch.into_iter().for_each(|post| store(db, hub, vec![post])),
+        Err(e) => vec![Err(e)],
+    };
+    for (post, author) in batch.into_iter().zip(outcomes) {
+        let message = author.map(|author| Message::from_row(post.row, author, Map::new()));
+        if let Ok(message) = &message {
+            log::debug!(target: "civicpulse::messages", "message={} issue={} by user={}", message.message_id, message.issue_id, message.author.user_id);
+            hub.publish(DomainEvent::MessagePosted(message.clone()));
+        }
+        (post.reply)(message);
+    }
+}
+
+/// Inserts the batch's messages whose issue and author exist; answers each
+/// one's author or why it was refused. Issues and authors are looked up once
+/// per batch.
+fn insert_all(conn: &mut AnyConnection, batch: &[Post]) -> DomainResult<Vec<DomainResult<Author>>> {
+    let mut issues: HashMap<&str, bool> = HashMap::new();
+    let mut authors: HashMap<&str, Option<Author>> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for Post { row, .. } in batch {
+        let issue_exists = match issues.get(row.issue_id.as_str()) {
+            Some(exists) => *exists,
+            None => {
+                let exists = diesel::select(diesel::dsl::exists(issues::table.find(&row.issue_id)))
+                    .get_result(conn)?;
+                *issues.entry(&row.issue_id).or_insert(exists)
+            }
+        };
+        if !issue_exists {
+            outcomes.push(Err(DomainError::NotFound("issue")));
+            continue;
+        }
+        let author = match authors.get(row.author_id.as_str()) {
+            Some(author) => author.clone(),
+            None => {
+                let author = author(conn, &row.author_id)?;
+                authors.entry(&row.author_id).or_insert(author).clone()
+            }
+        };
+        // Only when a valid token names a user that no longer exists.
+        let Some(author) = author else {
+            outcomes.push(Err(DomainError::invalid_token()));
+            continue;
+        };
+        diesel::insert_into(messages::table).values(row).execute(conn)?;
+        outcomes.push(Ok(author));
+    }
+    Ok(outcomes)
+}
+
+fn author(conn: &mut AnyConnection, user_id: &str) -> DomainResult<Option<Author>> {
+    let row: Option<(String, String, Option<String>)> = users::table
+        .find(user_id)
+        .select((users::id, users::display_name, users::avatar_url))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|(user_id, display_name, avatar_url)| Author { user_id, display_name, avatar_url }))
 }
 
 /// One page of history, oldest first; `nextCursor` pages further back.
@@ -73,7 +179,7 @@ pub async fn history(
     domain
         .db
         .run(move |conn| {
-            issues::find(conn, &issue_id)?;
+            issue::find(conn, &issue_id)?;
             let mut q = messages::table
                 .filter(messages::issue_id.eq(&issue_id))
                 .select(MessageRow::as_select())

@@ -120,6 +120,8 @@ impl From<Claims> for Principal {
 #[derive(Clone)]
 pub struct Domain {
     pub db: Db,
+    /// Stores chat messages in batches (see `messages::submit`).
+    pub messages: messages::Writer,
     pub tokens: TokenKeys,
     pub hub: Arc<EventHub>,
     pub refresh_ttl: std::time::Duration,

@@ -211,11 +211,14 @@ impl CivicApp {
         let user = state.user.clone();
         let turn = state.turn.clone();
         actix::spawn(async move {
+            // In turn until it is queued: the writer keeps the order from
+            // there, acknowledgements included.
             let _turn = turn.lock().await;
-            match messages::post(&domain, &user, issue_id, content).await {
+            messages::submit(&domain, &user, issue_id, content, move |outcome| match outcome {
                 Ok(message) => reply.ok(json!({ "ok": true, "message": message })),
                 Err(e) => reply.domain_error(e),
-            }
+            })
+            .await;
         });
     }
 }
