@@ -99,6 +99,7 @@ on_both_backends! {
     post_message_answers_201 => sqlite_post_message_answers_201, postgres_post_message_answers_201;
     message_content_validation => sqlite_message_content_validation, postgres_message_content_validation;
     message_on_unknown_issue_is_404 => sqlite_message_on_unknown_issue_is_404, postgres_message_on_unknown_issue_is_404;
+    concurrent_messages_each_get_their_own_outcome => sqlite_concurrent_messages_each_get_their_own_outcome, postgres_concurrent_messages_each_get_their_own_outcome;
     message_history_pages_back_without_overlap => sqlite_message_history_pages_back_without_overlap, postgres_message_history_pages_back_without_overlap;
     message_history_limit_and_before_bounds => sqlite_message_history_limit_and_before_bounds, postgres_message_history_limit_and_before_bounds;
     reactions_count_per_user_and_are_idempotent => sqlite_reactions_count_per_user_and_are_idempotent, postgres_reactions_count_per_user_and_are_idempotent;
@@ -1532,6 +1533,60 @@ fn message_on_unknown_issue_is_404(app: &TestApp) {
         );
         assert_error(&app.get(&path, user.auth()), StatusCode::NOT_FOUND, "not_found");
     }
+}
+
+/// Messages are stored in batches by one writer: a batch that mixes good
+/// messages with refused ones must store exactly the good ones, answer each
+/// request with its own outcome and publish only what was stored.
+fn concurrent_messages_each_get_their_own_outcome(app: &TestApp) {
+    let user = app.register("Busy");
+    let issue = app.issue_id(&user);
+    // A valid token for a user that does not exist (a database reset under
+    // a long-lived secret).
+    let ghost = TestUser { id: absent_id("usr_"), ..user.clone() };
+    let ghost_token = app.mint(&app.claims_for(&ghost, Role::Citizen));
+    let missing_issue = absent_id("iss_");
+    app.take_events();
+    let outcomes = concurrently(30, |i| {
+        let (token, target) = match i % 3 {
+            0 => (user.token.as_str(), issue.as_str()),
+            1 => (user.token.as_str(), missing_issue.as_str()),
+            _ => (ghost_token.as_str(), issue.as_str()),
+        };
+        let path = format!("/api/issues/{target}/messages");
+        (i, app.post(&path, Some(token), Some(json!({ "content": format!("m{i}") }))))
+    });
+    let mut stored = Vec::new();
+    for (i, res) in &outcomes {
+        match i % 3 {
+            0 => {
+                assert_eq!(res.0, StatusCode::CREATED, "{}", res.1);
+                assert_eq!(res.1["content"], format!("m{i}"));
+                assert_eq!(res.1["author"]["userId"], user.id);
+                stored.push(str_of(&res.1["messageId"]));
+            }
+            1 => drop(assert_error(res, StatusCode::NOT_FOUND, "not_found")),
+            _ => drop(assert_error(res, StatusCode::UNAUTHORIZED, "invalid_token")),
+        }
+    }
+    stored.sort();
+    let (status, page) = app.get(&format!("/api/issues/{issue}/messages?limit=100"), user.auth());
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        ids_of(&page, "messageId"),
+        stored,
+        "history holds exactly the accepted messages, in id order"
+    );
+    let mut published: Vec<String> = app
+        .events()
+        .into_iter()
+        .map(|e| match e {
+            DomainEvent::MessagePosted(m) => m.message_id,
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    published.sort();
+    assert_eq!(published, stored);
 }
 
 fn message_history_pages_back_without_overlap(app: &TestApp) {

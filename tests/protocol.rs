@@ -1107,6 +1107,129 @@ fn websocket_close_packet_and_parse_errors_close_the_socket() {
 }
 
 // ---------------------------------------------------------------------------
+// WebSocket framing (RFC 6455) on the server's own connection handling
+// ---------------------------------------------------------------------------
+
+/// One client frame, as bytes; masked unless `mask` is None.
+fn raw_frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut frame = vec![if fin { 0x80 | opcode } else { opcode }];
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => frame.push(mask_bit | n as u8),
+        n if n <= 0xffff => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(key) => {
+            frame.extend_from_slice(&key);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        }
+        None => frame.extend_from_slice(payload),
+    }
+    frame
+}
+
+const KEY: Option<[u8; 4]> = Some([0x37, 0xfa, 0x21, 0x3d]);
+
+/// Writes bytes straight to the socket under tungstenite.
+fn write_raw(ws: &mut Ws, bytes: &[u8]) {
+    let stream = ws.socket.get_mut();
+    stream.write_all(bytes).expect("raw write");
+    stream.flush().expect("flush");
+}
+
+#[test]
+fn websocket_frames_arriving_in_pieces_or_together_are_each_delivered_once() {
+    let server = Server::start(QUIET);
+    let mut ws = Ws::open(&server, ENGINE, "EIO=4&transport=websocket");
+    ws.text();
+    // One frame, a byte at a time (header, mask and payload all split).
+    let frame = raw_frame(true, 0x1, "4split across writes".as_bytes(), KEY);
+    for byte in &frame {
+        write_raw(&mut ws, std::slice::from_ref(byte));
+        thread::sleep(Duration::from_millis(2));
+    }
+    ws.expect_text("4split across writes");
+    // Three frames in one write, the last one over 4 KiB (one read's worth).
+    let long = format!("4{}", "x".repeat(10_000));
+    let mut burst = raw_frame(true, 0x1, b"4one", KEY);
+    burst.extend(raw_frame(true, 0x2, &[1, 2, 3], KEY));
+    burst.extend(raw_frame(true, 0x1, long.as_bytes(), KEY));
+    write_raw(&mut ws, &burst);
+    ws.expect_text("4one");
+    ws.expect_binary(&[1, 2, 3]);
+    ws.expect_text(&long);
+}
+
+#[test]
+fn websocket_ping_frames_are_answered_with_pongs() {
+    let server = Server::start(QUIET);
+    let mut ws = Ws::open(&server, ENGINE, "EIO=4&transport=websocket");
+    ws.text();
+    write_raw(&mut ws, &raw_frame(true, 0x9, b"are you there", KEY));
+    let deadline = Instant::now() + SOON;
+    loop {
+        assert!(Instant::now() < deadline, "no pong");
+        match ws.socket.read() {
+            Ok(Message::Pong(payload)) => break assert_eq!(&payload[..], b"are you there"),
+            Ok(other) => panic!("expected a pong, got {other:?}"),
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // The session is unaffected.
+    ws.send_text("4still here");
+    ws.expect_text("4still here");
+}
+
+#[test]
+fn websocket_protocol_violations_close_with_their_codes() {
+    let server = Server::start(QUIET);
+    let cases: [(&str, Vec<u8>, u16); 4] = [
+        ("an unmasked client frame", raw_frame(true, 0x1, b"4hello", None), 1002),
+        ("a fragmented message", raw_frame(false, 0x1, b"4hel", KEY), 1003),
+        ("text that is not UTF-8", raw_frame(true, 0x1, &[b'4', 0xff, 0xfe], KEY), 1007),
+        ("an unknown opcode", raw_frame(true, 0x3, b"4hello", KEY), 1002),
+    ];
+    for (what, frame, code) in cases {
+        let mut ws = Ws::open(&server, ENGINE, "EIO=4&transport=websocket");
+        ws.text();
+        write_raw(&mut ws, &frame);
+        assert_eq!(ws.recv(), Frame::Closed(Some(code)), "{what}");
+    }
+    // Another client is not disturbed.
+    let mut ws = Ws::open(&server, ENGINE, "EIO=4&transport=websocket");
+    ws.text();
+    ws.send_text("4fine");
+    ws.expect_text("4fine");
+}
+
+#[test]
+fn websocket_upgrades_outside_an_endpoint_or_for_polling_are_refused() {
+    let server = Server::start(QUIET);
+    for (path, query, status) in [
+        ("/nowhere/", "EIO=4&transport=websocket", 404),
+        (ENGINE, "EIO=4&transport=polling", 400),
+        (ENGINE, "EIO=3&transport=websocket", 400),
+    ] {
+        match ws_connect(&server, path, query) {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), status, "{path}?{query}")
+            }
+            Err(e) => panic!("{path}?{query}: unexpected error {e}"),
+            Ok(_) => panic!("{path}?{query}: the upgrade succeeded"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // 3 Socket.IO
 // ---------------------------------------------------------------------------
 
