@@ -271,9 +271,13 @@ impl Connection {
     /// Writes what the socket takes now without waiting.
     fn write_some(&mut self) -> std::io::Result<()> {
         while !self.writing.is_empty() {
-            let slices: Vec<IoSlice<'_>> =
-                self.writing.iter().take(WRITE_BATCH).map(|frame| IoSlice::new(frame)).collect();
-            match self.io.try_write_vectored(&slices) {
+            let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
+            let mut n = 0;
+            for (slice, frame) in slices.iter_mut().zip(&self.writing) {
+                *slice = IoSlice::new(frame);
+                n += 1;
+            }
+            match self.io.try_write_vectored(&slices[..n]) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(mut written) => {
                     let mut queue = self.outlet.lock();
