@@ -60,7 +60,22 @@ enum UserCommand {
     },
 }
 
+/// Argon2 allocates 19 MiB per hash. glibc's malloc raises its mmap
+/// threshold to the size of the first such block freed, after which every
+/// later one comes from the heap of whichever thread hashed and is never
+/// returned (hundreds of MiB after a burst of sign-ins). A fixed threshold
+/// keeps big blocks mmapped, so their memory goes back when they are freed.
+fn keep_large_allocations_returnable() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called once,
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_large_allocations_returnable();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();

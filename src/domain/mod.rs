@@ -127,7 +127,15 @@ pub struct Domain {
     pub refresh_ttl: std::time::Duration,
 }
 
-/// Runs CPU-heavy work (Argon2) off the async workers.
+/// Runs CPU-heavy work (Argon2) off the async workers, at most one job per
+/// core at a time: each hash takes 19 MiB, so a burst of sign-ins must queue
+/// here rather than take a blocking thread and 19 MiB apiece.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> DomainResult<T> {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let permits = PERMITS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    });
+    let _permit =
+        permits.acquire().await.map_err(|_| DomainError::Internal("hashing semaphore closed".into()))?;
     actix_web::web::block(f).await.map_err(|e| DomainError::Internal(format!("blocking task failed: {e}")))
 }
