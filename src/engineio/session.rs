@@ -338,8 +338,11 @@ impl<H: EngineHandler> Actor for SocketSession<H> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Pushes from rooms use try_send; this bounds what may queue.
-        ctx.set_mailbox_capacity(256);
+        // Pushes from rooms use try_send; this bounds what may queue (the
+        // bytes a slow client leaves queued are bounded behind it, in its
+        // outlet or outbox). Room for bursts: one batch of the message
+        // writer can hand a socket hundreds of acks and messages at once.
+        ctx.set_mailbox_capacity(4096);
         self.schedule_ping(ctx);
         self.dispatch(ctx, |h, out, ctx| h.opened(out, ctx));
     }
