@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use civicpulse::auth::{Claims, TokenKeys};
 use civicpulse::domain::Role;
 use common::clients::{self, user_json};
-use common::{ACCESS_TTL, TestApp, TestUser, absent_id};
+use common::{ACCESS_TTL, TestApp, TestUser};
 use serde_json::{Value, json};
 
 // ---- the fixture ----------------------------------------------------------
@@ -34,22 +34,10 @@ impl Fixture {
         let bob = app.register("Bob");
         let carol = app.register("Carol");
         let dave = app.register("Dave");
-        let issue_id = app.issue_id(&alice);
-        let other_issue_id = app.issue_id(&alice);
-        let input = json!({
-            "url": app.url(""),
-            "users": {
-                "alice": user_json(&alice),
-                "bob": user_json(&bob),
-                "carol": user_json(&carol),
-                "dave": user_json(&dave),
-            },
-            "issueId": issue_id,
-            "otherIssueId": other_issue_id,
-            "absentIssueId": absent_id("iss_"),
-            "badTokens": bad_tokens(&app, &alice),
-            "expiredToken": expired(&app, &alice),
-        });
+        let users = [("alice", &alice), ("bob", &bob), ("carol", &carol), ("dave", &dave)];
+        let mut input = clients::input(&app, &users);
+        input["badTokens"] = bad_tokens(&app, &alice);
+        input["expiredToken"] = json!(expired(&app, &alice));
         Self { app, input }
     }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use civicpulse::domain::Role;
 use common::clients::{self, user_json};
-use common::{Body, Method, StatusCode, TestApp, absent_id, str_of};
+use common::{Body, Method, StatusCode, TestApp, str_of};
 use serde_json::{Value, json};
 
 /// A node with five users and two issues, and the JSON that describes them
@@ -38,22 +38,9 @@ impl Fixture {
         let dave = app.register_in("Dave", Some("shelbyville"));
         let erin = app.register_in("Erin", None);
         let official = app.staff(Role::Official);
-        let issue_id = app.issue_id(&alice);
-        let other_issue_id = app.issue_id(&alice);
-        let input = json!({
-            "url": app.url(""),
-            "users": {
-                "alice": user_json(&alice),
-                "bob": user_json(&bob),
-                "carol": user_json(&carol),
-                "dave": user_json(&dave),
-                "erin": user_json(&erin),
-            },
-            "official": user_json(&official),
-            "issueId": issue_id,
-            "otherIssueId": other_issue_id,
-            "absentIssueId": absent_id("iss_"),
-        });
+        let users = [("alice", &alice), ("bob", &bob), ("carol", &carol), ("dave", &dave), ("erin", &erin)];
+        let mut input = clients::input(&app, &users);
+        input["official"] = user_json(&official);
         Self { app, input }
     }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::TestUser;
+use super::{TestApp, TestUser, absent_id};
 
 /// The time limit a script enforces on itself unless told otherwise.
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(25);
@@ -37,6 +37,25 @@ pub fn root() -> &'static Path {
 /// A user as the scripts take them: `{id, name, token, refresh}`.
 pub fn user_json(user: &TestUser) -> Value {
     json!({ "id": user.id, "name": user.name, "token": user.token, "refresh": user.refresh, "city": user.city })
+}
+
+/// The part of `CP_INPUT` every script reads: the node's `url`, `users` under
+/// the keys the scripts name them by, two issues reported by the first of
+/// them (`issueId`, `otherIssueId`) and an `absentIssueId` that names
+/// nothing. A test adds what only its own script reads.
+pub fn input(app: &TestApp, users: &[(&str, &TestUser)]) -> Value {
+    let (_, reporter) = users.first().expect("a user to report the issues");
+    let issue_id = app.issue_id(reporter);
+    let other_issue_id = app.issue_id(reporter);
+    let users: serde_json::Map<String, Value> =
+        users.iter().map(|(key, user)| (key.to_string(), user_json(user))).collect();
+    json!({
+        "url": app.url(""),
+        "users": users,
+        "issueId": issue_id,
+        "otherIssueId": other_issue_id,
+        "absentIssueId": absent_id("iss_"),
+    })
 }
 
 /// Runs `node tests/js/<script> <scenario>` with the official client.

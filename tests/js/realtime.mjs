@@ -17,144 +17,32 @@
 //
 // Exit code 0: the scenario passed; anything else: it failed, with the
 // reason on stderr and the steps taken on stdout.
+//
+// The plumbing shared with tests/js/scenarios.mjs is tests/js/harness.mjs.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { io } from 'socket.io-client';
 
-const input = JSON.parse(process.env.CP_INPUT ?? '{}');
-const URL_BASE = input.url;
-const TIMEOUT_MS = Number(process.env.CP_TIMEOUT_MS ?? 20000);
-/** How long to wait for something that should arrive. */
-const WAIT_MS = 5000;
-/** How long to wait to be sure that something does not arrive. */
-const QUIET_MS = 400;
+import {
+  ISSUE_CREATED_KEYS, ISSUE_UPDATED_KEYS, ISSUE_UPVOTED_KEYS, MESSAGE_KEYS, QUIET_MS, TIMEOUT_MS, TIMESTAMP, WAIT_MS,
+  ack, assertErrorAck, assertMessage as assertMessageFields, connect, dump, events, input, join, log, nothing,
+  received, restClient, run, sleep, sortedKeys, unique, until,
+} from './harness.mjs';
 
-const ID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
-const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
-// The payload fields of API.md, sorted.
-const MESSAGE_KEYS = ['author', 'content', 'createdAt', 'issueId', 'messageId', 'reactions'];
-const AUTHOR_KEYS = ['avatarUrl', 'displayName', 'userId'];
+// The payload fields of API.md that only these scenarios look at, sorted.
 const REACTION_KEYS = ['issueId', 'messageId', 'reactions'];
-const ISSUE_CREATED_KEYS = [
-  'category', 'city', 'createdAt', 'issueId', 'priority', 'reportedBy', 'status', 'title', 'upvotes',
-];
-const ISSUE_UPDATED_KEYS = ['assignedTo', 'issueId', 'priority', 'status', 'title', 'updatedAt'];
-const ISSUE_UPVOTED_KEYS = ['issueId', 'upvoted', 'upvotedBy', 'upvotes'];
 const TYPING_KEYS = ['displayName', 'isTyping', 'issueId', 'userId'];
 const PRESENCE_UPDATE_KEYS = ['city', 'displayName', 'online', 'userId'];
 const PRESENCE_ITEM_KEYS = ['city', 'displayName', 'userId'];
 
-// ---- plumbing ---------------------------------------------------------------
-
-const started = Date.now();
-function log(...args) {
-  console.log(`[${String(Date.now() - started).padStart(5)} ms]`, ...args);
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Every socket opened, closed at the end whatever happens. */
-const opened = new Set();
-
-function cleanup() {
-  for (const socket of opened) {
-    try {
-      socket.disconnect();
-    } catch {
-      // best effort
-    }
-  }
-}
-
-/** Resolves with `value()` once it is truthy, or fails after `ms`. */
-async function until(what, value, ms = WAIT_MS) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = value();
-    if (v) return v;
-    if (Date.now() > deadline) throw new assert.AssertionError({ message: `timed out after ${ms} ms waiting for ${what}` });
-    await sleep(10);
-  }
-}
-
-const sortedKeys = (o) => Object.keys(o).sort();
-const unique = (label) => `${label} ${randomBytes(6).toString('hex')}`;
 const pick = (o, keys) => Object.fromEntries(keys.map((k) => [k, o[k]]));
 const byUserId = (a, b) => (a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0);
 
-// ---- REST -------------------------------------------------------------------
-
-async function api(method, path, token, body) {
-  const headers = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(`${URL_BASE}${path}`, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(WAIT_MS * 2),
-  });
-  const text = await res.text();
-  let json = null;
-  try {
-    json = text ? JSON.parse(text) : null;
-  } catch {
-    json = text;
-  }
-  return { status: res.status, body: json };
-}
-
-async function apiOk(method, path, token, body, status = 200) {
-  const res = await api(method, path, token, body);
-  assert.equal(res.status, status, `${method} ${path} answered ${res.status}: ${JSON.stringify(res.body)}`);
-  return res.body;
-}
-
-async function apiError(method, path, token, body, status, code) {
-  const res = await api(method, path, token, body);
-  const shown = `${method} ${path} answered ${res.status}: ${JSON.stringify(res.body)}`;
-  assert.equal(res.status, status, shown);
-  assert.equal(typeof res.body?.error?.code, 'string', shown);
-  if (code !== undefined) assert.equal(res.body.error.code, code, shown);
-  return res.body;
-}
-
-const postMessage = (user, issueId, content) =>
-  apiOk('POST', `/api/issues/${issueId}/messages`, user.token, { content }, 201);
+// This script has always given a REST call twice the wait scenarios.mjs
+// gives it; kept so that no scenario's limits change.
+const { apiOk, apiError, postMessage } = restClient(WAIT_MS * 2);
 
 // ---- the official client ------------------------------------------------------
-
-/**
- * A socket that records every event it receives (`seen`, with the arrival
- * time), its disconnects and its connect errors.
- */
-function track(socket, label) {
-  opened.add(socket);
-  const t = { socket, label, seen: [], errors: [], disconnects: [] };
-  socket.onAny((event, ...args) => t.seen.push({ event, payload: args[0], at: Date.now() }));
-  socket.on('connect_error', (err) => t.errors.push(err));
-  socket.on('disconnect', (reason) => t.disconnects.push(reason));
-  return t;
-}
-
-function events(t, event, pred = () => true) {
-  return t.seen.filter((e) => e.event === event && pred(e.payload)).map((e) => e.payload);
-}
-
-function dump(t) {
-  return `${t.label} saw ${JSON.stringify(t.seen.map((e) => [e.event, e.payload]))}`;
-}
-
-/** Waits for one `event` matching `pred` on `t`; returns its payload. */
-async function received(t, event, pred = () => true, what = event, ms = WAIT_MS) {
-  try {
-    return await until(`${t.label} to receive ${what}`, () => events(t, event, pred)[0], ms);
-  } catch (e) {
-    e.message += `; ${dump(t)}`;
-    throw e;
-  }
-}
 
 /** Waits until `t` received `n` events `event` matching `pred`. */
 async function receivedCount(t, event, n, pred = () => true, what = event, ms = WAIT_MS) {
@@ -166,11 +54,6 @@ async function receivedCount(t, event, n, pred = () => true, what = event, ms = 
   }
 }
 
-function nothing(t, event, pred = () => true, what = event) {
-  const got = events(t, event, pred);
-  assert.equal(got.length, 0, `${t.label} must not receive ${what}, got ${JSON.stringify(got)}`);
-}
-
 function exactly(t, event, pred, want, what = event) {
   assert.deepEqual(events(t, event, pred), want, `${t.label}: ${what}; ${dump(t)}`);
 }
@@ -178,31 +61,10 @@ function exactly(t, event, pred, want, what = event) {
 const ws = (user) => ({ auth: { token: user.token }, transports: ['websocket'] });
 const polling = (user) => ({ auth: { token: user.token }, transports: ['polling'] });
 
-/** Connects an official client; resolves once connected. */
-async function connect(label, options) {
-  const t = track(io(URL_BASE, { forceNew: true, reconnection: false, ...options }), label);
-  try {
-    await until(`${label} to connect`, () => t.socket.connected || t.errors.length > 0);
-  } catch (e) {
-    e.message += ` (disconnects: ${JSON.stringify(t.disconnects)})`;
-    throw e;
-  }
-  if (!t.socket.connected) {
-    throw new assert.AssertionError({ message: `${label} could not connect: ${t.errors[0]?.message}` });
-  }
-  return t;
-}
-
 /** Disconnects and waits until the client has noticed. */
 async function disconnect(t) {
   t.socket.disconnect();
   await until(`${t.label} to disconnect`, () => !t.socket.connected);
-}
-
-const ack = (t, event, ...args) => t.socket.timeout(WAIT_MS).emitWithAck(event, ...args);
-
-async function join(t, issueId) {
-  assert.deepEqual(await ack(t, 'join:issue', issueId), { ok: true }, `${t.label} join:issue ${issueId}`);
 }
 
 async function leave(t, issueId) {
@@ -224,33 +86,10 @@ async function quiet(...clients) {
   await sleep(QUIET_MS);
 }
 
-function assertErrorAck(reply, code, what) {
-  const shown = `${what}: ${JSON.stringify(reply)}`;
-  assert.equal(typeof reply, 'object', shown);
-  assert.notEqual(reply, null, shown);
-  assert.deepEqual(sortedKeys(reply), ['error', 'ok'], shown);
-  assert.equal(reply.ok, false, shown);
-  assert.equal(typeof reply.error.code, 'string', shown);
-  assert.match(reply.error.code, /^[a-z_]+$/, shown);
-  if (code !== undefined) assert.equal(reply.error.code, code, shown);
-  assert.equal(typeof reply.error.message, 'string', shown);
-  assert.ok(reply.error.message.length > 0, shown);
-  for (const key of Object.keys(reply.error)) assert.ok(['code', 'message', 'details'].includes(key), shown);
-}
-
-function assertMessage(m, { issueId, content, author }) {
-  const shown = JSON.stringify(m);
-  assert.deepEqual(sortedKeys(m), MESSAGE_KEYS, shown);
-  assert.deepEqual(sortedKeys(m.author), AUTHOR_KEYS, shown);
-  assert.match(m.messageId, /^msg_/, shown);
-  assert.match(m.messageId.slice(4), ID, shown);
-  assert.equal(m.issueId, issueId, shown);
-  assert.equal(m.content, content, shown);
-  assert.equal(m.author.userId, author.id, shown);
-  assert.equal(m.author.displayName, author.name, shown);
-  assert.equal(m.author.avatarUrl, null, shown);
-  assert.deepEqual(m.reactions, {}, shown);
-  assert.match(m.createdAt, TIMESTAMP, shown);
+/** The message checks both scripts make, and: none of these users has an avatar. */
+function assertMessage(m, want) {
+  assertMessageFields(m, want);
+  assert.equal(m.author.avatarUrl, null, JSON.stringify(m));
 }
 
 // ---- scenarios ----------------------------------------------------------------
@@ -885,29 +724,4 @@ scenarios.ordering = async () => {
 
 // ---- main -----------------------------------------------------------------------
 
-const name = process.argv[2];
-if (!Object.hasOwn(scenarios, name)) {
-  console.error(`unknown scenario ${JSON.stringify(name)}; known: ${Object.keys(scenarios).join(', ')}`);
-  process.exit(64);
-}
-if (!URL_BASE) {
-  console.error('CP_INPUT must be JSON with at least {"url": …}');
-  process.exit(64);
-}
-setTimeout(() => {
-  console.error(`FAIL ${name}: timed out after ${TIMEOUT_MS} ms`);
-  cleanup();
-  process.exit(3);
-}, TIMEOUT_MS);
-
-try {
-  log(`scenario ${name} against ${URL_BASE}`);
-  await scenarios[name]();
-  log(`PASS ${name}`);
-  cleanup();
-  process.exit(0);
-} catch (e) {
-  console.error(`FAIL ${name}: ${e?.stack ?? e}`);
-  cleanup();
-  process.exit(1);
-}
+await run(scenarios);

@@ -19,163 +19,30 @@
 // Exit code 0: the scenario passed; anything else: it failed, with the
 // reason on stderr and the steps taken on stdout. `DEBUG=engine.io-client:*`
 // shows the wire.
+//
+// The plumbing shared with tests/js/realtime.mjs is tests/js/harness.mjs.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { io, Manager } from 'socket.io-client';
 import WebSocket from 'ws';
 
-const input = JSON.parse(process.env.CP_INPUT ?? '{}');
-const URL_BASE = input.url;
-const TIMEOUT_MS = Number(process.env.CP_TIMEOUT_MS ?? 20000);
-/** How long to wait for something that should arrive. */
-const WAIT_MS = 5000;
-/** How long to wait to be sure that something does not arrive. */
-const QUIET_MS = 400;
+import {
+  ISSUE_CREATED_KEYS, ISSUE_UPDATED_KEYS, ISSUE_UPVOTED_KEYS, QUIET_MS, URL_BASE, WAIT_MS, ack, assertErrorAck,
+  assertMessage, connect, connected, dump, events, input, join, log, nothing, opened, received, restClient, run,
+  sleep, sortedKeys, track, unique, until,
+} from './harness.mjs';
+
 const WS_URL = `${URL_BASE?.replace(/^http/, 'ws')}/socket.io/?EIO=4&transport=websocket`;
 
-const ID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
-const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
-const MESSAGE_KEYS = ['author', 'content', 'createdAt', 'issueId', 'messageId', 'reactions'];
-const AUTHOR_KEYS = ['avatarUrl', 'displayName', 'userId'];
-const ISSUE_CREATED_KEYS = [
-  'category', 'city', 'createdAt', 'issueId', 'priority', 'reportedBy', 'status', 'title', 'upvotes',
-];
-const ISSUE_UPDATED_KEYS = ['assignedTo', 'issueId', 'priority', 'status', 'title', 'updatedAt'];
-const ISSUE_UPVOTED_KEYS = ['issueId', 'upvoted', 'upvotedBy', 'upvotes'];
-
-// ---- plumbing ---------------------------------------------------------------
-
-const started = Date.now();
-function log(...args) {
-  console.log(`[${String(Date.now() - started).padStart(5)} ms]`, ...args);
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Everything opened, closed at the end whatever happens. */
-const opened = new Set();
-
-function cleanup() {
-  for (const thing of opened) {
-    try {
-      if (thing instanceof WebSocket) thing.terminate();
-      else thing.disconnect();
-    } catch {
-      // best effort
-    }
-  }
-}
-
-/** Resolves with `value()` once it is truthy, or fails after `ms`. */
-async function until(what, value, ms = WAIT_MS) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = value();
-    if (v) return v;
-    if (Date.now() > deadline) throw new assert.AssertionError({ message: `timed out after ${ms} ms waiting for ${what}` });
-    await sleep(10);
-  }
-}
-
-const sortedKeys = (o) => Object.keys(o).sort();
-const unique = (label) => `${label} ${randomBytes(6).toString('hex')}`;
-
-// ---- REST -------------------------------------------------------------------
-
-async function api(method, path, token, body) {
-  const headers = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(`${URL_BASE}${path}`, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(WAIT_MS),
-  });
-  const text = await res.text();
-  let json = null;
-  try {
-    json = text ? JSON.parse(text) : null;
-  } catch {
-    json = text;
-  }
-  return { status: res.status, body: json };
-}
-
-async function apiOk(method, path, token, body, status) {
-  const res = await api(method, path, token, body);
-  assert.equal(res.status, status, `${method} ${path} answered ${res.status}: ${JSON.stringify(res.body)}`);
-  return res.body;
-}
-
-const postMessage = (user, issueId, content) =>
-  apiOk('POST', `/api/issues/${issueId}/messages`, user.token, { content }, 201);
+const { apiOk, postMessage } = restClient(WAIT_MS);
 
 // ---- official client ----------------------------------------------------------
-
-/**
- * A socket that records every event it receives (`seen`), its disconnects,
- * and its connect errors.
- */
-function track(socket, label) {
-  opened.add(socket);
-  const t = { socket, label, seen: [], errors: [], disconnects: [] };
-  socket.onAny((event, ...args) => t.seen.push({ event, payload: args[0] }));
-  socket.on('connect_error', (err) => t.errors.push(err));
-  socket.on('disconnect', (reason) => t.disconnects.push(reason));
-  return t;
-}
-
-function events(t, event, pred = () => true) {
-  return t.seen.filter((e) => e.event === event && pred(e.payload)).map((e) => e.payload);
-}
-
-function dump(t) {
-  return `${t.label} saw ${JSON.stringify(t.seen.map((e) => [e.event, e.payload]))}`;
-}
-
-/** Waits for one `event` matching `pred` on `t`; returns its payload. */
-async function received(t, event, pred = () => true, what = event) {
-  try {
-    return await until(`${t.label} to receive ${what}`, () => events(t, event, pred)[0]);
-  } catch (e) {
-    e.message += `; ${dump(t)}`;
-    throw e;
-  }
-}
 
 /** Asserts that `t` received exactly one `event` matching `pred`. */
 function exactlyOnce(t, event, pred, what = event) {
   const n = events(t, event, pred).length;
   assert.equal(n, 1, `${t.label} received ${what} ${n} times; ${dump(t)}`);
-}
-
-function nothing(t, event, pred = () => true, what = event) {
-  const got = events(t, event, pred);
-  assert.equal(got.length, 0, `${t.label} must not receive ${what}, got ${JSON.stringify(got)}`);
-}
-
-/** Connects an official client; resolves once connected. */
-async function connect(label, options, url = URL_BASE) {
-  const t = track(io(url, { forceNew: true, reconnection: false, ...options }), label);
-  await connected(t);
-  return t;
-}
-
-async function connected(t) {
-  try {
-    await until(`${t.label} to connect`, () => t.socket.connected || t.errors.length > 0);
-  } catch (e) {
-    e.message += ` (disconnects: ${JSON.stringify(t.disconnects)})`;
-    throw e;
-  }
-  if (!t.socket.connected) {
-    const err = t.errors[0];
-    throw new assert.AssertionError({
-      message: `${t.label} could not connect: connect_error ${JSON.stringify(err.message)} ${JSON.stringify(err.data ?? null)}`,
-    });
-  }
 }
 
 /** Connects and expects connect_error; returns the error. */
@@ -184,38 +51,6 @@ async function refused(label, options, url = URL_BASE) {
   await until(`${label}: connect_error`, () => t.errors.length > 0 || t.socket.connected);
   assert.ok(!t.socket.connected, `${label}: connected, but must be refused`);
   return t.errors[0];
-}
-
-const ack = (t, event, ...args) => t.socket.timeout(WAIT_MS).emitWithAck(event, ...args);
-
-async function join(t, issueId) {
-  const reply = await ack(t, 'join:issue', issueId);
-  assert.deepEqual(reply, { ok: true }, `${t.label} join:issue ${issueId}`);
-}
-
-function assertErrorAck(reply, code, what) {
-  const shown = `${what}: ${JSON.stringify(reply)}`;
-  assert.equal(typeof reply, 'object', shown);
-  assert.deepEqual(sortedKeys(reply), ['error', 'ok'], shown);
-  assert.equal(reply.ok, false, shown);
-  assert.equal(reply.error.code, code, shown);
-  assert.equal(typeof reply.error.message, 'string', shown);
-  assert.ok(reply.error.message.length > 0, shown);
-  for (const key of Object.keys(reply.error)) assert.ok(['code', 'message', 'details'].includes(key), shown);
-}
-
-function assertMessage(m, { issueId, content, author }) {
-  const shown = JSON.stringify(m);
-  assert.deepEqual(sortedKeys(m), MESSAGE_KEYS, shown);
-  assert.deepEqual(sortedKeys(m.author), AUTHOR_KEYS, shown);
-  assert.match(m.messageId, /^msg_/, shown);
-  assert.match(m.messageId.slice(4), ID, shown);
-  assert.equal(m.issueId, issueId, shown);
-  assert.equal(m.content, content, shown);
-  assert.equal(m.author.userId, author.id, shown);
-  assert.equal(m.author.displayName, author.name, shown);
-  assert.deepEqual(m.reactions, {}, shown);
-  assert.match(m.createdAt, TIMESTAMP, shown);
 }
 
 // ---- raw WebSocket ------------------------------------------------------------
@@ -792,29 +627,4 @@ scenarios.garbage = async () => {
 
 // ---- main -----------------------------------------------------------------------
 
-const name = process.argv[2];
-if (!Object.hasOwn(scenarios, name)) {
-  console.error(`unknown scenario ${JSON.stringify(name)}; known: ${Object.keys(scenarios).join(', ')}`);
-  process.exit(64);
-}
-if (!URL_BASE) {
-  console.error('CP_INPUT must be JSON with at least {"url": …}');
-  process.exit(64);
-}
-setTimeout(() => {
-  console.error(`FAIL ${name}: timed out after ${TIMEOUT_MS} ms`);
-  cleanup();
-  process.exit(3);
-}, TIMEOUT_MS);
-
-try {
-  log(`scenario ${name} against ${URL_BASE}`);
-  await scenarios[name]();
-  log(`PASS ${name}`);
-  cleanup();
-  process.exit(0);
-} catch (e) {
-  console.error(`FAIL ${name}: ${e?.stack ?? e}`);
-  cleanup();
-  process.exit(1);
-}
+await run(scenarios);

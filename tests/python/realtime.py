@@ -8,18 +8,13 @@ to the official JavaScript one (tests/js/realtime.mjs).
 CP_INPUT is the JSON tests/js/realtime.mjs takes (url, users {alice, bob,
 carol, dave, erin: {id, name, token, refresh, city}}, official, issueId,
 otherIssueId, absentIssueId). The plumbing (clients that record what they
-receive, REST calls, the time limit) is tests/python/scenarios.py's.
+receive, REST calls, the time limit) is tests/python/harness.py's.
 """
 
-import os
-import sys
-import threading
 import time
-import traceback
 import urllib.parse
 
-import scenarios as base
-from scenarios import INPUT, QUIET_S, api, assert_error_ack, connect, log, unique
+from harness import INPUT, QUIET_S, api, assert_error_ack, connect, run, unique
 
 TYPING_KEYS = ["displayName", "isTyping", "issueId", "userId"]
 PRESENCE_UPDATE_KEYS = ["city", "displayName", "online", "userId"]
@@ -168,32 +163,5 @@ SCENARIOS = {
 }
 
 
-def main():
-    name = sys.argv[1] if len(sys.argv) > 1 else None
-    if name not in SCENARIOS:
-        print(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
-        base.finish(64)
-    if not base.URL:
-        print('CP_INPUT must be JSON with at least {"url": ...}', file=sys.stderr)
-        base.finish(64)
-
-    def timed_out():
-        print(f"FAIL {name}: timed out after {base.TIMEOUT_S} s", file=sys.stderr, flush=True)
-        os._exit(3)
-
-    watchdog = threading.Timer(base.TIMEOUT_S, timed_out)
-    watchdog.daemon = True
-    watchdog.start()
-    log(f"scenario {name} against {base.URL}")
-    try:
-        SCENARIOS[name]()
-    except BaseException:  # noqa: BLE001 - the verdict is the exit code
-        print(f"FAIL {name}:", file=sys.stderr)
-        traceback.print_exc()
-        base.finish(1)
-    log(f"PASS {name}")
-    base.finish(0)
-
-
 if __name__ == "__main__":
-    main()
+    run(SCENARIOS)
