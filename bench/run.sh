@@ -5,18 +5,20 @@
 # Writes bench/results/latest.md (medians and ratios) and latest.json (every
 # run plus the medians). See BENCHMARKS.md.
 #
-#   bench/run.sh                      # defaults: ~8 minutes on 2 cores, plus the build
+#   bench/run.sh                      # defaults: ~16 minutes on 2 cores, plus the build
 #   ROUNDS=5 IDLE_CONNECTIONS=19000 bench/run.sh
 #   SCENARIOS="rooms typing" SERVERS="civicpulse node" bench/run.sh
+#   SCENARIOS=rooms_sweep ROOMS_SWEEP_RATES="20 40 80" bench/run.sh
 #
 # Every size is an environment variable (defaults below). Traffic goes to
-# 127.0.0.x only, and every run is bounded in time.
+# 127.0.0.x only, and every run is bounded in time. The `rest` scenario needs
+# wrk (Debian package `wrk`) and is skipped without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-"idle broadcast broadcast_max rooms rooms_max handshake typing"}
+SCENARIOS=${SCENARIOS:-"idle broadcast broadcast_max rooms rooms_max rooms_sweep handshake typing rest"}
 SERVERS=${SERVERS:-"civicpulse node limit"}
 BUILD=${BUILD:-1}                        # 0: use the binaries already built
 JOBS=${CARGO_BUILD_JOBS:-1}              # cargo -j (the machine is shared)
@@ -32,7 +34,7 @@ IDLE_HOLD=${IDLE_HOLD:-8}
 BROADCAST_CONNECTIONS=${BROADCAST_CONNECTIONS:-2000}
 BROADCAST_RATE=${BROADCAST_RATE:-20}           # upvotes/s
 BROADCAST_DURATION=${BROADCAST_DURATION:-6}
-BROADCAST_MAX_RATE=${BROADCAST_MAX_RATE:-400}  # far beyond what any server sustains
+BROADCAST_MAX_RATE=${BROADCAST_MAX_RATE:-1000} # far beyond what any server sustains
 BROADCAST_MAX_DURATION=${BROADCAST_MAX_DURATION:-3}
 ROOMS=${ROOMS:-100}
 ROOM_MEMBERS=${ROOM_MEMBERS:-20}
@@ -46,6 +48,18 @@ TYPING_ROOMS=${TYPING_ROOMS:-50}
 TYPING_MEMBERS=${TYPING_MEMBERS:-20}
 TYPING_RATE=${TYPING_RATE:-2}                  # toggles/s per member
 TYPING_DURATION=${TYPING_DURATION:-5}
+# The sustainable message rate (p99 < 100 ms, nothing lost): the rooms
+# scenario (ROOMS × ROOM_MEMBERS) once per rate, per server and round.
+ROOMS_SWEEP_RATES=${ROOMS_SWEEP_RATES:-"10 20 30 40 50 60 80"}  # messages/s per room
+ROOMS_SWEEP_DURATION=${ROOMS_SWEEP_DURATION:-5}
+# Short: the drain only lasts long for a rate the server does not keep up
+# with, and such a run is not sustainable however long it drains.
+ROOMS_SWEEP_DRAIN=${ROOMS_SWEEP_DRAIN:-2}
+# REST throughput with wrk (civicpulse and node): per route, one wrk run.
+REST_ROUTES=${REST_ROUTES:-"issue list upvote healthz"}
+REST_DURATION=${REST_DURATION:-5}
+REST_THREADS=${REST_THREADS:-2}
+REST_CONNECTIONS=${REST_CONNECTIONS:-64}
 DRAIN=${DRAIN:-6}
 
 CP_BIN=$ROOT/target/release/civicpulse
@@ -73,6 +87,18 @@ fi
 for bin in "$CP_BIN" "$LG_BIN" "$LIMIT_BIN"; do
   [[ -x $bin ]] || { log "missing $bin (run with BUILD=1)"; exit 1; }
 done
+for route in $REST_ROUTES; do
+  case $route in
+    upvote | healthz | issue | list) ;;
+    *) log "unknown REST route $route (REST_ROUTES: upvote healthz issue list)"; exit 2 ;;
+  esac
+done
+# wrk is an outside tool (Debian package `wrk`): without it, `rest` is
+# skipped rather than failing the whole run.
+if [[ " $SCENARIOS " == *" rest "* ]] && ! command -v wrk >/dev/null; then
+  log "wrk not found (apt-get install wrk): skipping the rest scenario"
+  SCENARIOS=$(printf '%s\n' $SCENARIOS | { grep -vx rest || true; } | tr '\n' ' ')
+fi
 
 # Sockets need file descriptors on both sides.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -135,18 +161,28 @@ stop_server() {
   SERVER_PID=""
 }
 
-# Which servers take part in a scenario: the limit server has no rooms.
+# Which servers take part in a scenario: the limit server has no real REST
+# (no storage), so it sits out `rest`.
 servers_for() {
   local s
   for s in $SERVERS; do
     case $1:$s in
-      rooms:limit | rooms_max:limit | typing:limit) ;;
+      rest:limit) ;;
       *) printf '%s ' "$s" ;;
     esac
   done
 }
 
-loadgen_args() { # scenario -> arguments
+# The runs of a scenario per server and round: one, except the rooms
+# sweep, which has one per rate (servers interleaved at every rate).
+variants_for() {
+  case $1 in
+    rooms_sweep) echo "$ROOMS_SWEEP_RATES" ;;
+    *) echo "-" ;;
+  esac
+}
+
+loadgen_args() { # scenario variant -> arguments
   case $1 in
     idle) echo "idle --connections $IDLE_CONNECTIONS --duration $IDLE_HOLD" ;;
     broadcast) echo "broadcast --connections $BROADCAST_CONNECTIONS --rate $BROADCAST_RATE --duration $BROADCAST_DURATION" ;;
@@ -154,36 +190,121 @@ loadgen_args() { # scenario -> arguments
     rooms) echo "rooms --rooms $ROOMS --members $ROOM_MEMBERS --rate $ROOM_RATE --duration $ROOM_DURATION" ;;
     rooms_max) echo "rooms --rooms $ROOMS --members $ROOM_MEMBERS --rate $ROOMS_MAX_RATE --duration $ROOMS_MAX_DURATION" ;;
     handshake) echo "handshake --connections $HANDSHAKES --concurrency $HANDSHAKE_CONCURRENCY" ;;
+    rooms_sweep) echo "rooms --rooms $ROOMS --members $ROOM_MEMBERS --rate $2 --duration $ROOMS_SWEEP_DURATION" ;;
     typing) echo "typing --rooms $TYPING_ROOMS --members $TYPING_MEMBERS --rate $TYPING_RATE --duration $TYPING_DURATION" ;;
     *) log "unknown scenario $1"; exit 2 ;;
   esac
+}
+
+drain_for() {
+  case $1 in
+    rooms_sweep) echo "$ROOMS_SWEEP_DRAIN" ;;
+    *) echo "$DRAIN" ;;
+  esac
+}
+
+# CPU time (user + system, in clock ticks) of a process so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CLK_TCK=$(getconf CLK_TCK)
+
+rest_route() { # name -> "METHOD path" (uses run_rest's ISSUE)
+  case $1 in
+    upvote) echo "POST /api/issues/$ISSUE/upvote" ;; # the same user every time: after the first, a read and a write transaction that changes nothing
+    healthz) echo "GET /healthz" ;;                  # the HTTP stack alone: no token, no database
+    issue) echo "GET /api/issues/$ISSUE" ;;          # one row by key, with the token checked
+    list) echo "GET /api/issues?limit=20" ;;         # a page of 20, newest first
+  esac
+}
+
+# rest: one user and 20 issues (a full page for `list`) made with curl, then
+# one wrk run per route of REST_ROUTES, with the user's token on every
+# request. Prints the result JSON; fails when a request failed.
+run_rest() { # dir
+  local dir=$1 base="http://127.0.0.1:$PORT" token answer route method path before after ok=true json="" ISSUE
+  answer=$(curl -sf -X POST "$base/api/auth/register" -H 'content-type: application/json' \
+    -d "{\"email\":\"rest-$RUN_NO-$$@bench.test\",\"password\":\"bench-password-1\",\"displayName\":\"Bench\",\"city\":\"loadtown\"}") ||
+    { echo '{"ok":false,"error":"register failed"}'; return 1; }
+  token=$(grep -o '"accessToken":"[^"]*"' <<<"$answer" | cut -d'"' -f4)
+  for i in $(seq 1 20); do
+    answer=$(curl -sf -X POST "$base/api/issues" -H 'content-type: application/json' -H "authorization: Bearer $token" \
+      -d "{\"title\":\"REST benchmark issue $i\",\"description\":\"made by bench/run.sh\",\"category\":\"roads\",\"city\":\"loadtown\"}") ||
+      { echo '{"ok":false,"error":"creating an issue failed"}'; return 1; }
+  done
+  ISSUE=$(grep -o '"issueId":"[^"]*"' <<<"$answer" | head -n1 | cut -d'"' -f4)
+  for route in $REST_ROUTES; do
+    read -r method path <<<"$(rest_route "$route")"
+    # wrk's own summary hook prints exact figures (latencies in µs) as one
+    # line, so nothing depends on the layout of its text report.
+    cat >"$dir/$route.lua" <<LUA
+wrk.method = "$method"
+if wrk.method == "POST" then wrk.body = "" end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK {"requests":%d,"requests_per_s":%.1f,"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f,"non_2xx":%d,"socket_errors":%d}\n',
+    summary.requests, summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000, e.status, e.connect + e.read + e.write + e.timeout))
+end
+LUA
+    before=$(cpu_ticks "$SERVER_PID")
+    # --timeout 10s: a slow answer counts in the latencies; at wrk's default
+    # of 2 s it would be dropped from them and counted as a socket error.
+    timeout $((REST_DURATION + 30)) wrk -t"$REST_THREADS" -c"$REST_CONNECTIONS" -d"${REST_DURATION}s" --latency --timeout 10s \
+      -H "Authorization: Bearer $token" -s "$dir/$route.lua" "$base$path" >"$dir/wrk-$route.out" 2>&1 || true
+    after=$(cpu_ticks "$SERVER_PID")
+    echo "== rest $route against $server: $method $path" >&2
+    grep -v '^WRK ' "$dir/wrk-$route.out" >&2 || true
+    answer=$(grep '^WRK ' "$dir/wrk-$route.out" | tail -n1 | cut -c5-)
+    if [[ -z $answer ]]; then
+      answer='{"requests":0,"error":"no wrk summary"}'
+      ok=false
+    elif ! grep -q '"requests":[1-9][0-9]*,.*"non_2xx":0,"socket_errors":0}' <<<"$answer"; then
+      ok=false
+    fi
+    answer="${answer%\}},\"method\":\"$method\",\"server_cpu_pct\":$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v s="$REST_DURATION" 'BEGIN { printf "%.1f", t / hz / s * 100 }')}"
+    json+="${json:+,}\"$route\":$answer"
+  done
+  echo "{\"ok\":$ok,\"threads\":$REST_THREADS,\"connections\":$REST_CONNECTIONS,\"duration_s\":$REST_DURATION,\"routes\":{$json}}"
+  [[ $ok == true ]]
 }
 
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 for round in $(seq 1 "$ROUNDS"); do
   for scenario in $SCENARIOS; do
     read -r -a order <<<"$(servers_for "$scenario")"
-    # Rotate the order every round so no server always goes first.
     n=${#order[@]}
-    for i in $(seq 0 $((n - 1))); do
-      server=${order[$(((i + round - 1) % n))]}
-      log "round $round/$ROUNDS: $scenario against $server"
-      start_server "$server"
-      read -r -a args <<<"$(loadgen_args "$scenario")"
-      out=$WORK/run-$RUN_NO/loadgen.out
-      status=0
-      timeout 600 "$LG_BIN" "${args[@]}" --url "http://127.0.0.1:$PORT" --secret "$JWT_SECRET" \
-        --pid "$SERVER_PID" --label "$server" --drain "$DRAIN" >"$out" 2>"$WORK/run-$RUN_NO/loadgen.err" || status=$?
-      stop_server
-      grep -v '^RESULT ' "$out" >&2 || true
-      result=$(grep '^RESULT ' "$out" | tail -n1 | cut -c8-)
-      if [[ -z $result ]]; then
-        log "no RESULT (exit $status); stderr:"
-        tail -n 20 "$WORK/run-$RUN_NO/loadgen.err" >&2
-        result='{"ok":false,"error":"no result"}'
-      fi
-      printf '{"round":%d,"bench":"%s","server":"%s","exit":%d,"result":%s}\n' \
-        "$round" "$scenario" "$server" "$status" "$result" >>"$RAW"
+    for variant in $(variants_for "$scenario"); do
+      # Rotate the order every round so no server always goes first.
+      for i in $(seq 0 $((n - 1))); do
+        server=${order[$(((i + round - 1) % n))]}
+        extra="" label=$scenario
+        if [[ $variant != - ]]; then
+          extra=",\"rate\":$variant"
+          label+=" at $variant/s per room"
+        fi
+        log "round $round/$ROUNDS: $label against $server"
+        start_server "$server"
+        dir=$WORK/run-$RUN_NO
+        status=0
+        if [[ $scenario == rest ]]; then
+          result=$(run_rest "$dir") || status=$?
+          stop_server
+        else
+          read -r -a args <<<"$(loadgen_args "$scenario" "$variant")"
+          out=$dir/loadgen.out
+          timeout 600 "$LG_BIN" "${args[@]}" --url "http://127.0.0.1:$PORT" --secret "$JWT_SECRET" \
+            --pid "$SERVER_PID" --label "$server" --drain "$(drain_for "$scenario")" >"$out" 2>"$dir/loadgen.err" || status=$?
+          stop_server
+          grep -v '^RESULT ' "$out" >&2 || true
+          result=$(grep '^RESULT ' "$out" | tail -n1 | cut -c8-)
+          if [[ -z $result ]]; then
+            log "no RESULT (exit $status); stderr:"
+            tail -n 20 "$dir/loadgen.err" >&2
+            result='{"ok":false,"error":"no result"}'
+          fi
+        fi
+        printf '{"round":%d,"bench":"%s","server":"%s"%s,"exit":%d,"result":%s}\n' \
+          "$round" "$scenario" "$server" "$extra" "$status" "$result" >>"$RAW"
+      done
     done
   done
 done
@@ -193,6 +314,7 @@ NOFILE_HARD=$(ulimit -Hn)
 export STARTED ROUNDS PING_INTERVAL_MS NOFILE_HARD
 export IDLE_CONNECTIONS IDLE_HOLD BROADCAST_CONNECTIONS BROADCAST_RATE BROADCAST_DURATION BROADCAST_MAX_RATE \
   BROADCAST_MAX_DURATION ROOMS ROOM_MEMBERS ROOM_RATE ROOM_DURATION ROOMS_MAX_RATE ROOMS_MAX_DURATION HANDSHAKES \
-  HANDSHAKE_CONCURRENCY TYPING_ROOMS TYPING_MEMBERS TYPING_RATE TYPING_DURATION
+  HANDSHAKE_CONCURRENCY TYPING_ROOMS TYPING_MEMBERS TYPING_RATE TYPING_DURATION ROOMS_SWEEP_RATES ROOMS_SWEEP_DURATION \
+  ROOMS_SWEEP_DRAIN REST_ROUTES REST_DURATION REST_THREADS REST_CONNECTIONS
 node "$ROOT/bench/report.js" "$RAW" "$OUT/latest.json" "$OUT/latest.md"
 log "wrote $OUT/latest.md and $OUT/latest.json (raw runs and server logs in $WORK)"

@@ -39,7 +39,14 @@ const stmt = {
   bump: db.prepare('UPDATE issues SET upvotes = upvotes + 1 WHERE id = ?'),
   count: db.prepare('SELECT upvotes FROM issues WHERE id = ?'),
   insertMessage: db.prepare('INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)'),
+  getIssue: db.prepare('SELECT * FROM issues WHERE id = ?'),
+  listIssues: db.prepare('SELECT * FROM issues ORDER BY id DESC LIMIT ?'),
 };
+const issueJson = (row) => ({
+  issueId: row.id, title: row.title, description: row.description, city: row.city, category: row.category,
+  priority: row.priority, status: row.status, upvotes: row.upvotes, reportedBy: row.reported_by,
+  assignedTo: row.assigned_to, createdAt: row.created_at, updatedAt: row.updated_at,
+});
 const upvoteTx = db.transaction((issueId, userId) => {
   const changed = stmt.upvote.run(issueId, userId).changes === 1;
   if (changed) stmt.bump.run(issueId);
@@ -101,6 +108,20 @@ app.post('/api/issues', auth, (req, res) => {
   io.emit('issue:created', { issueId: id, title, city, category, priority, status: 'open', upvotes: 0,
     reportedBy: req.user.sub, createdAt: now });
   res.status(201).json(issue);
+});
+
+app.get('/api/issues/:id', auth, (req, res) => {
+  const row = stmt.getIssue.get(req.params.id);
+  if (!row) return res.status(404).json({ error: { code: 'not_found', message: 'issue not found' } });
+  res.json(issueJson(row));
+});
+
+// Newest first, one page (the REST benchmark's list route).
+app.get('/api/issues', auth, (req, res) => {
+  const limit = Math.min(Math.max(Number.parseInt(req.query.limit, 10) || 20, 1), 100);
+  const rows = stmt.listIssues.all(limit + 1);
+  const items = rows.slice(0, limit).map(issueJson);
+  res.json({ items, nextCursor: rows.length > limit ? items[items.length - 1].issueId : null });
 });
 
 app.post('/api/issues/:id/upvote', auth, (req, res) => {
