@@ -226,14 +226,15 @@ impl<H: EngineHandler> SessionHandle<H> {
 
 /// The live sessions of one Engine.IO endpoint, by sid.
 pub struct Engine<F: HandlerFactory> {
-    pub config: EngineConfig,
+    /// Shared by every session (a copy each would cost 80 bytes a session).
+    pub config: Arc<EngineConfig>,
     pub factory: F,
     pub(crate) sessions: DashMap<Arc<str>, Addr<SocketSession<F::Handler>>>,
 }
 
 impl<F: HandlerFactory> Engine<F> {
     pub fn new(config: EngineConfig, factory: F) -> Arc<Self> {
-        Arc::new(Self { config, factory, sessions: DashMap::new() })
+        Arc::new(Self { config: Arc::new(config), factory, sessions: DashMap::new() })
     }
 }
 

@@ -35,7 +35,7 @@ struct Upgrade {
 
 pub struct SocketSession<H: EngineHandler> {
     sid: Arc<str>,
-    engine_config: super::EngineConfig,
+    engine_config: Arc<super::EngineConfig>,
     registry: Arc<dyn Fn(&str) + Send + Sync>,
     transport: Transport,
     upgrade: Option<Upgrade>,

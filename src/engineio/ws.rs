@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -22,9 +23,9 @@ use actix_codec::{Decoder, Encoder};
 use actix_http::ws::{CloseCode, Codec, Frame, Message as WsMessage, ProtocolError};
 use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
+use futures_util::task::AtomicWaker;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 /// What the socket reports to its session.
 #[derive(Message, Debug)]
@@ -100,7 +101,8 @@ struct Outlet {
     id: u64,
     max_queued: usize,
     queue: Mutex<Queue>,
-    wake: Notify,
+    /// The connection's task, woken when something is queued.
+    wake: AtomicWaker,
 }
 
 #[derive(Default)]
@@ -123,7 +125,7 @@ impl WsOutlet {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             max_queued,
             queue: Mutex::new(Queue::default()),
-            wake: Notify::new(),
+            wake: AtomicWaker::new(),
         }))
     }
 
@@ -153,13 +155,13 @@ impl WsOutlet {
             queue.close = Some(CloseCode::Policy);
         }
         drop(queue);
-        self.0.wake.notify_one();
+        self.0.wake.wake();
     }
 
     /// Closes the connection once what is queued has been written.
     pub fn close(&self) {
         self.lock().close.get_or_insert(CloseCode::Normal);
-        self.0.wake.notify_one();
+        self.0.wake.wake();
     }
 }
 
@@ -179,10 +181,15 @@ pub fn spawn(io: TcpStream, early: Bytes, outlet: WsOutlet, session: Recipient<W
         session,
         reported: false,
     };
-    // Every idle socket is this task, so it is kept small: the close
+    // Every idle socket is this task, so it is kept small: it is polled by
+    // hand (no select! of readiness and notification futures), and the close
     // handshake, needed once, is boxed rather than part of it.
     actix_rt::spawn(async move {
-        let code = conn.run().await;
+        // Frames the client sent right behind its upgrade request first.
+        let code = match conn.decode() {
+            Some(ending) => ending,
+            None => std::future::poll_fn(|cx| conn.poll_run(cx)).await,
+        };
         log::debug!(target: "civicpulse::engine", "websocket conn={} closing code={code:?}", conn.outlet.id());
         Box::pin(conn.finish(code)).await;
     });
@@ -205,38 +212,46 @@ struct Connection {
 type Ending = Option<CloseCode>;
 
 impl Connection {
-    async fn run(&mut self) -> Ending {
-        if let Some(ending) = self.decode() {
-            return ending;
-        }
+    /// Serves the connection until it is to end: writes what the session
+    /// queues, hands what the client sends to the session.
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
+        // Before looking at the queue, so that a frame queued from now on
+        // wakes this task.
+        self.outlet.0.wake.register(cx.waker());
         loop {
             if let Some(ending) = self.take_queued() {
                 // What was queued before the close still goes out (`finish`).
-                return ending;
+                return Poll::Ready(ending);
             }
             if self.write_some().is_err() {
                 self.report(true);
-                return None;
+                return Poll::Ready(None);
             }
-            let wants_write = !self.writing.is_empty();
-            tokio::select! {
-                ready = self.io.readable() => {
-                    if ready.is_err() {
-                        self.report(true);
-                        return None;
-                    }
+            match self.io.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    // Reads until the socket would block, which re-arms it.
                     if let Some(ending) = self.read_some() {
-                        return ending;
+                        return Poll::Ready(ending);
                     }
+                    continue;
                 }
-                ready = self.io.writable(), if wants_write => {
-                    if ready.is_err() {
-                        self.report(true);
-                        return None;
-                    }
+                Poll::Ready(Err(_)) => {
+                    self.report(true);
+                    return Poll::Ready(None);
                 }
-                () = self.outlet.0.wake.notified() => {}
+                Poll::Pending => {}
             }
+            if !self.writing.is_empty() {
+                match self.io.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(_)) => {
+                        self.report(true);
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            return Poll::Pending;
         }
     }
 

@@ -363,7 +363,9 @@ fn check_placeholders(value: &Value, count: usize) -> Result<(), SocketError> {
 #[derive(Debug)]
 pub struct Decoder {
     max_attachments: usize,
-    pending: Option<(Packet, usize)>,
+    /// A binary packet waiting for its attachments. Boxed: every connection
+    /// has a decoder, and this is rarely set.
+    pending: Option<Box<(Packet, usize)>>,
 }
 
 impl Default for Decoder {
@@ -395,7 +397,7 @@ impl Decoder {
         match decode_with_limit(s, self.max_attachments)? {
             Decoded::Complete(packet) => Ok(Some(packet)),
             Decoded::NeedsAttachments { packet, expected } => {
-                self.pending = Some((packet, expected));
+                self.pending = Some(Box::new((packet, expected)));
                 Ok(None)
             }
         }
@@ -403,13 +405,13 @@ impl Decoder {
 
     /// An Engine.IO binary message: the next attachment of the pending packet.
     pub fn feed_binary(&mut self, bytes: Bytes) -> Result<Option<Packet>, SocketError> {
-        let (mut packet, expected) = self.pending.take().ok_or(SocketError::UnexpectedBinary)?;
-        packet.attachments.push(bytes);
-        if packet.attachments.len() < expected {
-            self.pending = Some((packet, expected));
+        let mut pending = self.pending.take().ok_or(SocketError::UnexpectedBinary)?;
+        pending.0.attachments.push(bytes);
+        if pending.0.attachments.len() < pending.1 {
+            self.pending = Some(pending);
             return Ok(None);
         }
-        Ok(Some(packet))
+        Ok(Some(pending.0))
     }
 }
 
