@@ -38,7 +38,12 @@ impl<J: Send + 'static> Batcher<J> {
                         Err(_) => break,
                     }
                 }
-                run(std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH)));
+                let jobs = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+                // A panic loses this batch (its waiters hear nothing), not
+                // the writer: later jobs must still be served.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(jobs))).is_err() {
+                    log::error!(target: "civicpulse::db", "batch writer: a batch panicked; carrying on");
+                }
             }
         })?;
         Ok(Self { queue })
@@ -48,5 +53,53 @@ impl<J: Send + 'static> Batcher<J> {
     /// the writer has stopped.
     pub async fn submit(&self, job: J) -> Result<(), J> {
         self.queue.send(job).await.map_err(|e| e.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::Batcher;
+
+    const POISON: u32 = u32::MAX;
+
+    #[test]
+    fn jobs_run_in_order_and_a_panicking_batch_does_not_stop_the_writer() {
+        let (done, seen) = mpsc::channel();
+        let panicked = Arc::new(AtomicBool::new(false));
+        let flag = panicked.clone();
+        let batcher = Batcher::start("batch-test", 16, move |jobs: Vec<u32>| {
+            for job in jobs {
+                if job == POISON {
+                    flag.store(true, Ordering::SeqCst);
+                    panic!("this job fails on purpose");
+                }
+                done.send(job).expect("test alive");
+            }
+        })
+        .expect("writer thread");
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let next = || seen.recv_timeout(Duration::from_secs(10)).expect("a job ran");
+        // More jobs than the queue holds: submit waits, nothing is lost.
+        runtime.block_on(async {
+            for job in 0..100 {
+                assert!(batcher.submit(job).await.is_ok());
+            }
+        });
+        assert_eq!((0..100).map(|_| next()).collect::<Vec<_>>(), (0..100).collect::<Vec<_>>());
+        runtime.block_on(async { assert!(batcher.submit(POISON).await.is_ok()) });
+        while !panicked.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        runtime.block_on(async {
+            for job in 200..205 {
+                assert!(batcher.submit(job).await.is_ok());
+            }
+        });
+        assert_eq!((0..5).map(|_| next()).collect::<Vec<_>>(), (200..205).collect::<Vec<_>>());
     }
 }
