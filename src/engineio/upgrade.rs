@@ -2,7 +2,7 @@
 //! `Upgrade: websocket` request here with its connection; an Engine.IO
 //! endpoint checks it exactly as a polling request is checked
 //! (`endpoint::route`), answers the handshake itself and serves the socket
-//! on the bare TCP stream (`ws::serve`), so the HTTP/1 dispatcher and its
+//! on the bare TCP stream (`ws::spawn`), so the HTTP/1 dispatcher and its
 //! buffers are gone for the life of the socket.
 
 use std::sync::Arc;
