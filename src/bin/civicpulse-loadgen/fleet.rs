@@ -13,8 +13,9 @@ use tokio::task::JoinHandle;
 use civicpulse::protocol::events;
 use civicpulse::protocol::socket::{self, Decoded, PacketKind};
 
+use crate::Args;
 use crate::net::{Conn, Incoming};
-use crate::stats::Histogram;
+use crate::stats::{CpuWindow, Histogram, rss_bytes};
 
 /// Where a run is. Socket tasks watch it: senders send only in `Run`, and
 /// every task ends at `Stop`.
@@ -24,6 +25,43 @@ pub enum Phase {
     Run,
     Drain,
     Stop,
+}
+
+/// What a run measured around its sending window.
+pub struct Window {
+    /// How long the senders ran.
+    pub send_secs: f64,
+    /// The server's and this process's CPU over sending and draining, in %
+    /// of a core.
+    pub server_cpu: Option<f64>,
+    pub loadgen_cpu: Option<f64>,
+    /// The server's RSS at the end of the drain.
+    pub rss: Option<u64>,
+}
+
+/// The sending window of a run: `Run` for the duration, then `Drain` until
+/// `drained()` says everything expected has arrived (or the drain time is
+/// up), then `Stop`.
+pub async fn send_and_drain(args: &Args, phase: &watch::Sender<Phase>, drained: impl Fn() -> bool) -> Window {
+    let cpu = CpuWindow::start(args.pid);
+    let own_cpu = CpuWindow::self_process();
+    let start = Instant::now();
+    let _ = phase.send(Phase::Run);
+    tokio::time::sleep(args.duration()).await;
+    let _ = phase.send(Phase::Drain);
+    let send_secs = start.elapsed().as_secs_f64();
+    let deadline = Instant::now() + args.drain();
+    while !drained() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let window = Window {
+        send_secs,
+        server_cpu: cpu.percent(),
+        loadgen_cpu: own_cpu.percent(),
+        rss: args.pid.and_then(rss_bytes),
+    };
+    let _ = phase.send(Phase::Stop);
+    window
 }
 
 /// Counters shared by all sockets of a run.

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -21,10 +21,10 @@ use tokio::time::{Interval, MissedTickBehavior};
 use civicpulse::protocol::events;
 use civicpulse::protocol::socket::{self, Decoded, PacketKind};
 
-use crate::fleet::{self, Fleet, Phase};
+use crate::fleet::{self, Fleet, Phase, Window};
 use crate::net::{self, Conn, Incoming, Target, bool_field, event_name, str_field};
 use crate::setup::Fixture;
-use crate::stats::{CpuWindow, Histogram, now_us, round3, rss_bytes};
+use crate::stats::{Histogram, now_us, round3};
 use crate::{Args, Report};
 
 /// Counters of one run, shared by all members.
@@ -245,32 +245,17 @@ pub async fn rooms(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     let ready = fleet.ready.load(Ordering::Relaxed);
     eprintln!("loadgen: {ready} members ready; sending for {} s", args.duration);
 
-    let cpu = CpuWindow::start(args.pid);
-    let own_cpu = CpuWindow::self_process();
-    let start = Instant::now();
-    let _ = phase_tx.send(Phase::Run);
-    tokio::time::sleep(args.duration()).await;
-    let _ = phase_tx.send(Phase::Drain);
-    let send_secs = start.elapsed().as_secs_f64();
     // Drain: all acks in and every acknowledged message at every member.
-    let deadline = Instant::now() + args.drain();
-    loop {
+    let drained = || {
         let (sent, acked, errors) = (
             counters.sent.load(Ordering::Relaxed),
             counters.acked.load(Ordering::Relaxed),
             counters.ack_errors.load(Ordering::Relaxed),
         );
-        let done =
-            acked + errors >= sent && counters.delivered.load(Ordering::Relaxed) >= acked * members as u64;
-        if done || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let server_cpu = cpu.percent();
-    let loadgen_cpu = own_cpu.percent();
-    let rss = args.pid.and_then(rss_bytes);
-    let _ = phase_tx.send(Phase::Stop);
+        acked + errors >= sent && counters.delivered.load(Ordering::Relaxed) >= acked * members as u64
+    };
+    let Window { send_secs, server_cpu, loadgen_cpu, rss } =
+        fleet::send_and_drain(args, &phase_tx, drained).await;
     let results = fleet::collect(handles, Duration::from_secs(20)).await;
 
     // Per room: what the sender had acknowledged; then what each member lacks.
@@ -504,28 +489,14 @@ pub async fn typing(args: &Args, target: Arc<Target>) -> Result<Report, String> 
     let ready = fleet.ready.load(Ordering::Relaxed);
     eprintln!("loadgen: {ready} members ready; typing for {} s", args.duration);
 
-    let cpu = CpuWindow::start(args.pid);
-    let own_cpu = CpuWindow::self_process();
-    let start = Instant::now();
-    let _ = phase_tx.send(Phase::Run);
-    tokio::time::sleep(args.duration()).await;
-    let _ = phase_tx.send(Phase::Drain);
-    let send_secs = start.elapsed().as_secs_f64();
-    let deadline = Instant::now() + args.drain();
-    loop {
+    // Drain: every toggle at every other member, once the senders stopped.
+    let drained = || {
         let senders_done = counters.active_senders.load(Ordering::Relaxed) <= 0;
         let expected = counters.sent.load(Ordering::Relaxed) * (members as u64 - 1);
-        if (senders_done && counters.delivered.load(Ordering::Relaxed) >= expected)
-            || Instant::now() >= deadline
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let server_cpu = cpu.percent();
-    let loadgen_cpu = own_cpu.percent();
-    let rss = args.pid.and_then(rss_bytes);
-    let _ = phase_tx.send(Phase::Stop);
+        senders_done && counters.delivered.load(Ordering::Relaxed) >= expected
+    };
+    let Window { send_secs, server_cpu, loadgen_cpu, rss } =
+        fleet::send_and_drain(args, &phase_tx, drained).await;
     fleet::collect(handles, Duration::from_secs(20)).await;
 
     let sent = counters.sent.load(Ordering::Relaxed);
