@@ -112,50 +112,36 @@ fn store(db: &Db, hub: &EventHub, batch: Vec<Post>) {
 }
 
 /// Inserts the batch's messages whose issue and author exist; answers each
-/// one's author or why it was refused. Issues and authors are looked up once
-/// per batch.
+/// one's author or why it was refused. The batch's issues and authors are
+/// looked up with one query each.
 fn insert_all(conn: &mut AnyConnection, batch: &[Post]) -> DomainResult<Vec<DomainResult<Author>>> {
-    let mut issues: HashMap<&str, bool> = HashMap::new();
-    let mut authors: HashMap<&str, Option<Author>> = HashMap::new();
+    let distinct = |field: fn(&MessageRow) -> &String| -> Vec<String> {
+        let set: std::collections::BTreeSet<&String> = batch.iter().map(|p| field(&p.row)).collect();
+        set.into_iter().cloned().collect()
+    };
+    let existing: std::collections::HashSet<String> = issues::table
+        .filter(issues::id.eq_any(distinct(|r| &r.issue_id)))
+        .select(issues::id)
+        .load(conn)?
+        .into_iter()
+        .collect();
+    let authors: HashMap<String, Author> =
+        authors(conn, &distinct(|r| &r.author_id))?.into_iter().map(|a| (a.user_id.clone(), a)).collect();
     let mut outcomes = Vec::with_capacity(batch.len());
     for Post { row, .. } in batch {
-        let issue_exists = match issues.get(row.issue_id.as_str()) {
-            Some(exists) => *exists,
-            None => {
-                let exists = diesel::select(diesel::dsl::exists(issues::table.find(&row.issue_id)))
-                    .get_result(conn)?;
-                *issues.entry(&row.issue_id).or_insert(exists)
-            }
-        };
-        if !issue_exists {
+        if !existing.contains(&row.issue_id) {
             outcomes.push(Err(DomainError::NotFound("issue")));
             continue;
         }
-        let author = match authors.get(row.author_id.as_str()) {
-            Some(author) => author.clone(),
-            None => {
-                let author = author(conn, &row.author_id)?;
-                authors.entry(&row.author_id).or_insert(author).clone()
-            }
-        };
         // Only when a valid token names a user that no longer exists.
-        let Some(author) = author else {
+        let Some(author) = authors.get(&row.author_id) else {
             outcomes.push(Err(DomainError::invalid_token()));
             continue;
         };
         diesel::insert_into(messages::table).values(row).execute(conn)?;
-        outcomes.push(Ok(author));
+        outcomes.push(Ok(author.clone()));
     }
     Ok(outcomes)
-}
-
-fn author(conn: &mut AnyConnection, user_id: &str) -> DomainResult<Option<Author>> {
-    let row: Option<(String, String, Option<String>)> = users::table
-        .find(user_id)
-        .select((users::id, users::display_name, users::avatar_url))
-        .first(conn)
-        .optional()?;
-    Ok(row.map(|(user_id, display_name, avatar_url)| Author { user_id, display_name, avatar_url }))
 }
 
 /// One page of history, oldest first; `nextCursor` pages further back.

@@ -65,7 +65,7 @@ pub(crate) fn route<F: HandlerFactory>(
     Ok(if websocket { Route::WebSocket(None) } else { Route::Polling(None) })
 }
 
-pub(crate) fn error(e: HttpError) -> HttpResponse {
+fn error(e: HttpError) -> HttpResponse {
     HttpResponse::build(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST))
         .content_type("application/json")
         .body(e.body())

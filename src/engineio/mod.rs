@@ -90,9 +90,9 @@ pub enum Incoming {
 pub struct EncodedFrame {
     pub text: ByteString,
     pub binaries: Vec<Bytes>,
-    /// The text as a WebSocket frame, made by the first WebSocket recipient
-    /// and shared by the rest.
-    ws_text: OnceLock<Bytes>,
+    /// The text and binaries as WebSocket frames, made by the first
+    /// WebSocket recipient and shared by the rest.
+    ws_frames: OnceLock<Vec<Bytes>>,
 }
 
 impl EncodedFrame {
@@ -101,12 +101,16 @@ impl EncodedFrame {
         let mut text = String::with_capacity(socket_text.len() + 1);
         text.push('4');
         text.push_str(socket_text);
-        Arc::new(Self { text: ByteString::from(text), binaries, ws_text: OnceLock::new() })
+        Arc::new(Self { text: ByteString::from(text), binaries, ws_frames: OnceLock::new() })
     }
 
-    /// The text packet as one WebSocket frame, encoded once.
-    pub fn ws_text(&self) -> Bytes {
-        self.ws_text.get_or_init(|| ws::text_frame(self.text.clone())).clone()
+    /// The message as WebSocket frames (the text, then each binary),
+    /// encoded once for every recipient.
+    pub fn ws_frames(&self) -> &[Bytes] {
+        self.ws_frames.get_or_init(|| {
+            let binaries = self.binaries.iter().cloned().map(ws::binary_frame);
+            std::iter::once(ws::text_frame(self.text.clone())).chain(binaries).collect()
+        })
     }
 
     pub fn len(&self) -> usize {

@@ -115,9 +115,11 @@ impl<H: EngineHandler> SocketSession<H> {
     }
 
     /// Queues frames for the next GET; false if that leaves too much queued.
-    fn queue(&mut self, frames: Vec<OutFrame>) -> bool {
-        self.outbox_bytes += frames.iter().map(OutFrame::len).sum::<usize>();
-        self.outbox.extend(frames);
+    fn queue(&mut self, frames: impl IntoIterator<Item = OutFrame>) -> bool {
+        for frame in frames {
+            self.outbox_bytes += frame.len();
+            self.outbox.push(frame);
+        }
         self.outbox_bytes <= self.engine_config.max_buffered_bytes
     }
 
@@ -139,8 +141,10 @@ impl<H: EngineHandler> SocketSession<H> {
         }
     }
 
-    fn write(&mut self, frames: Vec<OutFrame>, ctx: &mut Context<Self>) {
-        if frames.is_empty() || self.closing.is_some() {
+    /// Writes frames on the current transport. An iterator, so that a push
+    /// of one shared frame (every recipient of a broadcast) allocates nothing.
+    fn write(&mut self, frames: impl IntoIterator<Item = OutFrame>, ctx: &mut Context<Self>) {
+        if self.closing.is_some() {
             return;
         }
         match &mut self.transport {
@@ -150,7 +154,13 @@ impl<H: EngineHandler> SocketSession<H> {
                 }
             }
             Transport::Polling { .. } => {
-                if !self.queue(frames) {
+                let queued = self.outbox.len();
+                let fits = self.queue(frames);
+                if self.outbox.len() == queued {
+                    // Nothing new: a waiting GET keeps waiting.
+                    return;
+                }
+                if !fits {
                     ws::SLOW_CLIENT_DISCONNECTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     log::warn!(target: "civicpulse::engine", "sid={} is not polling ({} bytes queued); disconnecting", self.sid, self.outbox_bytes);
                     return self.close(CloseReason::TransportError, ctx);
@@ -310,9 +320,8 @@ fn send_ws(conn: &WsOutlet, frame: OutFrame) {
             conn.send(ws::text_frame(ByteString::from(packet.encode_text().unwrap_or_default())))
         }
         OutFrame::Shared(frame) => {
-            conn.send(frame.ws_text());
-            for binary in &frame.binaries {
-                conn.send(ws::binary_frame(binary.clone()));
+            for encoded in frame.ws_frames() {
+                conn.send(encoded.clone());
             }
         }
     }
@@ -378,7 +387,7 @@ impl<H: EngineHandler> Handler<Push> for SocketSession<H> {
 
     fn handle(&mut self, push: Push, ctx: &mut Context<Self>) {
         match push {
-            Push::Frame(frame) => self.write(vec![OutFrame::Shared(frame)], ctx),
+            Push::Frame(frame) => self.write(std::iter::once(OutFrame::Shared(frame)), ctx),
             Push::Frames(frames) => self.write(frames, ctx),
             Push::Close(reason) => self.close(reason, ctx),
         }

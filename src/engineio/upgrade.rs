@@ -8,9 +8,10 @@
 use std::sync::Arc;
 
 use actix_codec::Framed;
+use actix_http::StatusCode;
 use actix_http::header;
 use actix_http::{Request, RequestHead, h1};
-use bytes::Bytes;
+use bytes::BytesMut;
 use futures_util::future::LocalBoxFuture;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -23,7 +24,7 @@ use crate::protocol::engine::HttpError;
 
 /// Serves one upgrade request on its connection; the bytes are whatever
 /// the client sent behind the request.
-type Accept = Arc<dyn Fn(Request, TcpStream, Bytes) -> LocalBoxFuture<'static, ()> + Send + Sync>;
+type Accept = Arc<dyn Fn(Request, TcpStream, BytesMut) -> LocalBoxFuture<'static, ()> + Send + Sync>;
 
 /// The WebSocket endpoints of a server, by exact path.
 #[derive(Clone, Default)]
@@ -45,19 +46,19 @@ impl WsRoutes {
         let parts = framed.into_parts();
         // Keep only what the client sent after its request, not the HTTP
         // layer's buffers.
-        let early = Bytes::copy_from_slice(&parts.read_buf);
+        let early = BytesMut::from(&parts.read_buf[..]);
         let io = parts.io;
         match self.routes.iter().find(|(path, _)| path == req.path()) {
             Some((_, accept)) => accept(req, io, early).await,
             None => {
                 let body = r#"{"error":{"code":"not_found","message":"no such route"}}"#;
-                respond(io, "404 Not Found", body).await
+                respond(io, StatusCode::NOT_FOUND, body).await
             }
         }
     }
 }
 
-async fn accept<F: HandlerFactory>(engine: Arc<Engine<F>>, req: Request, mut io: TcpStream, early: Bytes) {
+async fn accept<F: HandlerFactory>(engine: Arc<Engine<F>>, req: Request, mut io: TcpStream, early: BytesMut) {
     let head = req.head();
     let session = match endpoint::route(&engine, &head.method, head.uri.query().unwrap_or(""), true) {
         Ok(Route::WebSocket(session)) => session,
@@ -99,17 +100,15 @@ fn handshake_key(head: &RequestHead) -> Option<String> {
 }
 
 async fn refuse(io: TcpStream, e: HttpError) {
-    let status = match e.status() {
-        403 => "403 Forbidden",
-        _ => "400 Bad Request",
-    };
-    respond(io, status, &e.body()).await
+    respond(io, StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), &e.body()).await
 }
 
 /// Answers with a JSON body and closes the connection.
-async fn respond(mut io: TcpStream, status: &str, body: &str) {
+async fn respond(mut io: TcpStream, status: StatusCode, body: &str) {
     let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
         body.len()
     );
     if io.write_all(response.as_bytes()).await.is_ok() {

@@ -167,15 +167,11 @@ impl WsOutlet {
 
 /// Serves one upgraded connection on a task of its own until it ends.
 /// `early` holds whatever the client sent right behind its upgrade request.
-pub fn spawn(io: TcpStream, early: Bytes, outlet: WsOutlet, session: Recipient<WsIn>, max_payload: usize) {
-    let mut read = BytesMut::new();
-    if !early.is_empty() {
-        read.extend_from_slice(&early);
-    }
+pub fn spawn(io: TcpStream, early: BytesMut, outlet: WsOutlet, session: Recipient<WsIn>, max_payload: usize) {
     let mut conn = Connection {
         io,
         codec: Codec::new().max_size(max_payload),
-        read,
+        read: early,
         writing: VecDeque::new(),
         outlet,
         session,
