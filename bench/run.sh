@@ -71,7 +71,7 @@ log() { echo "bench: $*" >&2; }
 
 if [[ $BUILD == 1 ]]; then
   log "building release binaries (cargo -j $JOBS)"
-  cargo build -j "$JOBS" --release --bin civicpulse --bin civicpulse-loadgen
+  cargo build -j "$JOBS" --release -p civicpulse -p civicpulse-loadgen
   cargo build -j "$JOBS" --release --manifest-path bench/peers/limit/Cargo.toml --target-dir "$ROOT/target/limit"
   # npm ci builds better-sqlite3 from source when no prebuilt binary can be
   # fetched (a minute or two): skip it while node_modules matches the lock

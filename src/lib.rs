@@ -9,14 +9,12 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod domain;
-pub mod engineio;
 pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod protocol;
 pub mod realtime;
 pub mod schema;
-pub mod socketio;
 pub mod timestamp;
 
 use std::net::SocketAddr;
@@ -94,11 +92,11 @@ fn http_server(
     let (socket_io, presence) = (realtime.engine, realtime.presence);
     let auth_limit =
         web::Data::new(http::rate_limit::AuthRateLimit::new(services.config.auth_rate_per_minute));
-    let listener =
-        engineio::server::bind(addr).map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+    let listener = actix_socketio::engineio::server::bind(addr)
+        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
     let bound = listener.local_addr()?;
-    let ws = engineio::upgrade::WsRoutes::default().engine("/socket.io/", socket_io.clone());
-    let server = engineio::server::start(listener, services.config.workers, ws, move || {
+    let ws = actix_socketio::engineio::upgrade::WsRoutes::default().engine("/socket.io/", socket_io.clone());
+    let server = actix_socketio::engineio::server::start(listener, services.config.workers, ws, move || {
         App::new()
             .app_data(web::Data::new(s.domain.clone()))
             .app_data(web::Data::new(presence.clone()))
@@ -120,7 +118,7 @@ fn http_server(
                     }
                 }
             })
-            .configure(|cfg| engineio::endpoint::mount(cfg, "/socket.io/", socket_io.clone()))
+            .configure(|cfg| actix_socketio::engineio::endpoint::mount(cfg, "/socket.io/", socket_io.clone()))
             .configure(http::routes)
     })?;
     Ok((server, bound))

@@ -2,8 +2,10 @@
 //! concurrent maps, so recording never takes a lock shared across workers.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use actix_socketio::engineio::EngineStats;
 use dashmap::DashMap;
 
 #[derive(Default)]
@@ -14,6 +16,8 @@ pub struct Metrics {
     pub online_users: AtomicI64,
     pub open_rooms: AtomicI64,
     pub handshake_failures: AtomicU64,
+    /// Handed to the Socket.IO engine, which counts into it.
+    pub engine: Arc<EngineStats>,
 }
 
 impl Metrics {
@@ -65,7 +69,7 @@ impl Metrics {
             &mut out,
             "civicpulse_slow_client_disconnects_total",
             "Sockets closed because their client stopped reading.",
-            crate::engineio::ws::SLOW_CLIENT_DISCONNECTS.load(Ordering::Relaxed),
+            self.engine.slow_client_disconnects.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::fanout::{Delivery, deliver};
-use crate::engineio::{EncodedFrame, Push};
+use actix_socketio::engineio::{EncodedFrame, Push};
 
 #[derive(Default)]
 pub struct Broadcaster {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::engineio::{CloseReason, EncodedFrame, Push};
+use actix_socketio::engineio::{CloseReason, EncodedFrame, Push};
 
 /// Whether a frame may be dropped for a session that is falling behind.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -13,11 +13,11 @@ use dashmap::DashMap;
 use serde_json::json;
 
 use super::fanout::{Delivery, deliver};
-use crate::engineio::{EncodedFrame, Push};
 use crate::metrics::Metrics;
 use crate::protocol::events::USER_TYPING;
-use crate::protocol::socket::Packet;
-use crate::socketio::encode_shared;
+use actix_socketio::engineio::{EncodedFrame, Push};
+use actix_socketio::protocol::socket::Packet;
+use actix_socketio::socketio::encode_shared;
 
 /// A typist who sends nothing new for this long is cleared by the server.
 pub const TYPING_EXPIRY: Duration = Duration::from_secs(5);

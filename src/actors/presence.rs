@@ -12,8 +12,8 @@ use serde::Serialize;
 use super::broadcaster::{Broadcast, Broadcaster};
 use crate::metrics::Metrics;
 use crate::protocol::events::PRESENCE_UPDATE;
-use crate::protocol::socket::Packet;
-use crate::socketio::encode_shared;
+use actix_socketio::protocol::socket::Packet;
+use actix_socketio::socketio::encode_shared;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

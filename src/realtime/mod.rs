@@ -14,13 +14,13 @@ use crate::actors::issue_room::{Member, RoomDirectory, Typing};
 use crate::actors::presence::{ListOnline, OnlineUser, PresenceRegistry, SocketOffline, SocketOnline};
 use crate::domain::input::check_city;
 use crate::domain::{Domain, DomainError, Principal, issues, messages};
-use crate::engineio::{Engine, EngineConfig};
 use crate::http::error::ApiError;
 use crate::ids::{self, IdKind};
 use crate::metrics::Metrics;
 use crate::protocol::events::{self as names, Audience, error_ack, server_event};
-use crate::protocol::socket::Packet;
-use crate::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef, encode_shared};
+use actix_socketio::engineio::{Engine, EngineConfig};
+use actix_socketio::protocol::socket::Packet;
+use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef, encode_shared};
 
 /// The Socket.IO engine serving CivicPulse.
 pub type CivicEngine = Engine<SocketIoFactory<CivicApp>>;
@@ -87,6 +87,7 @@ pub fn start(domain: &Domain, metrics: &Arc<Metrics>, config: &crate::config::Co
         ping_timeout: config.ping_timeout,
         max_payload: config.max_payload_bytes,
         max_buffered_bytes: config.max_buffered_bytes,
+        stats: metrics.engine.clone(),
         ..EngineConfig::default()
     };
     let engine = Engine::new(

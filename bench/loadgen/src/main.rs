@@ -18,19 +18,12 @@
 //! Every scenario prints a human table on stdout and then exactly one line
 //! `RESULT {json}` for scripts (see BENCHMARKS.md).
 
-#[path = "civicpulse-loadgen/broadcast.rs"]
 mod broadcast;
-#[path = "civicpulse-loadgen/connections.rs"]
 mod connections;
-#[path = "civicpulse-loadgen/fleet.rs"]
 mod fleet;
-#[path = "civicpulse-loadgen/net.rs"]
 mod net;
-#[path = "civicpulse-loadgen/rooms.rs"]
 mod rooms;
-#[path = "civicpulse-loadgen/setup.rs"]
 mod setup;
-#[path = "civicpulse-loadgen/stats.rs"]
 mod stats;
 
 use std::fmt::Display;

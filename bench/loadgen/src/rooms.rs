@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::{Interval, MissedTickBehavior};
 
+use actix_socketio::protocol::socket::{self, Decoded, PacketKind};
 use civicpulse::protocol::events;
-use civicpulse::protocol::socket::{self, Decoded, PacketKind};
 
 use crate::fleet::{self, Fleet, Phase, Window};
 use crate::net::{self, Conn, Incoming, Target, bool_field, event_name, str_field};

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use actix_socketio::protocol::socket::{self, Decoded, PacketKind};
 use civicpulse::protocol::events;
-use civicpulse::protocol::socket::{self, Decoded, PacketKind};
 
 use crate::Args;
 use crate::net::{Conn, Incoming};

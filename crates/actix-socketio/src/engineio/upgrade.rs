@@ -74,10 +74,10 @@ async fn accept<F: HandlerFactory>(engine: Arc<Engine<F>>, req: Request, mut io:
     }
     // Engine.IO frames are small and latency matters more than packing.
     let _ = io.set_nodelay(true);
-    let outlet = WsOutlet::new(engine.config.max_buffered_bytes);
+    let outlet = WsOutlet::new(engine.config.clone());
     let recipient = match session {
         Some(session) => {
-            log::debug!(target: "civicpulse::engine", "websocket conn={} upgrading a polling session", outlet.id());
+            log::debug!("websocket conn={} upgrading a polling session", outlet.id());
             session.do_send(WsAttach(outlet.clone()));
             session.recipient()
         }
@@ -92,7 +92,7 @@ async fn accept<F: HandlerFactory>(engine: Arc<Engine<F>>, req: Request, mut io:
 /// Extensions such as permessage-deflate are declined by not naming them.
 fn handshake_key(head: &RequestHead) -> Option<String> {
     if let Err(e) = actix_http::ws::verify_handshake(head) {
-        log::debug!(target: "civicpulse::engine", "websocket upgrade refused: {e}");
+        log::debug!("websocket upgrade refused: {e}");
         return None;
     }
     let key = head.headers().get(header::SEC_WEBSOCKET_KEY)?;

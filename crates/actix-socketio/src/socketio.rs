@@ -289,7 +289,7 @@ impl<A: SocketApp> EngineHandler for SocketIo<A> {
             }
             Ok(None) => {}
             Err(e) => {
-                log::debug!(target: "civicpulse::socket", "sid={} malformed packet: {e}", self.session.sid);
+                log::debug!("sid={} malformed packet: {e}", self.session.sid);
                 out.close(CloseReason::ForcedClose);
             }
         }

@@ -15,8 +15,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use civicpulse::protocol::engine::{self, WsFrame};
-use civicpulse::protocol::socket::{self, Decoded, PacketKind};
+use actix_socketio::protocol::engine::{self, WsFrame};
+use actix_socketio::protocol::socket::{self, Decoded, PacketKind};
 
 /// Where the load goes, and from where.
 pub struct Target {

@@ -105,7 +105,7 @@ impl<H: EngineHandler> SocketSession<H> {
             }
         });
         engine.sessions.insert(sid.clone(), addr.clone());
-        log::debug!(target: "civicpulse::engine", "sid={sid} open transport={transport_name}");
+        log::debug!("sid={sid} open transport={transport_name}");
         (sid, addr)
     }
 
@@ -161,8 +161,12 @@ impl<H: EngineHandler> SocketSession<H> {
                     return;
                 }
                 if !fits {
-                    ws::SLOW_CLIENT_DISCONNECTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    log::warn!(target: "civicpulse::engine", "sid={} is not polling ({} bytes queued); disconnecting", self.sid, self.outbox_bytes);
+                    self.engine_config.stats.slow_client_disconnected();
+                    log::warn!(
+                        "sid={} is not polling ({} bytes queued); disconnecting",
+                        self.sid,
+                        self.outbox_bytes
+                    );
                     return self.close(CloseReason::TransportError, ctx);
                 }
                 let get = match &mut self.transport {
@@ -187,7 +191,7 @@ impl<H: EngineHandler> SocketSession<H> {
         if self.closing.is_some() {
             return;
         }
-        log::debug!(target: "civicpulse::engine", "sid={} close reason={}", self.sid, reason.as_str());
+        log::debug!("sid={} close reason={}", self.sid, reason.as_str());
         self.closing = Some(reason);
         self.handler.closed(reason);
         if let Some(upgrade) = self.upgrade.take() {
@@ -287,7 +291,7 @@ impl<H: EngineHandler> SocketSession<H> {
                 let Some(upgrade) = self.upgrade.take() else { return };
                 ctx.cancel_future(upgrade.timeout);
                 self.release_get_with_noop();
-                log::debug!(target: "civicpulse::engine", "sid={} upgraded to websocket", self.sid);
+                log::debug!("sid={} upgraded to websocket", self.sid);
                 self.transport = Transport::WebSocket(upgrade.conn);
                 let pending = self.take_outbox();
                 self.write(pending, ctx);

@@ -10,9 +10,9 @@ use actix_web::App;
 use serde_json::{Map, Value, json};
 use tungstenite::Message;
 
-use civicpulse::engineio::upgrade::WsRoutes;
-use civicpulse::engineio::{Engine, EngineConfig, endpoint, server};
-use civicpulse::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
+use actix_socketio::engineio::upgrade::WsRoutes;
+use actix_socketio::engineio::{Engine, EngineConfig, endpoint, server};
+use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
 
 /// Asks every client a question on connect and reports the answer back.
 struct Asker;

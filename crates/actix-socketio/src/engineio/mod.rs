@@ -15,6 +15,7 @@ pub mod session;
 pub mod upgrade;
 pub mod ws;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -38,6 +39,22 @@ pub struct EngineConfig {
     /// How long a server-side close on polling waits for the client's next
     /// GET to deliver it.
     pub polling_close_timeout: Duration,
+    /// Where the engine counts what an operator wants to see; the
+    /// application passes in its own to read them (there is no global).
+    pub stats: Arc<EngineStats>,
+}
+
+/// Counters of one engine, read by the application's metrics.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Sessions closed because their client stopped reading.
+    pub slow_client_disconnects: AtomicU64,
+}
+
+impl EngineStats {
+    pub(crate) fn slow_client_disconnected(&self) {
+        self.slow_client_disconnects.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for EngineConfig {
@@ -49,6 +66,7 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_millis(10_000),
             max_buffered_bytes: 4 * 1024 * 1024,
             polling_close_timeout: Duration::from_millis(30_000),
+            stats: Arc::default(),
         }
     }
 }

@@ -3,21 +3,35 @@
 //! deliver every stored message to every member of its room exactly once
 //! and in order. Correctness only: benchmarks are never timed assertions.
 
-mod common;
-
+use std::collections::HashMap;
 use std::process::Command;
 
+use civicpulse::RunningNode;
+use civicpulse::config::Config;
 use serde_json::Value;
+
+const SECRET: &str = "civicpulse-loadgen-smoke-test-secret-0040";
+
+/// A node on a free port over a fresh SQLite file.
+fn node() -> (RunningNode, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("civicpulse.db").display());
+    let vars: HashMap<String, String> =
+        [("HOST", "127.0.0.1"), ("PORT", "0"), ("DATABASE_URL", url.as_str()), ("JWT_SECRET", SECRET)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    (RunningNode::start(Config::from_vars(&vars).expect("config")).expect("node starts"), dir)
+}
 
 #[test]
 fn rooms_scenario_delivers_every_message_once_and_in_order() {
-    let app = common::TestApp::sqlite();
-    let secret = std::str::from_utf8(common::SECRET).expect("ascii secret");
+    let (node, _dir) = node();
     let output = Command::new(env!("CARGO_BIN_EXE_civicpulse-loadgen"))
-        .args(["rooms", "--url", &app.node.url(), "--label", "smoke"])
+        .args(["rooms", "--url", &node.url(), "--label", "smoke"])
         .args(["--rooms", "3", "--members", "4", "--users", "4"])
         .args(["--rate", "5", "--duration", "1", "--drain", "5", "--threads", "1"])
-        .env("JWT_SECRET", secret)
+        .env("JWT_SECRET", SECRET)
         .output()
         .expect("the load generator runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

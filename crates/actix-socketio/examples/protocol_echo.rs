@@ -20,13 +20,13 @@ use actix_web::{App, web};
 use clap::Parser;
 use serde_json::{Map, Value};
 
-use civicpulse::engineio::{
+use actix_socketio::engineio::{
     Engine, EngineConfig, EngineHandler, HandlerFactory, Incoming, Out, SessionHandle, SocketSession,
     endpoint, server, upgrade::WsRoutes,
 };
-use civicpulse::protocol::engine::Packet as EnginePacket;
-use civicpulse::protocol::socket::Packet;
-use civicpulse::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
+use actix_socketio::protocol::engine::Packet as EnginePacket;
+use actix_socketio::protocol::socket::Packet;
+use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
 
 #[derive(Parser)]
 struct Args {
@@ -56,7 +56,7 @@ impl EngineHandler for Echo {
         });
     }
 
-    fn closed(&mut self, _: civicpulse::engineio::CloseReason) {}
+    fn closed(&mut self, _: actix_socketio::engineio::CloseReason) {}
 }
 
 struct EchoFactory;

@@ -27,6 +27,8 @@ use futures_util::task::AtomicWaker;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::EngineConfig;
+
 /// What the socket reports to its session.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -63,9 +65,6 @@ impl WsIn {
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Connections closed because their client stopped reading.
-pub static SLOW_CLIENT_DISCONNECTS: AtomicU64 = AtomicU64::new(0);
-
 /// Reads are at most this big at a time; the buffer lives only while a
 /// read is being decoded.
 const READ_CHUNK: usize = 4096;
@@ -99,7 +98,8 @@ pub struct WsOutlet(Arc<Outlet>);
 
 struct Outlet {
     id: u64,
-    max_queued: usize,
+    /// The engine's settings (the bound on what may queue) and counters.
+    config: Arc<EngineConfig>,
     queue: Mutex<Queue>,
     /// The connection's task, woken when something is queued.
     wake: AtomicWaker,
@@ -120,10 +120,10 @@ struct Queue {
 
 impl WsOutlet {
     /// The outlet of a new connection.
-    pub fn new(max_queued: usize) -> Self {
+    pub fn new(config: Arc<EngineConfig>) -> Self {
         Self(Arc::new(Outlet {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
-            max_queued,
+            config,
             queue: Mutex::new(Queue::default()),
             wake: AtomicWaker::new(),
         }))
@@ -139,7 +139,7 @@ impl WsOutlet {
     }
 
     /// Queues one encoded frame. A client that has fallen more than
-    /// `max_queued` bytes behind is disconnected instead.
+    /// `max_buffered_bytes` behind is disconnected instead.
     pub fn send(&self, frame: Bytes) {
         let mut queue = self.lock();
         if queue.ended || queue.close.is_some() {
@@ -147,9 +147,13 @@ impl WsOutlet {
         }
         queue.bytes += frame.len();
         queue.frames.push_back(frame);
-        if queue.bytes > self.0.max_queued {
-            SLOW_CLIENT_DISCONNECTS.fetch_add(1, Ordering::Relaxed);
-            log::warn!(target: "civicpulse::engine", "websocket conn={} is not reading ({} bytes queued); disconnecting", self.0.id, queue.bytes);
+        if queue.bytes > self.0.config.max_buffered_bytes {
+            self.0.config.stats.slow_client_disconnected();
+            log::warn!(
+                "websocket conn={} is not reading ({} bytes queued); disconnecting",
+                self.0.id,
+                queue.bytes
+            );
             queue.frames.clear();
             queue.bytes = 0;
             queue.close = Some(CloseCode::Policy);
@@ -186,7 +190,7 @@ pub fn spawn(io: TcpStream, early: BytesMut, outlet: WsOutlet, session: Recipien
             Some(ending) => ending,
             None => std::future::poll_fn(|cx| conn.poll_run(cx)).await,
         };
-        log::debug!(target: "civicpulse::engine", "websocket conn={} closing code={code:?}", conn.outlet.id());
+        log::debug!("websocket conn={} closing code={code:?}", conn.outlet.id());
         Box::pin(conn.finish(code)).await;
     });
 }
@@ -359,7 +363,7 @@ impl Connection {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return None,
                 Err(e) => {
-                    log::debug!(target: "civicpulse::engine", "websocket conn={conn_id} protocol error: {e}");
+                    log::debug!("websocket conn={conn_id} protocol error: {e}");
                     self.report(true);
                     let code = match e {
                         ProtocolError::Overflow => CloseCode::Size,

@@ -52,7 +52,7 @@ where
     Ok(actix_server::Server::build()
         .workers(workers)
         .shutdown_timeout(10)
-        .listen("civicpulse-http", listener, move || {
+        .listen("http", listener, move || {
             let ws = ws.clone();
             let upgrade = fn_service(move |(req, framed)| {
                 let ws = ws.clone();
