@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::fanout::{Delivery, deliver};
-use actix_socketio::engineio::{EncodedFrame, Push};
+use actix_socketio::engineio::{Push, SharedMessage};
 
 #[derive(Default)]
 pub struct Broadcaster {
@@ -40,7 +40,7 @@ pub struct Unsubscribe {
 /// A global event, already encoded.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Broadcast(pub Arc<EncodedFrame>);
+pub struct Broadcast(pub Arc<SharedMessage>);
 
 impl Handler<Subscribe> for Broadcaster {
     type Result = ();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use actix_socketio::engineio::{CloseReason, EncodedFrame, Push};
+use actix_socketio::engineio::{CloseReason, Push, SharedMessage};
 
 /// Whether a frame may be dropped for a session that is falling behind.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -22,11 +22,11 @@ pub enum Delivery {
 /// session is gone or was disconnected.
 pub fn deliver(
     recipient: &Recipient<Push>,
-    frame: &Arc<EncodedFrame>,
+    frame: &Arc<SharedMessage>,
     who: &str,
     delivery: Delivery,
 ) -> bool {
-    match recipient.try_send(Push::Frame(frame.clone())) {
+    match recipient.try_send(Push::Shared(frame.clone())) {
         Ok(()) => true,
         Err(SendError::Full(_)) if delivery == Delivery::Droppable => true,
         Err(SendError::Full(_)) => {

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::fanout::{Delivery, deliver};
 use crate::metrics::Metrics;
 use crate::protocol::events::USER_TYPING;
-use actix_socketio::engineio::{EncodedFrame, Push};
+use actix_socketio::engineio::{Push, SharedMessage};
 use actix_socketio::protocol::socket::Packet;
 use actix_socketio::socketio::encode_shared;
 
@@ -73,7 +73,7 @@ impl RoomDirectory {
     }
 
     /// Sends a frame to the members of an issue's room, if it has any here.
-    pub fn deliver(&self, issue_id: &str, frame: Arc<EncodedFrame>) {
+    pub fn deliver(&self, issue_id: &str, frame: Arc<SharedMessage>) {
         if let Some(entry) = self.rooms.get(issue_id) {
             entry.addr.do_send(Deliver(frame));
         }
@@ -144,7 +144,7 @@ impl IssueRoom {
 
     fn broadcast(
         &mut self,
-        frame: &Arc<EncodedFrame>,
+        frame: &Arc<SharedMessage>,
         except_user: Option<&str>,
         delivery: Delivery,
         ctx: &mut Context<Self>,
@@ -194,7 +194,7 @@ struct Leave {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Deliver(Arc<EncodedFrame>);
+struct Deliver(Arc<SharedMessage>);
 
 /// A `user:typing` from a member socket.
 #[derive(Message)]

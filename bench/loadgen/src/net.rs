@@ -15,7 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use actix_socketio::protocol::engine::{self, WsFrame};
+use actix_socketio::protocol::engine::{self, WsMessage};
 use actix_socketio::protocol::socket::{self, Decoded, PacketKind};
 
 /// Where the load goes, and from where.
@@ -284,10 +284,10 @@ pub enum ConnectError {
     Protocol(String),
 }
 
-fn text(frame: WsFrame) -> Message {
+fn text(frame: WsMessage) -> Message {
     match frame {
-        WsFrame::Text(s) => Message::text(s),
-        WsFrame::Binary(b) => Message::binary(b),
+        WsMessage::Text(s) => Message::text(s),
+        WsMessage::Binary(b) => Message::binary(b),
     }
 }
 
@@ -352,7 +352,7 @@ impl Conn {
         loop {
             let decoded = match self.ws.next().await {
                 Some(Ok(Message::Text(t))) => engine::decode_text(t.as_str()),
-                Some(Ok(Message::Binary(b))) => engine::decode_ws(WsFrame::Binary(b)),
+                Some(Ok(Message::Binary(b))) => engine::decode_ws(WsMessage::Binary(b)),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
             };

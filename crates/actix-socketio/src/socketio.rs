@@ -13,8 +13,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::engineio::{
-    CloseReason, EncodedFrame, EngineHandler, HandlerFactory, Incoming, Out, OutFrame, Push, SessionHandle,
-    SocketSession,
+    CloseReason, EngineHandler, HandlerFactory, Incoming, Outgoing, Output, Push, SessionHandle,
+    SharedMessage, SocketSession,
 };
 use crate::protocol::socket::{Decoder, Packet, PacketKind};
 
@@ -87,7 +87,7 @@ impl<A: SocketApp> SocketRef<A> {
     }
 
     pub fn send(&self, packet: Packet) {
-        self.session.addr.do_send(Push::Frames(frames(&packet)));
+        self.session.addr.do_send(Push::Packets(frames(&packet)));
     }
 
     pub fn emit(&self, name: &str, args: Vec<Value>) {
@@ -142,14 +142,14 @@ impl<A: SocketApp> SocketRef<A> {
     }
 }
 
-fn frames(packet: &Packet) -> Vec<OutFrame> {
-    packet.engine_packets().into_iter().map(OutFrame::Packet).collect()
+fn frames(packet: &Packet) -> Vec<Outgoing> {
+    packet.engine_packets().into_iter().map(Outgoing::Packet).collect()
 }
 
 /// Encodes a packet once for many recipients.
-pub fn encode_shared(packet: &Packet) -> Arc<EncodedFrame> {
+pub fn encode_shared(packet: &Packet) -> Arc<SharedMessage> {
     let attachments = if packet.kind.is_binary() { packet.attachments.clone() } else { Vec::new() };
-    EncodedFrame::message(&packet.encode(), attachments)
+    SharedMessage::message(&packet.encode(), attachments)
 }
 
 /// Called with the client's ack arguments (alias for clippy's type_complexity).
@@ -181,7 +181,7 @@ impl<A: SocketApp> SocketIo<A> {
         self.sockets.iter_mut().find(|s| &*s.handle.namespace == namespace)
     }
 
-    fn handle_packet(&mut self, packet: Packet, out: &mut Out) {
+    fn handle_packet(&mut self, packet: Packet, out: &mut Output) {
         let connected = self.sockets.iter().any(|s| *s.handle.namespace == *packet.namespace);
         match packet.kind {
             PacketKind::Connect if !connected => self.connect(packet.namespace.as_str().into(), packet, out),
@@ -216,7 +216,7 @@ impl<A: SocketApp> SocketIo<A> {
         }
     }
 
-    fn connect(&mut self, namespace: Arc<str>, packet: Packet, out: &mut Out) {
+    fn connect(&mut self, namespace: Arc<str>, packet: Packet, out: &mut Output) {
         let auth = match packet.data {
             Some(Value::Object(map)) => map,
             _ => Map::new(),
@@ -265,7 +265,7 @@ impl<A: SocketApp> SocketIo<A> {
 }
 
 impl<A: SocketApp> EngineHandler for SocketIo<A> {
-    fn opened(&mut self, _: &mut Out, ctx: &mut Context<SocketSession<Self>>) {
+    fn opened(&mut self, _: &mut Output, ctx: &mut Context<SocketSession<Self>>) {
         self.connect_timer = Some(ctx.run_later(self.connect_timeout, |session, ctx| {
             if !session.handler.ever_connected {
                 session.close(CloseReason::ForcedClose, ctx);
@@ -273,7 +273,7 @@ impl<A: SocketApp> EngineHandler for SocketIo<A> {
         }));
     }
 
-    fn message(&mut self, message: Incoming, out: &mut Out, ctx: &mut Context<SocketSession<Self>>) {
+    fn message(&mut self, message: Incoming, out: &mut Output, ctx: &mut Context<SocketSession<Self>>) {
         let decoded = match message {
             Incoming::Text(text) => self.decoder.feed_text(&text),
             Incoming::Binary(bytes) => self.decoder.feed_binary(bytes),

@@ -105,7 +105,7 @@ pub enum Incoming {
 /// A message encoded once and shared by every recipient: the Engine.IO
 /// text packet (e.g. `42["issue:created",{…}]`) and any binary messages.
 #[derive(Debug)]
-pub struct EncodedFrame {
+pub struct SharedMessage {
     pub text: ByteString,
     pub binaries: Vec<Bytes>,
     /// The text and binaries as WebSocket frames, made by the first
@@ -113,7 +113,7 @@ pub struct EncodedFrame {
     ws_frames: OnceLock<Vec<Bytes>>,
 }
 
-impl EncodedFrame {
+impl SharedMessage {
     /// Wraps a Socket.IO packet's text (without the Engine.IO `4`).
     pub fn message(socket_text: &str, binaries: Vec<Bytes>) -> Arc<Self> {
         let mut text = String::with_capacity(socket_text.len() + 1);
@@ -142,19 +142,19 @@ impl EncodedFrame {
 
 /// Something to write to the client.
 #[derive(Debug, Clone)]
-pub enum OutFrame {
+pub enum Outgoing {
     Packet(engine::Packet),
-    Shared(Arc<EncodedFrame>),
+    Shared(Arc<SharedMessage>),
 }
 
-impl OutFrame {
+impl Outgoing {
     /// Roughly what the frame costs to hold, for the buffering bound.
     pub fn len(&self) -> usize {
         match self {
-            OutFrame::Packet(engine::Packet::Message(text) | engine::Packet::Open(text)) => text.len() + 1,
-            OutFrame::Packet(engine::Packet::Binary(bytes)) => bytes.len(),
-            OutFrame::Packet(_) => 1,
-            OutFrame::Shared(frame) => frame.len(),
+            Outgoing::Packet(engine::Packet::Message(text) | engine::Packet::Open(text)) => text.len() + 1,
+            Outgoing::Packet(engine::Packet::Binary(bytes)) => bytes.len(),
+            Outgoing::Packet(_) => 1,
+            Outgoing::Shared(frame) => frame.len(),
         }
     }
 
@@ -169,26 +169,28 @@ impl OutFrame {
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub enum Push {
-    Frame(Arc<EncodedFrame>),
-    Frames(Vec<OutFrame>),
+    /// One message shared with other recipients (a broadcast, a room event).
+    Shared(Arc<SharedMessage>),
+    /// Packets for this session alone (an acknowledgement, a direct emit).
+    Packets(Vec<Outgoing>),
     Close(CloseReason),
 }
 
 /// What a handler asks of its session while handling something: frames to
 /// write, and whether to close.
 #[derive(Default)]
-pub struct Out {
-    pub(crate) frames: Vec<OutFrame>,
+pub struct Output {
+    pub(crate) frames: Vec<Outgoing>,
     pub(crate) close: Option<CloseReason>,
 }
 
-impl Out {
+impl Output {
     pub fn send(&mut self, packet: engine::Packet) {
-        self.frames.push(OutFrame::Packet(packet));
+        self.frames.push(Outgoing::Packet(packet));
     }
 
-    pub fn send_shared(&mut self, frame: Arc<EncodedFrame>) {
-        self.frames.push(OutFrame::Shared(frame));
+    pub fn send_shared(&mut self, frame: Arc<SharedMessage>) {
+        self.frames.push(Outgoing::Shared(frame));
     }
 
     /// Closes the session after the frames queued so far are written.
@@ -200,10 +202,10 @@ impl Out {
 /// The application side of one Engine.IO session.
 pub trait EngineHandler: Sized + Unpin + 'static {
     /// Called once, when the session starts.
-    fn opened(&mut self, _out: &mut Out, _ctx: &mut Context<SocketSession<Self>>) {}
+    fn opened(&mut self, _out: &mut Output, _ctx: &mut Context<SocketSession<Self>>) {}
 
     /// A message from the client.
-    fn message(&mut self, message: Incoming, out: &mut Out, ctx: &mut Context<SocketSession<Self>>);
+    fn message(&mut self, message: Incoming, out: &mut Output, ctx: &mut Context<SocketSession<Self>>);
 
     /// The session is gone; called exactly once.
     fn closed(&mut self, reason: CloseReason);
@@ -241,8 +243,8 @@ impl<H: EngineHandler> SessionHandle<H> {
 
     /// Runs `f` on the handler inside the session actor (e.g. to apply the
     /// result of a database call). Dropped if the session has ended.
-    pub fn call(&self, f: impl FnOnce(&mut H, &mut Out) + Send + 'static) {
-        self.addr.do_send(session::Call(Box::new(f)));
+    pub fn call(&self, f: impl FnOnce(&mut H, &mut Output) + Send + 'static) {
+        self.addr.do_send(session::RunOnHandler(Box::new(f)));
     }
 }
 

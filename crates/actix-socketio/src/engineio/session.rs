@@ -10,8 +10,8 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use tokio::sync::oneshot;
 
-use super::ws::{self, WsIn, WsOutlet};
-use super::{CloseReason, Engine, EngineHandler, HandlerFactory, Incoming, Out, OutFrame, Push};
+use super::ws::{self, WsEvent, WsOutlet};
+use super::{CloseReason, Engine, EngineHandler, HandlerFactory, Incoming, Outgoing, Output, Push};
 use crate::protocol::engine::{self, HttpError, Packet};
 
 /// The answer to a polling GET: a payload, or an HTTP error.
@@ -42,7 +42,7 @@ pub struct SocketSession<H: EngineHandler> {
     /// Frames waiting for a polling GET (or for the WebSocket to attach),
     /// and their size: a client that stops polling cannot make it grow
     /// past `max_buffered_bytes`.
-    outbox: Vec<OutFrame>,
+    outbox: Vec<Outgoing>,
     outbox_bytes: usize,
     pong_deadline: Option<SpawnHandle>,
     /// Set once the session is ending; on polling the close packet may still
@@ -80,12 +80,12 @@ impl<H: EngineHandler> SocketSession<H> {
         let transport_name = if websocket.is_some() { "websocket" } else { "polling" };
         let (transport, outbox) = match websocket {
             Some(conn) => {
-                send_ws(&conn, OutFrame::Packet(handshake.open_packet()));
+                send_ws(&conn, Outgoing::Packet(handshake.open_packet()));
                 (Transport::WebSocket(conn), Vec::new())
             }
             None => (
                 Transport::Polling { pending_get: None, post_in_flight: false },
-                vec![OutFrame::Packet(handshake.open_packet())],
+                vec![Outgoing::Packet(handshake.open_packet())],
             ),
         };
         let addr = SocketSession::create(|ctx| {
@@ -109,13 +109,13 @@ impl<H: EngineHandler> SocketSession<H> {
         (sid, addr)
     }
 
-    fn take_outbox(&mut self) -> Vec<OutFrame> {
+    fn take_outbox(&mut self) -> Vec<Outgoing> {
         self.outbox_bytes = 0;
         std::mem::take(&mut self.outbox)
     }
 
     /// Queues frames for the next GET; false if that leaves too much queued.
-    fn queue(&mut self, frames: impl IntoIterator<Item = OutFrame>) -> bool {
+    fn queue(&mut self, frames: impl IntoIterator<Item = Outgoing>) -> bool {
         for frame in frames {
             self.outbox_bytes += frame.len();
             self.outbox.push(frame);
@@ -127,14 +127,14 @@ impl<H: EngineHandler> SocketSession<H> {
     pub fn dispatch(
         &mut self,
         ctx: &mut Context<Self>,
-        f: impl FnOnce(&mut H, &mut Out, &mut Context<Self>),
+        f: impl FnOnce(&mut H, &mut Output, &mut Context<Self>),
     ) {
-        let mut out = Out::default();
+        let mut out = Output::default();
         f(&mut self.handler, &mut out, ctx);
         self.apply(out, ctx);
     }
 
-    fn apply(&mut self, out: Out, ctx: &mut Context<Self>) {
+    fn apply(&mut self, out: Output, ctx: &mut Context<Self>) {
         self.write(out.frames, ctx);
         if let Some(reason) = out.close {
             self.close(reason, ctx);
@@ -143,7 +143,7 @@ impl<H: EngineHandler> SocketSession<H> {
 
     /// Writes frames on the current transport. An iterator, so that a push
     /// of one shared frame (every recipient of a broadcast) allocates nothing.
-    fn write(&mut self, frames: impl IntoIterator<Item = OutFrame>, ctx: &mut Context<Self>) {
+    fn write(&mut self, frames: impl IntoIterator<Item = Outgoing>, ctx: &mut Context<Self>) {
         if self.closing.is_some() {
             return;
         }
@@ -208,7 +208,7 @@ impl<H: EngineHandler> SocketSession<H> {
                 // A client that said goodbye itself gets no close packet back.
                 let goodbye =
                     if reason == CloseReason::TransportClose { Packet::Noop } else { Packet::Close };
-                packets.push(OutFrame::Packet(goodbye));
+                packets.push(Outgoing::Packet(goodbye));
                 if let Some(get) = pending_get {
                     let _ = get.send(Ok(encode_payload(packets)));
                     ctx.stop();
@@ -237,7 +237,7 @@ impl<H: EngineHandler> SocketSession<H> {
             if act.closing.is_some() {
                 return;
             }
-            act.write(vec![OutFrame::Packet(Packet::Ping)], ctx);
+            act.write(vec![Outgoing::Packet(Packet::Ping)], ctx);
             // The deadline runs from when the ping is queued, GET or not.
             act.pong_deadline = Some(ctx.run_later(act.engine_config.ping_timeout, |act, ctx| {
                 act.close(CloseReason::PingTimeout, ctx)
@@ -283,7 +283,7 @@ impl<H: EngineHandler> SocketSession<H> {
             // upgrading socket only for other packets (PROTOCOL.md 2.6).
             Packet::PingProbe => {
                 upgrade.probed = true;
-                send_ws(&upgrade.conn, OutFrame::Packet(Packet::PongProbe));
+                send_ws(&upgrade.conn, Outgoing::Packet(Packet::PongProbe));
                 // Release the client's waiting GET so it can stop polling.
                 self.release_get_with_noop();
             }
@@ -311,19 +311,19 @@ impl<H: EngineHandler> SocketSession<H> {
             && let Some(get) = pending_get.take()
         {
             let mut packets = self.take_outbox();
-            packets.push(OutFrame::Packet(Packet::Noop));
+            packets.push(Outgoing::Packet(Packet::Noop));
             let _ = get.send(Ok(encode_payload(packets)));
         }
     }
 }
 
-fn send_ws(conn: &WsOutlet, frame: OutFrame) {
+fn send_ws(conn: &WsOutlet, frame: Outgoing) {
     match frame {
-        OutFrame::Packet(Packet::Binary(bytes)) => conn.send(ws::binary_frame(bytes)),
-        OutFrame::Packet(packet) => {
+        Outgoing::Packet(Packet::Binary(bytes)) => conn.send(ws::binary_frame(bytes)),
+        Outgoing::Packet(packet) => {
             conn.send(ws::text_frame(ByteString::from(packet.encode_text().unwrap_or_default())))
         }
-        OutFrame::Shared(frame) => {
+        Outgoing::Shared(frame) => {
             for encoded in frame.ws_frames() {
                 conn.send(encoded.clone());
             }
@@ -332,12 +332,12 @@ fn send_ws(conn: &WsOutlet, frame: OutFrame) {
 }
 
 /// One long-polling body from queued frames.
-fn encode_payload(frames: Vec<OutFrame>) -> String {
+fn encode_payload(frames: Vec<Outgoing>) -> String {
     let mut packets = Vec::with_capacity(frames.len());
     for frame in frames {
         match frame {
-            OutFrame::Packet(p) => packets.push(p),
-            OutFrame::Shared(shared) => {
+            Outgoing::Packet(p) => packets.push(p),
+            Outgoing::Shared(shared) => {
                 // The text already carries its Engine.IO type digit.
                 packets.push(Packet::Message(shared.text[1..].to_string()));
                 packets.extend(shared.binaries.iter().cloned().map(Packet::Binary));
@@ -371,15 +371,15 @@ impl<H: EngineHandler> Actor for SocketSession<H> {
 /// Runs a closure on the handler (see `SessionHandle::call`).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Call<H>(pub CallFn<H>);
+pub struct RunOnHandler<H>(pub HandlerFn<H>);
 
-/// What a [`Call`] runs (an alias only to satisfy clippy's type_complexity).
-pub type CallFn<H> = Box<dyn FnOnce(&mut H, &mut Out) + Send>;
+/// What a [`RunOnHandler`] runs (an alias only to satisfy clippy's type_complexity).
+pub type HandlerFn<H> = Box<dyn FnOnce(&mut H, &mut Output) + Send>;
 
-impl<H: EngineHandler> Handler<Call<H>> for SocketSession<H> {
+impl<H: EngineHandler> Handler<RunOnHandler<H>> for SocketSession<H> {
     type Result = ();
 
-    fn handle(&mut self, Call(f): Call<H>, ctx: &mut Context<Self>) {
+    fn handle(&mut self, RunOnHandler(f): RunOnHandler<H>, ctx: &mut Context<Self>) {
         if self.closing.is_none() {
             self.dispatch(ctx, |h, out, _| f(h, out));
         }
@@ -391,8 +391,8 @@ impl<H: EngineHandler> Handler<Push> for SocketSession<H> {
 
     fn handle(&mut self, push: Push, ctx: &mut Context<Self>) {
         match push {
-            Push::Frame(frame) => self.write(std::iter::once(OutFrame::Shared(frame)), ctx),
-            Push::Frames(frames) => self.write(frames, ctx),
+            Push::Shared(frame) => self.write(std::iter::once(Outgoing::Shared(frame)), ctx),
+            Push::Packets(frames) => self.write(frames, ctx),
             Push::Close(reason) => self.close(reason, ctx),
         }
     }
@@ -425,7 +425,7 @@ impl<H: EngineHandler> Handler<PollGet> for SocketSession<H> {
             return;
         }
         if self.upgrade.as_ref().is_some_and(|u| u.probed) {
-            let _ = reply.send(Ok(encode_payload(vec![OutFrame::Packet(Packet::Noop)])));
+            let _ = reply.send(Ok(encode_payload(vec![Outgoing::Packet(Packet::Noop)])));
             return;
         }
         if self.outbox.is_empty() {
@@ -528,24 +528,24 @@ impl<H: EngineHandler> Handler<WsAttach> for SocketSession<H> {
     }
 }
 
-impl<H: EngineHandler> Handler<WsIn> for SocketSession<H> {
+impl<H: EngineHandler> Handler<WsEvent> for SocketSession<H> {
     type Result = ();
 
-    fn handle(&mut self, msg: WsIn, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: WsEvent, ctx: &mut Context<Self>) {
         let is_main = matches!(&self.transport, Transport::WebSocket(conn) if conn.id() == msg.conn_id());
         let is_probe = self.upgrade.as_ref().is_some_and(|u| u.conn.id() == msg.conn_id());
         match msg {
-            WsIn::Closed { .. } if is_main => self.close(CloseReason::TransportClose, ctx),
-            WsIn::Closed { .. } if is_probe => {
+            WsEvent::Closed { .. } if is_main => self.close(CloseReason::TransportClose, ctx),
+            WsEvent::Closed { .. } if is_probe => {
                 if let Some(upgrade) = self.upgrade.take() {
                     ctx.cancel_future(upgrade.timeout);
                 }
             }
-            WsIn::Failed { .. } if is_main => self.close(CloseReason::TransportError, ctx),
-            WsIn::Failed { conn_id } if is_probe => {
-                self.handle(WsIn::Closed { conn_id }, ctx);
+            WsEvent::Failed { .. } if is_main => self.close(CloseReason::TransportError, ctx),
+            WsEvent::Failed { conn_id } if is_probe => {
+                self.handle(WsEvent::Closed { conn_id }, ctx);
             }
-            WsIn::Text { text, .. } => {
+            WsEvent::Text { text, .. } => {
                 let packet = engine::decode_text(&text);
                 match (packet, is_main, is_probe) {
                     (Ok(packet), true, _) => self.receive(packet, ctx),
@@ -555,8 +555,8 @@ impl<H: EngineHandler> Handler<WsIn> for SocketSession<H> {
                     _ => {}
                 }
             }
-            WsIn::Binary { bytes, .. } if is_main => self.receive(Packet::Binary(bytes), ctx),
-            WsIn::Binary { .. } if is_probe => self.receive_probe(Packet::Noop, ctx),
+            WsEvent::Binary { bytes, .. } if is_main => self.receive(Packet::Binary(bytes), ctx),
+            WsEvent::Binary { .. } if is_probe => self.receive_probe(Packet::Noop, ctx),
             _ => {}
         }
     }

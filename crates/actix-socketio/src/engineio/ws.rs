@@ -32,7 +32,7 @@ use super::EngineConfig;
 /// What the socket reports to its session.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub enum WsIn {
+pub enum WsEvent {
     Text {
         conn_id: u64,
         text: ByteString,
@@ -52,13 +52,13 @@ pub enum WsIn {
     },
 }
 
-impl WsIn {
+impl WsEvent {
     pub fn conn_id(&self) -> u64 {
         match self {
-            WsIn::Text { conn_id, .. }
-            | WsIn::Binary { conn_id, .. }
-            | WsIn::Closed { conn_id }
-            | WsIn::Failed { conn_id } => *conn_id,
+            WsEvent::Text { conn_id, .. }
+            | WsEvent::Binary { conn_id, .. }
+            | WsEvent::Closed { conn_id }
+            | WsEvent::Failed { conn_id } => *conn_id,
         }
     }
 }
@@ -171,7 +171,13 @@ impl WsOutlet {
 
 /// Serves one upgraded connection on a task of its own until it ends.
 /// `early` holds whatever the client sent right behind its upgrade request.
-pub fn spawn(io: TcpStream, early: BytesMut, outlet: WsOutlet, session: Recipient<WsIn>, max_payload: usize) {
+pub fn spawn(
+    io: TcpStream,
+    early: BytesMut,
+    outlet: WsOutlet,
+    session: Recipient<WsEvent>,
+    max_payload: usize,
+) {
     let mut conn = Connection {
         io,
         codec: Codec::new().max_size(max_payload),
@@ -204,7 +210,7 @@ struct Connection {
     /// Frames taken from the outlet, being written.
     writing: VecDeque<Bytes>,
     outlet: WsOutlet,
-    session: Recipient<WsIn>,
+    session: Recipient<WsEvent>,
     reported: bool,
 }
 
@@ -374,13 +380,13 @@ impl Connection {
             };
             match frame {
                 Frame::Text(bytes) => match ByteString::try_from(bytes) {
-                    Ok(text) => self.session.do_send(WsIn::Text { conn_id, text }),
+                    Ok(text) => self.session.do_send(WsEvent::Text { conn_id, text }),
                     Err(_) => {
                         self.report(true);
                         return Some(Some(CloseCode::Invalid));
                     }
                 },
-                Frame::Binary(bytes) => self.session.do_send(WsIn::Binary { conn_id, bytes }),
+                Frame::Binary(bytes) => self.session.do_send(WsEvent::Binary { conn_id, bytes }),
                 Frame::Ping(payload) => self.writing.push_back(encode(WsMessage::Pong(payload))),
                 Frame::Pong(_) => {}
                 Frame::Close(_) => {
@@ -400,7 +406,11 @@ impl Connection {
         if !self.reported {
             self.reported = true;
             let conn_id = self.outlet.id();
-            self.session.do_send(if failed { WsIn::Failed { conn_id } } else { WsIn::Closed { conn_id } });
+            self.session.do_send(if failed {
+                WsEvent::Failed { conn_id }
+            } else {
+                WsEvent::Closed { conn_id }
+            });
         }
     }
 

@@ -49,7 +49,7 @@ pub enum Packet {
 
 /// One WebSocket message, as the transport writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WsFrame {
+pub enum WsMessage {
     Text(String),
     Binary(Bytes),
 }
@@ -75,11 +75,11 @@ impl Packet {
     }
 
     /// The WebSocket frame carrying this packet.
-    pub fn encode_ws(&self) -> WsFrame {
+    pub fn encode_ws(&self) -> WsMessage {
         match self {
-            Packet::Binary(bytes) => WsFrame::Binary(bytes.clone()),
+            Packet::Binary(bytes) => WsMessage::Binary(bytes.clone()),
             // encode_text is None only for Binary, matched above.
-            text => WsFrame::Text(text.encode_text().unwrap_or_default()),
+            text => WsMessage::Text(text.encode_text().unwrap_or_default()),
         }
     }
 
@@ -115,10 +115,10 @@ pub fn decode_text(s: &str) -> Result<Packet, EngineError> {
 }
 
 /// Decodes one WebSocket frame; a binary frame is always a binary message.
-pub fn decode_ws(frame: WsFrame) -> Result<Packet, EngineError> {
+pub fn decode_ws(frame: WsMessage) -> Result<Packet, EngineError> {
     match frame {
-        WsFrame::Text(text) => decode_text(&text),
-        WsFrame::Binary(bytes) => Ok(Packet::Binary(bytes)),
+        WsMessage::Text(text) => decode_text(&text),
+        WsMessage::Binary(bytes) => Ok(Packet::Binary(bytes)),
     }
 }
 
@@ -274,7 +274,7 @@ mod tests {
         for (text, packet) in cases {
             assert_eq!(decode_text(text), Ok(packet.clone()), "{text}");
             assert_eq!(packet.encode_text().as_deref(), Some(text));
-            assert_eq!(packet.encode_ws(), WsFrame::Text(text.to_owned()));
+            assert_eq!(packet.encode_ws(), WsMessage::Text(text.to_owned()));
         }
     }
 
@@ -308,9 +308,9 @@ mod tests {
         let bytes = Bytes::from_static(&[1, 2, 3]);
         let packet = Packet::Binary(bytes.clone());
         assert_eq!(packet.encode_text(), None);
-        assert_eq!(packet.encode_ws(), WsFrame::Binary(bytes.clone()));
-        assert_eq!(decode_ws(WsFrame::Binary(bytes)), Ok(packet));
-        assert_eq!(decode_ws(WsFrame::Text("6".to_owned())), Ok(Packet::Noop));
+        assert_eq!(packet.encode_ws(), WsMessage::Binary(bytes.clone()));
+        assert_eq!(decode_ws(WsMessage::Binary(bytes)), Ok(packet));
+        assert_eq!(decode_ws(WsMessage::Text("6".to_owned())), Ok(Packet::Noop));
     }
 
     #[test]
