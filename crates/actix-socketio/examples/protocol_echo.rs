@@ -21,8 +21,8 @@ use clap::Parser;
 use serde_json::{Map, Value};
 
 use actix_socketio::engineio::{
-    Engine, EngineConfig, EngineHandler, HandlerFactory, Incoming, Output, SessionHandle, SocketSession,
-    endpoint, server, upgrade::WsRoutes,
+    Engine, EngineConfig, EngineHandler, HandlerFactory, InboundPermit, Incoming, Output, SessionHandle,
+    SocketSession, endpoint, server, upgrade::WsRoutes,
 };
 use actix_socketio::protocol::engine::Packet as EnginePacket;
 use actix_socketio::protocol::socket::Packet;
@@ -49,7 +49,13 @@ struct Args {
 struct Echo;
 
 impl EngineHandler for Echo {
-    fn message(&mut self, message: Incoming, out: &mut Output, _: &mut Context<SocketSession<Self>>) {
+    fn message(
+        &mut self,
+        message: Incoming,
+        _: InboundPermit,
+        out: &mut Output,
+        _: &mut Context<SocketSession<Self>>,
+    ) {
         out.send(match message {
             Incoming::Text(text) => EnginePacket::Message(text),
             Incoming::Binary(bytes) => EnginePacket::Binary(bytes),

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::engineio::{
-    CloseReason, EngineHandler, HandlerFactory, Incoming, Outgoing, Output, Push, SessionHandle,
-    SharedMessage, SocketSession,
+    CloseReason, EngineHandler, HandlerFactory, InboundPermit, Incoming, Outgoing, Output, Push,
+    SessionHandle, SharedMessage, SocketSession,
 };
 use crate::protocol::socket::{Decoder, Packet, PacketKind};
 
@@ -39,6 +39,10 @@ pub struct Event {
     pub attachments: Vec<Bytes>,
     /// Set when the client waits for an acknowledgement.
     pub ack: Option<u64>,
+    /// Keep it while the event is being worked on (move it into the future
+    /// or callback that finishes the work): once a connection has too many
+    /// events in hand the server stops reading from it.
+    pub permit: InboundPermit,
 }
 
 /// An application served over Socket.IO.
@@ -181,7 +185,7 @@ impl<A: SocketApp> SocketIo<A> {
         self.sockets.iter_mut().find(|s| &*s.handle.namespace == namespace)
     }
 
-    fn handle_packet(&mut self, packet: Packet, out: &mut Output) {
+    fn handle_packet(&mut self, packet: Packet, permit: InboundPermit, out: &mut Output) {
         let connected = self.sockets.iter().any(|s| *s.handle.namespace == *packet.namespace);
         match packet.kind {
             PacketKind::Connect if !connected => self.connect(packet.namespace.as_str().into(), packet, out),
@@ -194,7 +198,7 @@ impl<A: SocketApp> SocketIo<A> {
             PacketKind::Event | PacketKind::BinaryEvent if connected => {
                 let name = packet.event_name().map(|n| n.into_owned()).unwrap_or_default();
                 let args = packet.args().to_vec();
-                let event = Event { name, args, attachments: packet.attachments, ack: packet.ack_id };
+                let event = Event { name, args, attachments: packet.attachments, ack: packet.ack_id, permit };
                 let app = self.app.clone();
                 if let Some(socket) = self.socket(&packet.namespace) {
                     app.event(&mut socket.state, &socket.handle, event);
@@ -273,14 +277,22 @@ impl<A: SocketApp> EngineHandler for SocketIo<A> {
         }));
     }
 
-    fn message(&mut self, message: Incoming, out: &mut Output, ctx: &mut Context<SocketSession<Self>>) {
+    fn message(
+        &mut self,
+        message: Incoming,
+        permit: InboundPermit,
+        out: &mut Output,
+        ctx: &mut Context<SocketSession<Self>>,
+    ) {
         let decoded = match message {
             Incoming::Text(text) => self.decoder.feed_text(&text),
             Incoming::Binary(bytes) => self.decoder.feed_binary(bytes),
         };
         match decoded {
             Ok(Some(packet)) => {
-                self.handle_packet(packet, out);
+                // The permit of a binary event's last piece stands for the
+                // whole event; the pieces before it are held by the decoder.
+                self.handle_packet(packet, permit, out);
                 if self.ever_connected
                     && let Some(timer) = self.connect_timer.take()
                 {

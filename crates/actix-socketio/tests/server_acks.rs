@@ -2,17 +2,15 @@
 //! the client answers with an ACK, and the callback gets its arguments.
 //! (Client → server acks are covered by the protocol and client suites.)
 
-use std::sync::Arc;
-use std::sync::mpsc;
+mod common;
+
 use std::time::Duration;
 
-use actix_web::App;
 use serde_json::{Map, Value, json};
 use tungstenite::Message;
 
-use actix_socketio::engineio::upgrade::WsRoutes;
-use actix_socketio::engineio::{Engine, EngineConfig, endpoint, server};
-use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
+use actix_socketio::engineio::EngineConfig;
+use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketRef};
 
 /// Asks every client a question on connect and reports the answer back.
 struct Asker;
@@ -33,29 +31,6 @@ impl SocketApp for Asker {
     fn disconnect(&self, _: (), _: &SocketRef<Self>, _: &str) {}
 }
 
-fn serve() -> std::net::SocketAddr {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let system = actix_rt::System::new();
-        system.block_on(async move {
-            let engine = Engine::new(
-                EngineConfig::default(),
-                SocketIoFactory { app: Arc::new(Asker), connect_timeout: Duration::from_secs(5) },
-            );
-            let listener = server::bind("127.0.0.1:0").expect("bind");
-            tx.send(listener.local_addr().expect("address")).expect("report address");
-            let ws = WsRoutes::default().engine("/socket.io/", engine.clone());
-            let server = server::start(listener, 1, ws, move || {
-                let engine = engine.clone();
-                App::new().configure(move |cfg| endpoint::mount(cfg, "/socket.io/", engine))
-            })
-            .expect("server");
-            server.await.expect("server");
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(10)).expect("server started")
-}
-
 fn next_text(
     ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
 ) -> String {
@@ -68,7 +43,7 @@ fn next_text(
 
 #[test]
 fn a_server_emit_with_ack_receives_the_clients_answer() {
-    let addr = serve();
+    let addr = common::serve(EngineConfig::default(), Asker);
     let (mut ws, _) =
         tungstenite::connect(format!("ws://{addr}/socket.io/?EIO=4&transport=websocket")).expect("connect");
     if let tungstenite::stream::MaybeTlsStream::Plain(stream) = ws.get_ref() {

@@ -12,7 +12,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
-use super::session::{PollGet, PostBody, PostStart, SocketSession};
+use super::SocketSession;
+use super::polling::{PollGet, PostBody, PostStart};
 use super::{Engine, EngineHandler, HandlerFactory};
 use crate::protocol::engine::HttpError;
 
@@ -147,8 +148,14 @@ async fn post<H: EngineHandler>(
     };
     let too_large = matches!(outcome, PostBody::TooLarge);
     match session.send(outcome).await {
-        Ok(Ok(())) if too_large => HttpResponse::PayloadTooLarge().finish(),
-        Ok(Ok(())) => HttpResponse::Ok().content_type("text/html").body("ok"),
+        Ok(Ok(_)) if too_large => HttpResponse::PayloadTooLarge().finish(),
+        Ok(Ok(inflight)) => {
+            // Answered once the application is below its bound on messages
+            // in hand: a client sends its next POST only after this one is
+            // answered, so a flood of POSTs holds itself back.
+            inflight.room().await;
+            HttpResponse::Ok().content_type("text/html").body("ok")
+        }
         Ok(Err(e)) => error(e),
         Err(_) => error(HttpError::SessionIdUnknown),
     }

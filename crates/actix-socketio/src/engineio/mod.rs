@@ -1,15 +1,22 @@
 //! Engine.IO v4 server on actix: sessions, transports (WebSocket and HTTP
 //! long-polling with upgrade) and heartbeats. It knows nothing of Socket.IO
-//! or of CivicPulse: whatever runs on top implements [`EngineHandler`].
+//! or of any application: whatever runs on top implements [`EngineHandler`].
 //!
-//! - `session`: the [`SocketSession`] actor, one per Engine.IO session; it
-//!   owns the transport state, the outgoing buffer and the heartbeat.
+//! - `session`: the [`SocketSession`] actor, one per Engine.IO session,
+//!   whatever carries it: the handler, the heartbeat, closing, and the
+//!   messages of its WebSocket.
+//! - `polling`: the long-polling transport (GET, POST, the outbox).
+//! - `probe`: a WebSocket taking over a polling session (the upgrade).
 //! - `ws`: one WebSocket connection on its own TCP stream, relaying frames.
+//! - `inbound`: the bound on client messages being worked on.
 //! - `endpoint`: the HTTP entry point (handshake, polling GET and POST).
 //! - `upgrade`: WebSocket upgrades, taken off the HTTP layer.
 //! - `server`: the HTTP server with that bypass built in.
 
 pub mod endpoint;
+mod inbound;
+mod polling;
+mod probe;
 pub mod server;
 pub mod session;
 pub mod upgrade;
@@ -25,6 +32,7 @@ use bytestring::ByteString;
 use dashmap::DashMap;
 
 use crate::protocol::engine;
+pub use inbound::InboundPermit;
 pub use session::SocketSession;
 
 #[derive(Debug, Clone)]
@@ -36,6 +44,9 @@ pub struct EngineConfig {
     /// Bytes that may wait for a client that is not reading (WebSocket
     /// write backlog, or the polling outbox) before it is disconnected.
     pub max_buffered_bytes: usize,
+    /// Client messages the application may be working on at once per
+    /// connection before the server stops reading from it (see `inbound`).
+    pub max_inflight: usize,
     /// How long a server-side close on polling waits for the client's next
     /// GET to deliver it.
     pub polling_close_timeout: Duration,
@@ -65,6 +76,7 @@ impl Default for EngineConfig {
             max_payload: 1_000_000,
             upgrade_timeout: Duration::from_millis(10_000),
             max_buffered_bytes: 4 * 1024 * 1024,
+            max_inflight: 128,
             polling_close_timeout: Duration::from_millis(30_000),
             stats: Arc::default(),
         }
@@ -79,7 +91,6 @@ pub enum CloseReason {
     PingTimeout,
     ParseError,
     ForcedClose,
-    ServerShuttingDown,
 }
 
 impl CloseReason {
@@ -90,7 +101,6 @@ impl CloseReason {
             CloseReason::PingTimeout => "ping timeout",
             CloseReason::ParseError => "parse error",
             CloseReason::ForcedClose => "forced close",
-            CloseReason::ServerShuttingDown => "server shutting down",
         }
     }
 }
@@ -131,12 +141,9 @@ impl SharedMessage {
         })
     }
 
-    pub fn len(&self) -> usize {
+    /// What the message costs to hold, for the buffering bound.
+    pub(crate) fn len(&self) -> usize {
         self.text.len() + self.binaries.iter().map(Bytes::len).sum::<usize>()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -149,17 +156,13 @@ pub enum Outgoing {
 
 impl Outgoing {
     /// Roughly what the frame costs to hold, for the buffering bound.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Outgoing::Packet(engine::Packet::Message(text) | engine::Packet::Open(text)) => text.len() + 1,
             Outgoing::Packet(engine::Packet::Binary(bytes)) => bytes.len(),
             Outgoing::Packet(_) => 1,
             Outgoing::Shared(frame) => frame.len(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 }
 
@@ -189,10 +192,6 @@ impl Output {
         self.frames.push(Outgoing::Packet(packet));
     }
 
-    pub fn send_shared(&mut self, frame: Arc<SharedMessage>) {
-        self.frames.push(Outgoing::Shared(frame));
-    }
-
     /// Closes the session after the frames queued so far are written.
     pub fn close(&mut self, reason: CloseReason) {
         self.close.get_or_insert(reason);
@@ -204,8 +203,16 @@ pub trait EngineHandler: Sized + Unpin + 'static {
     /// Called once, when the session starts.
     fn opened(&mut self, _out: &mut Output, _ctx: &mut Context<SocketSession<Self>>) {}
 
-    /// A message from the client.
-    fn message(&mut self, message: Incoming, out: &mut Output, ctx: &mut Context<SocketSession<Self>>);
+    /// A message from the client. Keep `permit` while still working on it
+    /// (e.g. move it into the future that does the work): the connection
+    /// stops reading once too many are out.
+    fn message(
+        &mut self,
+        message: Incoming,
+        permit: InboundPermit,
+        out: &mut Output,
+        ctx: &mut Context<SocketSession<Self>>,
+    );
 
     /// The session is gone; called exactly once.
     fn closed(&mut self, reason: CloseReason);

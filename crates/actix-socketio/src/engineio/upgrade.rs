@@ -16,8 +16,9 @@ use futures_util::future::LocalBoxFuture;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::SocketSession;
 use super::endpoint::{self, Route};
-use super::session::{SocketSession, WsAttach};
+use super::probe::WsAttach;
 use super::ws::{self, WsOutlet};
 use super::{Engine, HandlerFactory};
 use crate::protocol::engine::HttpError;

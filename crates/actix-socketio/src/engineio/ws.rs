@@ -28,18 +28,23 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::EngineConfig;
+use super::inbound::{InboundPermit, Inflight};
 
-/// What the socket reports to its session.
+/// What the socket reports to its session. Sent with `do_send`, past the
+/// session's mailbox bound: what bounds them is that each message carries
+/// an [`InboundPermit`] and the socket stops reading at `max_inflight`.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub enum WsEvent {
     Text {
         conn_id: u64,
         text: ByteString,
+        permit: InboundPermit,
     },
     Binary {
         conn_id: u64,
         bytes: Bytes,
+        permit: InboundPermit,
     },
     /// The client closed the socket (or it went away).
     Closed {
@@ -103,6 +108,9 @@ struct Outlet {
     queue: Mutex<Queue>,
     /// The connection's task, woken when something is queued.
     wake: AtomicWaker,
+    /// The client's messages the session has not finished with; at the
+    /// bound the task stops reading (see `inbound`).
+    inflight: Arc<Inflight>,
 }
 
 #[derive(Default)]
@@ -123,6 +131,7 @@ impl WsOutlet {
     pub fn new(config: Arc<EngineConfig>) -> Self {
         Self(Arc::new(Outlet {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+            inflight: Inflight::new(config.max_inflight),
             config,
             queue: Mutex::new(Queue::default()),
             wake: AtomicWaker::new(),
@@ -233,19 +242,35 @@ impl Connection {
                 self.report(true);
                 return Poll::Ready(None);
             }
-            match self.io.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    // Reads until the socket would block, which re-arms it.
-                    if let Some(ending) = self.read_some() {
-                        return Poll::Ready(ending);
-                    }
+            // At the inbound bound nothing is read (the kernel's buffers
+            // fill and TCP holds the client back) until the session is done
+            // with enough of what it has, which wakes this task.
+            if self.outlet.0.inflight.poll_room(cx).is_ready() {
+                // Frames read before the bound was reached come first.
+                if !self.read.is_empty()
+                    && let Some(ending) = self.decode()
+                {
+                    return Poll::Ready(ending);
+                }
+                if self.outlet.0.inflight.is_full() {
+                    // Full again: go round to wait for room.
                     continue;
                 }
-                Poll::Ready(Err(_)) => {
-                    self.report(true);
-                    return Poll::Ready(None);
+                match self.io.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        // Reads until the socket would block (which re-arms
+                        // it) or the bound is reached.
+                        if let Some(ending) = self.read_some() {
+                            return Poll::Ready(ending);
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(_)) => {
+                        self.report(true);
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending => {}
                 }
-                Poll::Pending => {}
             }
             if !self.writing.is_empty() {
                 match self.io.poll_write_ready(cx) {
@@ -347,6 +372,10 @@ impl Connection {
                     if let Some(ending) = self.decode() {
                         return Some(ending);
                     }
+                    if self.outlet.0.inflight.is_full() {
+                        // The rest waits in the kernel (and in `read`).
+                        return None;
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -365,6 +394,9 @@ impl Connection {
     fn decode(&mut self) -> Option<Ending> {
         let conn_id = self.outlet.id();
         loop {
+            if self.outlet.0.inflight.is_full() {
+                return None;
+            }
             let frame = match self.codec.decode(&mut self.read) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return None,
@@ -380,13 +412,19 @@ impl Connection {
             };
             match frame {
                 Frame::Text(bytes) => match ByteString::try_from(bytes) {
-                    Ok(text) => self.session.do_send(WsEvent::Text { conn_id, text }),
+                    Ok(text) => {
+                        let permit = self.outlet.0.inflight.permit();
+                        self.session.do_send(WsEvent::Text { conn_id, text, permit })
+                    }
                     Err(_) => {
                         self.report(true);
                         return Some(Some(CloseCode::Invalid));
                     }
                 },
-                Frame::Binary(bytes) => self.session.do_send(WsEvent::Binary { conn_id, bytes }),
+                Frame::Binary(bytes) => {
+                    let permit = self.outlet.0.inflight.permit();
+                    self.session.do_send(WsEvent::Binary { conn_id, bytes, permit })
+                }
                 Frame::Ping(payload) => self.writing.push_back(encode(WsMessage::Pong(payload))),
                 Frame::Pong(_) => {}
                 Frame::Close(_) => {
