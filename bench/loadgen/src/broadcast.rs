@@ -125,6 +125,11 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
 
     // Open-loop triggers: upvote k is due at start + k / rate, sent by the
     // first free one of `http_connections` keep-alive connections.
+    // One keep-alive client per trigger, each from its own source address.
+    let clients = (0..args.http_connections.max(1))
+        .map(|_| Http::new(&target))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("HTTP client: {e}"))?;
     let rest_latency = Arc::new(Histogram::default());
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let next = Arc::new(AtomicUsize::new(0));
@@ -133,13 +138,13 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     let own_cpu = CpuWindow::self_process();
     let interval = 1.0 / args.rate.max(1e-3);
     let cutoff = start + args.duration() + Duration::from_secs(2);
-    let triggers: Vec<_> = (0..args.http_connections.max(1))
-        .map(|_| {
-            let (target, fixture, shared) = (target.clone(), fixture.clone(), shared.clone());
+    let triggers: Vec<_> = clients
+        .into_iter()
+        .map(|http| {
+            let (fixture, shared) = (fixture.clone(), shared.clone());
             let (rest_latency, ok, failed, next) =
                 (rest_latency.clone(), ok.clone(), failed.clone(), next.clone());
             tokio::spawn(async move {
-                let mut http = Http::new(&target);
                 let tokens: Vec<String> = (0..users).map(|u| fixture.token(u)).collect();
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
@@ -157,7 +162,7 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
                     let sent = now_us();
                     shared.triggered[k].store(sent, Ordering::Relaxed);
                     shared.first_trigger_us.fetch_min(sent, Ordering::Relaxed);
-                    match http.request("POST", &path, Some(&tokens[k % users]), None).await {
+                    match http.post(&path, Some(&tokens[k % users]), None).await {
                         Ok(res) if res.status == 200 => {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }

@@ -1,5 +1,5 @@
 //! Connections: the target address (loopback only), source addresses,
-//! the file limit, a tiny HTTP/1.1 client, and a Socket.IO client over
+//! the file limit, REST calls over reqwest, and a Socket.IO client over
 //! tokio-tungstenite that speaks through the project's codecs.
 
 use std::io;
@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -49,14 +48,20 @@ impl Target {
         self.sources.len()
     }
 
+    /// The source address for the next connection: 127.0.0.2, 127.0.0.3, …
+    /// in turn (an IPv6 loopback target is reached from itself).
+    pub fn next_source(&self) -> IpAddr {
+        let n = self.next_source.fetch_add(1, Ordering::Relaxed);
+        match self.addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(self.sources[n % self.sources.len()]),
+            IpAddr::V6(v6) => IpAddr::V6(v6),
+        }
+    }
+
     /// A TCP connection from the next source address (bound before connect,
     /// so each source address has its own ephemeral port range).
     pub async fn tcp(&self) -> io::Result<TcpStream> {
-        let n = self.next_source.fetch_add(1, Ordering::Relaxed);
-        let source = match self.addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(self.sources[n % self.sources.len()]),
-            IpAddr::V6(v6) => IpAddr::V6(v6),
-        };
+        let source = self.next_source();
         let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
         socket.bind(SocketAddr::new(source, 0))?;
         let stream = tokio::time::timeout(self.connect_timeout, socket.connect(self.addr))
@@ -90,12 +95,14 @@ pub fn raise_nofile() -> (u64, u64) {
 
 // ---------------------------------------------------------------- HTTP ----
 
-/// One keep-alive HTTP/1.1 connection. Requests are written by hand: the
-/// load generator only needs JSON POSTs and their status and body.
-pub struct Http<'t> {
-    target: &'t Target,
-    stream: Option<TcpStream>,
-    buf: Vec<u8>,
+/// REST calls (JSON POSTs) over one keep-alive HTTP/1.1 connection from
+/// one source address: a reqwest client of its own, bound to the next
+/// source address when it is made, pooling at most one idle connection
+/// (its caller sends one request at a time). No proxy and no redirects:
+/// requests go to the loopback target and nowhere else.
+pub struct Http {
+    client: reqwest::Client,
+    base: String,
 }
 
 pub struct HttpResponse {
@@ -109,154 +116,67 @@ impl HttpResponse {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// A failed request (connect, send, timeout or body): the error and its
+/// causes on one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HttpError(String);
+
+impl From<reqwest::Error> for HttpError {
+    fn from(e: reqwest::Error) -> Self {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Self(text)
+    }
 }
 
-impl<'t> Http<'t> {
-    pub fn new(target: &'t Target) -> Self {
-        Self { target, stream: None, buf: Vec::with_capacity(4096) }
+/// Time allowed for a whole request, connecting included.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Http {
+    pub fn new(target: &Target) -> Result<Self, HttpError> {
+        let client = reqwest::Client::builder()
+            .local_address(target.next_source())
+            .connect_timeout(target.connect_timeout)
+            .timeout(HTTP_TIMEOUT)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1)
+            .http1_only()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { client, base: format!("http://{}", target.addr) })
     }
 
-    /// Sends a request, reconnecting once if a reused connection was closed.
-    pub async fn request(
-        &mut self,
-        method: &str,
+    /// POSTs `body` as JSON (or nothing) to `path`, with a bearer token if
+    /// given; the status and the whole body. A pooled connection that the
+    /// server closed before the request went out is replaced (hyper
+    /// retries such requests on a new connection).
+    pub async fn post(
+        &self,
         path: &str,
         token: Option<&str>,
         body: Option<&Value>,
-    ) -> io::Result<HttpResponse> {
-        let reused = self.stream.is_some();
-        match self.try_request(method, path, token, body).await {
-            Ok(r) => Ok(r),
-            Err(_) if reused => {
-                self.stream = None;
-                self.try_request(method, path, token, body).await
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn try_request(
-        &mut self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> io::Result<HttpResponse> {
-        let result = tokio::time::timeout(Duration::from_secs(30), self.exchange(method, path, token, body))
-            .await
-            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "HTTP request timed out")));
-        if result.is_err() {
-            self.stream = None;
-        }
-        result
-    }
-
-    async fn exchange(
-        &mut self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> io::Result<HttpResponse> {
-        if self.stream.is_none() {
-            self.stream = Some(self.target.tcp().await?);
-            self.buf.clear();
-        }
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.target.addr);
+    ) -> Result<HttpResponse, HttpError> {
+        let mut request = self.client.post(format!("{}{path}", self.base));
         if let Some(token) = token {
-            req.push_str("Authorization: Bearer ");
-            req.push_str(token);
-            req.push_str("\r\n");
+            request = request.bearer_auth(token);
         }
-        if !body.is_empty() {
-            req.push_str("Content-Type: application/json\r\n");
-        }
-        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-        req.push_str(&body);
-        let stream = self.stream.as_mut().ok_or_else(|| io::Error::other("no connection"))?;
-        stream.write_all(req.as_bytes()).await?;
-
-        let head_end = loop {
-            if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
-                break pos;
-            }
-            read_more(stream, &mut self.buf).await?;
+        request = match body {
+            Some(body) => request.json(body),
+            // Said explicitly: hyper sends no length for an empty body.
+            None => request.header(reqwest::header::CONTENT_LENGTH, "0"),
         };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status: u16 = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::other("bad HTTP status line"))?;
-        let (mut length, mut chunked, mut close) = (None, false, false);
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else { continue };
-            let value = value.trim();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => length = value.parse::<usize>().ok(),
-                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-                "connection" => close = value.eq_ignore_ascii_case("close"),
-                _ => {}
-            }
-        }
-        self.buf.drain(..head_end + 4);
-        let body = if chunked {
-            let mut body = Vec::new();
-            loop {
-                let line_end = loop {
-                    if let Some(pos) = find(&self.buf, b"\r\n") {
-                        break pos;
-                    }
-                    read_more(stream, &mut self.buf).await?;
-                };
-                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-                let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                    .map_err(|_| io::Error::other("bad chunk size"))?;
-                while self.buf.len() < line_end + 2 + size + 2 {
-                    read_more(stream, &mut self.buf).await?;
-                }
-                body.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
-                self.buf.drain(..line_end + 2 + size + 2);
-                if size == 0 {
-                    break body;
-                }
-            }
-        } else if let Some(length) = length {
-            while self.buf.len() < length {
-                read_more(stream, &mut self.buf).await?;
-            }
-            self.buf.drain(..length).collect()
-        } else {
-            close = true;
-            loop {
-                match read_more(stream, &mut self.buf).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        break std::mem::take(&mut self.buf);
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        if close {
-            self.stream = None;
-        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await?.to_vec();
         Ok(HttpResponse { status, body })
     }
-}
-
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
-    let mut chunk = [0u8; 8192];
-    let n = stream.read(&mut chunk).await?;
-    if n == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
-    }
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(())
 }
 
 // ----------------------------------------------------------- Socket.IO ----
@@ -436,6 +356,123 @@ mod tests {
         assert_eq!(str_field(rest, "upvotedBy"), Some("usr_9"));
         assert_eq!(bool_field(rest, "upvoted"), Some(true));
         assert_eq!(event_name(r#"31[{"ok":true}]"#), None);
+    }
+
+    /// Reads one request (head and Content-Length body) off `stream`.
+    async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let find = |b: &[u8]| b.windows(4).position(|w| w == b"\r\n\r\n");
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(pos) = find(buf) {
+                break pos;
+            }
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8(buf[..head_end].to_vec()).ok()?.to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |v| v.trim().parse().unwrap_or(0));
+        while buf.len() < head_end + 4 + length {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = buf[head_end + 4..head_end + 4 + length].to_vec();
+        buf.drain(..head_end + 4 + length);
+        Some((head, body))
+    }
+
+    fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+        head.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+    }
+
+    /// The requests `post` sends are the ones the scenarios rely on, over one
+    /// keep-alive connection from the chosen source address.
+    #[tokio::test]
+    async fn posts_json_and_empty_bodies_over_one_connection() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, peer) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut seen = Vec::new();
+            for reply in [
+                "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}",
+                "HTTP/1.1 409 Conflict\r\ntransfer-encoding: chunked\r\n\r\n3\r\nno!\r\n0\r\n\r\n",
+            ] {
+                seen.push(read_request(&mut stream, &mut buf).await.unwrap());
+                stream.write_all(reply.as_bytes()).await.unwrap();
+            }
+            // The client keeps the connection: it closes only when dropped.
+            let after = read_request(&mut stream, &mut buf).await;
+            (peer, seen, after.is_none())
+        });
+
+        let target = Target::parse(&format!("http://{addr}"), 1, Duration::from_secs(5)).unwrap();
+        let http = Http::new(&target).unwrap();
+        let body = serde_json::json!({"email": "a@b.test", "n": 1});
+        let res = http.post("/api/auth/register", None, Some(&body)).await.unwrap();
+        assert_eq!(res.status, 201);
+        assert_eq!(res.json(), serde_json::json!({"ok": true}));
+        let res = http.post("/api/issues/iss_1/upvote", Some("tok.en"), None).await.unwrap();
+        assert_eq!(res.status, 409);
+        assert_eq!(res.body, b"no!");
+        assert_eq!(res.json(), Value::Null);
+        drop(http);
+
+        let (peer, seen, closed) = server.await.unwrap();
+        assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), "bound to the first source address");
+        assert!(closed);
+        let (head, sent) = &seen[0];
+        assert!(head.starts_with("post /api/auth/register http/1.1\r\n"), "{head}");
+        assert_eq!(header(head, "host"), Some(addr.to_string().as_str()));
+        assert_eq!(header(head, "content-type"), Some("application/json"));
+        assert_eq!(header(head, "content-length"), Some(body.to_string().len().to_string().as_str()));
+        assert_eq!(header(head, "authorization"), None);
+        assert_eq!(sent, body.to_string().as_bytes());
+        let (head, sent) = &seen[1];
+        assert!(head.starts_with("post /api/issues/iss_1/upvote http/1.1\r\n"), "{head}");
+        assert_eq!(header(head, "authorization"), Some("bearer tok.en"));
+        assert_eq!(header(head, "content-length"), Some("0"));
+        assert_eq!(header(head, "content-type"), None);
+        assert!(sent.is_empty());
+    }
+
+    /// A redirect is an answer like any other (never followed off the
+    /// target), and a connection closed without an answer is an error.
+    #[tokio::test]
+    async fn redirects_are_answers_and_hang_ups_are_errors() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let (mut stream, _) = listener.accept().await.unwrap();
+            read_request(&mut stream, &mut buf).await.unwrap();
+            let reply = "HTTP/1.1 302 Found\r\nlocation: http://10.0.0.1/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+            stream.write_all(reply.as_bytes()).await.unwrap();
+            drop(stream);
+            // The next request gets a new connection, closed unanswered.
+            let (mut stream, _) = listener.accept().await.unwrap();
+            buf.clear();
+            read_request(&mut stream, &mut buf).await.unwrap();
+        });
+        let target = Target::parse(&format!("http://{addr}"), 4, Duration::from_secs(5)).unwrap();
+        let http = Http::new(&target).unwrap();
+        let res = http.post("/x", None, None).await.unwrap();
+        assert_eq!(res.status, 302);
+        let err = http.post("/x", None, None).await.err().expect("an error");
+        assert!(!err.to_string().is_empty());
+        server.await.unwrap();
     }
 
     #[test]

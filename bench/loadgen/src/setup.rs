@@ -102,17 +102,15 @@ async fn post_many<T>(
 ) -> Result<Vec<T>, String> {
     let next = AtomicUsize::new(0);
     let workers = (0..SETUP_CONNECTIONS.min(n.max(1))).map(|_| async {
-        let mut http = Http::new(target);
+        let http = Http::new(target).map_err(|e| format!("HTTP client: {e}"))?;
         let mut out = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= n {
                 return Ok::<_, String>(out);
             }
-            let res = http
-                .request("POST", path, token, Some(&body(i)))
-                .await
-                .map_err(|e| format!("POST {path}: {e}"))?;
+            let res =
+                http.post(path, token, Some(&body(i))).await.map_err(|e| format!("POST {path}: {e}"))?;
             let json = res.json();
             if res.status != status {
                 return Err(format!("POST {path}: HTTP {} {json}", res.status));

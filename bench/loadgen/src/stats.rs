@@ -1,8 +1,8 @@
-//! Measurement: a process-wide microsecond clock, a lock-free latency
-//! histogram, and readings of another process's memory and CPU from /proc.
+//! Measurement: a process-wide microsecond clock, a latency histogram
+//! (hdrhistogram, sharded per thread), and readings of another process's memory and CPU from /proc.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -21,97 +21,97 @@ pub fn now_us() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
-/// Values below this are counted exactly (1 µs resolution up to ~1 ms).
-const LINEAR: u64 = 1024;
-/// Sub-buckets per power of two above [`LINEAR`]: relative error < 0.2 %.
-const SUB_BITS: u32 = 9;
-const SUB: u64 = 1 << SUB_BITS;
-/// Up to 2^42 µs (~50 days).
-const OCTAVES: u64 = 32;
-const BUCKETS: usize = (LINEAR + OCTAVES * SUB) as usize;
+/// Significant figures kept by the histograms: values are counted exactly
+/// up to 2047 µs and within 0.1 % above.
+const SIGFIG: u8 = 3;
+/// Samples are clamped to 2^42 µs (~50 days), so recording cannot fail.
+const MAX_US: u64 = 1 << 42;
+/// Shards of a [`Histogram`]; each thread records into one of them.
+const SHARDS: usize = 16;
 
-/// A log-linear histogram of microsecond values, shared by all sockets of
-/// a run (one relaxed atomic add per sample, no lock, no allocation).
+/// The shard of the calling thread: threads take shards in turn, so the
+/// runtime's worker threads (fewer than [`SHARDS`] on the machines this
+/// runs on) each have a lock of their own.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
+/// One shard: an HdrHistogram, and the exact sum and maximum (the
+/// histogram's own mean and max are rounded to their buckets).
+struct Shard {
+    hist: hdrhistogram::Histogram<u64>,
+    sum: u64,
+    max: u64,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        // An auto-resizing histogram grows to the largest value recorded.
+        let hist = hdrhistogram::Histogram::new(SIGFIG).expect("3 significant figures is a valid precision");
+        Self { hist, sum: 0, max: 0 }
+    }
+}
+
+/// A histogram of microsecond values shared by all sockets of a run
+/// (hdrhistogram). Many tasks record at once: each thread records into its
+/// own shard under an uncontended mutex (no allocation but the rare
+/// resize), and reading merges the shards.
 pub struct Histogram {
-    buckets: Box<[AtomicU64]>,
-    count: AtomicU64,
-    sum: AtomicU64,
-    max: AtomicU64,
+    shards: Box<[Mutex<Shard>]>,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
-        Self {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum: AtomicU64::new(0),
-            max: AtomicU64::new(0),
-        }
+        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
     }
 }
 
-fn index(v: u64) -> usize {
-    if v < LINEAR {
-        return v as usize;
-    }
-    let exp = 63 - u64::from(v.leading_zeros()); // >= 10
-    let sub = (v >> (exp - u64::from(SUB_BITS))) & (SUB - 1);
-    let octave = (exp - 10).min(OCTAVES - 1);
-    (LINEAR + octave * SUB + sub) as usize
-}
-
-/// The upper bound of a bucket, so percentiles never under-report.
-fn upper(i: usize) -> u64 {
-    let i = i as u64;
-    if i < LINEAR {
-        return i;
-    }
-    let octave = (i - LINEAR) / SUB;
-    let sub = (i - LINEAR) % SUB;
-    let exp = octave + 10;
-    let step = 1u64 << (exp - u64::from(SUB_BITS));
-    (1u64 << exp) + sub * step + step - 1
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Histogram {
     pub fn record(&self, us: u64) {
-        self.buckets[index(us)].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(us, Ordering::Relaxed);
-        self.max.fetch_max(us, Ordering::Relaxed);
+        let us = us.min(MAX_US);
+        let mut shard = lock(&self.shards[shard_index()]);
+        // Cannot fail: auto-resizing, and `us` is far below its limit.
+        let _ = shard.hist.record(us);
+        shard.sum += us;
+        shard.max = shard.max.max(us);
     }
 
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// The value below which `q` (0..=1) of the samples lie, in µs.
-    pub fn quantile(&self, q: f64) -> u64 {
-        let count = self.count();
-        if count == 0 {
-            return 0;
+    /// Everything recorded so far, merged.
+    fn merged(&self) -> Shard {
+        let mut all = Shard::default();
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            // Cannot fail: `all` resizes to fit.
+            let _ = all.hist.add(&shard.hist);
+            all.sum += shard.sum;
+            all.max = all.max.max(shard.max);
         }
-        let rank = ((q * count as f64).ceil() as u64).clamp(1, count);
-        let mut seen = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            seen += b.load(Ordering::Relaxed);
-            if seen >= rank {
-                return upper(i).min(self.max.load(Ordering::Relaxed));
-            }
-        }
-        self.max.load(Ordering::Relaxed)
+        all
     }
 
     pub fn summary(&self) -> Summary {
-        let count = self.count();
-        let mean = if count == 0 { 0.0 } else { self.sum.load(Ordering::Relaxed) as f64 / count as f64 };
+        let Shard { hist, sum, max } = self.merged();
+        let count = hist.len();
+        // The upper end of the quantile's bucket (percentiles never
+        // under-report), but never above the largest value recorded.
+        let quantile =
+            |q: f64| if count == 0 { 0.0 } else { hist.value_at_quantile(q).min(max) as f64 / 1000.0 };
+        let mean = if count == 0 { 0.0 } else { sum as f64 / count as f64 };
         Summary {
             count,
             mean_ms: mean / 1000.0,
-            p50_ms: self.quantile(0.50) as f64 / 1000.0,
-            p95_ms: self.quantile(0.95) as f64 / 1000.0,
-            p99_ms: self.quantile(0.99) as f64 / 1000.0,
-            max_ms: self.max.load(Ordering::Relaxed) as f64 / 1000.0,
+            p50_ms: quantile(0.50),
+            p95_ms: quantile(0.95),
+            p99_ms: quantile(0.99),
+            max_ms: max as f64 / 1000.0,
         }
     }
 }
@@ -204,22 +204,83 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_bound_values_tightly() {
-        for v in [0u64, 1, 999, 1023, 1024, 1025, 5000, 123_456, 9_999_999, 1 << 40] {
-            let u = upper(index(v));
-            assert!(u >= v, "{v} -> {u}");
-            assert!((u - v) as f64 <= v as f64 * 0.002 + 1.0, "{v} -> {u}");
-        }
+    fn empty_summary_is_zero() {
+        let s = Histogram::default().summary();
+        assert_eq!(s.count, 0);
+        assert_eq!(
+            s.json(),
+            json!({"count": 0, "mean_ms": 0.0, "p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0})
+        );
     }
 
     #[test]
-    fn quantiles() {
+    fn quantiles_in_the_json_summary() {
         let h = Histogram::default();
-        for v in 1..=1000 {
+        for v in 0..=1000 {
             h.record(v);
         }
-        assert_eq!(h.quantile(0.5), 500);
-        assert_eq!(h.quantile(0.99), 990);
-        assert_eq!(h.quantile(1.0), 1000);
+        // Exact below 2048 µs; the rank is ceil(q × count); reported in ms.
+        assert_eq!(
+            h.summary().json(),
+            json!({"count": 1001, "mean_ms": 0.5, "p50_ms": 0.5, "p95_ms": 0.95, "p99_ms": 0.99, "max_ms": 1.0})
+        );
+        let h = Histogram::default();
+        for v in [100, 200, 300, 400] {
+            h.record(v);
+        }
+        assert_eq!(
+            h.summary().json(),
+            json!({"count": 4, "mean_ms": 0.25, "p50_ms": 0.2, "p95_ms": 0.4, "p99_ms": 0.4, "max_ms": 0.4})
+        );
+    }
+
+    #[test]
+    fn large_values_within_a_tenth_of_a_percent_and_never_above_the_max() {
+        let h = Histogram::default();
+        for v in [123_456u64, 9_999_999, 1 << 40] {
+            h.record(v);
+        }
+        h.record(u64::MAX); // clamped
+        let s = h.summary();
+        assert_eq!(s.count, 4);
+        assert_eq!(s.max_ms, MAX_US as f64 / 1000.0);
+        let h = Histogram::default();
+        for _ in 0..99 {
+            h.record(123_456);
+        }
+        h.record(9_999_999);
+        let s = h.summary();
+        assert!(s.p50_ms >= 123.456 && s.p50_ms <= 123.456 * 1.001, "{s:?}");
+        assert!(s.p99_ms >= 123.456 && s.p99_ms <= 123.456 * 1.001, "{s:?}");
+        assert_eq!(s.max_ms, 9999.999);
+        // The mean is exact, not a bucket midpoint.
+        assert_eq!(s.mean_ms, (99.0 * 123_456.0 + 9_999_999.0) / 100.0 / 1000.0);
+        // The top quantile is the maximum itself, not its bucket's end.
+        let h = Histogram::default();
+        h.record(9_999_999);
+        assert_eq!(h.summary().p99_ms, 9999.999);
+    }
+
+    #[test]
+    fn concurrent_recorders_are_merged() {
+        let h = Histogram::default();
+        std::thread::scope(|scope| {
+            for t in 0..8u64 {
+                let h = &h;
+                scope.spawn(move || {
+                    for v in 1..=1000 {
+                        h.record(t * 1000 + v);
+                    }
+                });
+            }
+        });
+        let s = h.summary();
+        assert_eq!(s.count, 8000);
+        assert_eq!(s.max_ms, 8.0);
+        assert_eq!(s.mean_ms, 4.0005);
+        // 4000 µs lies in a bucket 2 µs wide (its upper end is reported),
+        // 7920 µs in one 4 µs wide.
+        assert_eq!(s.p50_ms, 4.001);
+        assert!((7.92..=7.924).contains(&s.p99_ms), "{s:?}");
     }
 }
