@@ -178,7 +178,6 @@ pub enum HttpError {
     SessionIdUnknown,
     BadHandshakeMethod,
     BadRequest,
-    Forbidden,
     UnsupportedProtocolVersion,
 }
 
@@ -189,7 +188,6 @@ impl HttpError {
             HttpError::SessionIdUnknown => 1,
             HttpError::BadHandshakeMethod => 2,
             HttpError::BadRequest => 3,
-            HttpError::Forbidden => 4,
             HttpError::UnsupportedProtocolVersion => 5,
         }
     }
@@ -200,16 +198,14 @@ impl HttpError {
             HttpError::SessionIdUnknown => "Session ID unknown",
             HttpError::BadHandshakeMethod => "Bad handshake method",
             HttpError::BadRequest => "Bad request",
-            HttpError::Forbidden => "Forbidden",
             HttpError::UnsupportedProtocolVersion => "Unsupported protocol version",
         }
     }
 
+    /// Every refusal here is a 400; the reference's 403 (code 4) answers
+    /// only an application's `allowRequest` veto, which is not offered.
     pub fn status(self) -> u16 {
-        match self {
-            HttpError::Forbidden => 403,
-            _ => 400,
-        }
+        400
     }
 
     /// `{"code":N,"message":"…"}`; the messages need no JSON escaping.
@@ -352,7 +348,6 @@ mod tests {
             (HttpError::SessionIdUnknown, 400, r#"{"code":1,"message":"Session ID unknown"}"#),
             (HttpError::BadHandshakeMethod, 400, r#"{"code":2,"message":"Bad handshake method"}"#),
             (HttpError::BadRequest, 400, r#"{"code":3,"message":"Bad request"}"#),
-            (HttpError::Forbidden, 403, r#"{"code":4,"message":"Forbidden"}"#),
             (
                 HttpError::UnsupportedProtocolVersion,
                 400,
