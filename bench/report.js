@@ -10,7 +10,10 @@ const os = require('node:os');
 const [rawPath, jsonPath, mdPath] = process.argv.slice(2);
 const runs = fs.readFileSync(rawPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
 const env = process.env;
-const SERVERS = ['civicpulse', 'node', 'limit'];
+// `before`: an earlier civicpulse binary (BEFORE_BIN), to show a change
+// did not regress against the one it replaces, in the same run.
+const SERVERS = ['civicpulse', 'before', 'node', 'limit'];
+const PEERS = ['before', 'node', 'limit'];
 
 const ms = (key) => (r) => r.latency?.[key];
 const SWEEP_P99_MS = 100; // "sustainable" = delivery p99 below this, and nothing lost
@@ -298,7 +301,7 @@ function sweepTable() {
     }
     md.push(`| ${row.join(' | ')} |`);
   }
-  for (const other of ['node', 'limit']) {
+  for (const other of PEERS) {
     if (!present.includes('civicpulse') || !present.includes(other)) continue;
     const r = ratio(get('rooms_sweep', 'civicpulse', 'sustainable_messages_per_s'), get('rooms_sweep', other, 'sustainable_messages_per_s'));
     md.push(`| civicpulse ÷ ${other} | ${fmtRatio(r)} |${sweepRates.map(() => ' |').join('')}`);
@@ -314,17 +317,16 @@ for (const bench of benches) {
   }
   const present = SERVERS.filter((s) => medians[bench][s]);
   const head = ['metric', ...present.map((s) => `${s} (ok runs)`)];
-  if (present.includes('node')) head.push('civicpulse ÷ node');
-  if (present.includes('limit')) head.push('civicpulse ÷ limit');
+  const peers = PEERS.filter((p) => present.includes(p) && present.includes('civicpulse'));
+  for (const p of peers) head.push(`civicpulse ÷ ${p}`);
   md.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`);
   for (const [key, label, better] of METRICS[bench] || []) {
     const row = [`${label} ${better === 'higher' ? '↑' : '↓'}`];
     for (const s of present) row.push(fmt(get(bench, s, key)));
-    if (present.includes('node')) row.push(fmtRatio(ratio(get(bench, 'civicpulse', key), get(bench, 'node', key))));
-    if (present.includes('limit')) row.push(fmtRatio(ratio(get(bench, 'civicpulse', key), get(bench, 'limit', key))));
+    for (const p of peers) row.push(fmtRatio(ratio(get(bench, 'civicpulse', key), get(bench, p, key))));
     md.push(`| ${row.join(' | ')} |`);
   }
-  md.push(`| runs (ok) | ${present.map((s) => `${medians[bench][s].runs} (${medians[bench][s].ok_runs})`).join(' | ')} |${present.includes('node') ? ' |' : ''}${present.includes('limit') ? ' |' : ''}`);
+  md.push(`| runs (ok) | ${present.map((s) => `${medians[bench][s].runs} (${medians[bench][s].ok_runs})`).join(' | ')} |${peers.map(() => ' |').join('')}`);
   md.push('');
 }
 fs.writeFileSync(mdPath, md.join('\n'));

@@ -9,6 +9,8 @@
 #   ROUNDS=5 IDLE_CONNECTIONS=19000 bench/run.sh
 #   SCENARIOS="rooms typing" SERVERS="civicpulse node" bench/run.sh
 #   SCENARIOS=rooms_sweep ROOMS_SWEEP_RATES="20 40 80" bench/run.sh
+#   BEFORE_BIN=/path/to/older/civicpulse SERVERS="civicpulse before node limit" bench/run.sh
+#                                     # `before`: an older civicpulse binary beside this one
 #
 # Every size is an environment variable (defaults below). Traffic goes to
 # 127.0.0.x only, and every run is bounded in time. The `rest` scenario needs
@@ -63,6 +65,7 @@ REST_CONNECTIONS=${REST_CONNECTIONS:-64}
 DRAIN=${DRAIN:-6}
 
 CP_BIN=$ROOT/target/release/civicpulse
+BEFORE_BIN=${BEFORE_BIN:-}
 LG_BIN=$ROOT/target/release/civicpulse-loadgen
 LIMIT_BIN=$ROOT/target/limit/release/civicpulse-limit
 NODE_DIR=$ROOT/bench/peers/node
@@ -83,6 +86,10 @@ if [[ $BUILD == 1 ]]; then
       (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
     fi
   fi
+fi
+if [[ " $SERVERS " == *" before "* && ! -x $BEFORE_BIN ]]; then
+  log "SERVERS names before: set BEFORE_BIN to an older civicpulse binary"
+  exit 2
 fi
 for bin in "$CP_BIN" "$LG_BIN" "$LIMIT_BIN"; do
   [[ -x $bin ]] || { log "missing $bin (run with BUILD=1)"; exit 1; }
@@ -123,10 +130,12 @@ start_server() { # name -> sets SERVER_PID and PORT
   local dir=$WORK/run-$RUN_NO
   mkdir -p "$dir"
   case $name in
-    civicpulse)
+    civicpulse | before)
+      local bin=$CP_BIN
+      [[ $name == before ]] && bin=$BEFORE_BIN
       HOST=127.0.0.1 PORT=$PORT DATABASE_URL="sqlite://$dir/civicpulse.db" JWT_SECRET=$JWT_SECRET \
         PING_INTERVAL_MS=$PING_INTERVAL_MS PING_TIMEOUT_MS=$PING_TIMEOUT_MS RUST_LOG=${SERVER_LOG:-warn} \
-        "$CP_BIN" >"$dir/server.log" 2>&1 &
+        "$bin" >"$dir/server.log" 2>&1 &
       ;;
     node)
       (cd "$NODE_DIR" && JWT_SECRET=$JWT_SECRET PORT=$PORT DB_PATH="$dir/node.db" \
