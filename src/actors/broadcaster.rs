@@ -3,9 +3,11 @@
 //! Each event arrives encoded once; every socket gets the same shared bytes.
 //!
 //! Its mailbox has no bound of its own (every sender uses `do_send`):
-//! what bounds it is its producers. Subscriptions come one per socket
-//! handshake and goodbye, and broadcasts one per committed write, which the
-//! database's pace and the per-socket inbound limits already bound.
+//! its producers are what bound it. Subscriptions come one per socket
+//! handshake and goodbye; events come one per committed write (or a few
+//! per write, from actors reacting to it) and per user coming online or
+//! going offline, and writes and handshakes are paced by the database and
+//! by each socket's bounded inbound queue.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -128,5 +130,81 @@ impl Handler<ToUser> for Broadcaster {
         for id in gone {
             self.forget(&id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::protocol::events::encode;
+
+    /// A stand-in session that records the text of what it is pushed.
+    #[derive(Default)]
+    struct Session(Arc<Mutex<Vec<String>>>);
+
+    impl Actor for Session {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Push> for Session {
+        type Result = ();
+
+        fn handle(&mut self, push: Push, _: &mut Context<Self>) {
+            if let Push::Shared(frame) = push {
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).push(frame.text.to_string());
+            }
+        }
+    }
+
+    /// Answered once everything pushed to a session before it is handled.
+    struct Flush;
+
+    impl Message for Flush {
+        type Result = ();
+    }
+
+    impl Handler<Flush> for Session {
+        type Result = ();
+
+        fn handle(&mut self, _: Flush, _: &mut Context<Self>) {}
+    }
+
+    #[test]
+    fn a_push_to_a_user_reaches_all_their_sockets_and_no_one_else() {
+        actix_rt::System::new().block_on(async {
+            let broadcaster = Broadcaster::default().start();
+            let mut seen = Vec::new();
+            let mut sessions = Vec::new();
+            for (socket, user) in [("s1", "usr_a"), ("s2", "usr_a"), ("s3", "usr_b")] {
+                let log = Arc::new(Mutex::new(Vec::new()));
+                let session = Session(log.clone()).start();
+                broadcaster
+                    .send(Subscribe {
+                        socket_id: socket.into(),
+                        user_id: user.into(),
+                        recipient: session.clone().recipient(),
+                    })
+                    .await
+                    .expect("broadcaster runs");
+                seen.push(log);
+                sessions.push(session);
+            }
+            let to_a = ToUser { user_id: "usr_a".into(), frame: encode("hello", serde_json::json!(1)) };
+            broadcaster.send(to_a).await.expect("broadcaster runs");
+            broadcaster.send(Unsubscribe { socket_id: "s2".into() }).await.expect("broadcaster runs");
+            broadcaster.send(Broadcast(encode("all", serde_json::json!(2)))).await.expect("broadcaster runs");
+            let to_a = ToUser { user_id: "usr_a".into(), frame: encode("again", serde_json::json!(3)) };
+            broadcaster.send(to_a).await.expect("broadcaster runs");
+            for session in &sessions {
+                session.send(Flush).await.expect("session runs");
+            }
+            let texts: Vec<Vec<String>> =
+                seen.iter().map(|log| log.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
+            assert_eq!(texts[0], [r#"42["hello",1]"#, r#"42["all",2]"#, r#"42["again",3]"#]);
+            assert_eq!(texts[1], [r#"42["hello",1]"#]);
+            assert_eq!(texts[2], [r#"42["all",2]"#]);
+        });
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use crate::auth::password::HashError;
 use crate::db::DbError;
 
 /// What went wrong, in the domain's words.
@@ -62,6 +63,12 @@ impl From<DbError> for DomainError {
             DbError::Query(e) => e.into(),
             DbError::Migrate(_) | DbError::Blocking(_) => Self::Internal(e.to_string()),
         }
+    }
+}
+
+impl From<HashError> for DomainError {
+    fn from(e: HashError) -> Self {
+        Self::Internal(e.to_string())
     }
 }
 

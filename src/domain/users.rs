@@ -118,7 +118,7 @@ pub fn insert_user(conn: &mut AnyConnection, new: NewUser, password_hash: String
 
 pub async fn register(domain: &Domain, new: NewUser) -> DomainResult<Session> {
     let plain = new.password.clone();
-    let hash = blocking(move || password::hash(&plain)).await?.map_err(DomainError::Internal)?;
+    let hash = blocking(move || password::hash(&plain)).await??;
     let d = domain.clone();
     domain
         .query(move |conn| {
@@ -339,6 +339,6 @@ pub async fn set_role(domain: &Domain, who: &Principal, id: String, body: &Value
 /// stores, on the current thread.
 pub fn create_blocking(conn: &mut AnyConnection, new: NewUser) -> DomainResult<UserRow> {
     new.validate()?;
-    let hash = password::hash(&new.password).map_err(DomainError::Internal)?;
+    let hash = password::hash(&new.password)?;
     insert_user(conn, new, hash)
 }
