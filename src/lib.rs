@@ -4,8 +4,9 @@
 //! pieces are wired together: configuration → storage → domain → the
 //! actors and the socket app (subscribers of domain events) → HTTP.
 //!
-//! Modules depend only on those below them: ids, timestamp, config →
-//! auth → db → domain → protocol → actors → realtime → http → this file.
+//! Modules depend only on those below them: ids, timestamp, config,
+//! metrics → auth → db → domain → protocol → actors → realtime → http →
+//! this file (and main.rs).
 
 pub mod actors;
 pub mod auth;
@@ -50,8 +51,9 @@ pub struct Services {
 }
 
 impl Services {
-    /// Opens the database (running migrations) and registers the
-    /// subscribers of domain events.
+    /// Opens the database (running migrations) and counts domain events
+    /// in the metrics. The actors subscribe later, in `start_actors`: they
+    /// need the actix system, which the command line does not run.
     pub fn build(config: Config) -> Result<Self, StartError> {
         if config.jwt_secret_generated {
             log::warn!(
