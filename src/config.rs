@@ -68,6 +68,9 @@ pub struct Config {
     pub db_pool_size: u32,
     /// Register/login/refresh requests per client address per minute (0: off).
     pub auth_rate_per_minute: u32,
+    /// Upvotes within `trending_window` that make an issue trend.
+    pub trending_upvotes: u32,
+    pub trending_window: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -175,6 +178,14 @@ impl Config {
                 0..=1_000_000,
             )?,
             db_pool_size: parse_num(get("DB_POOL_SIZE"), "DB_POOL_SIZE", 10u32, 1..=200)?,
+            trending_upvotes: parse_num(get("TRENDING_UPVOTES"), "TRENDING_UPVOTES", 10u32, 1..=1_000_000)?,
+            trending_window: parse_num(
+                get("TRENDING_WINDOW_SECS"),
+                "TRENDING_WINDOW_SECS",
+                600u64,
+                1..=86_400,
+            )
+            .map(Duration::from_secs)?,
         })
     }
 }
@@ -225,10 +236,28 @@ mod tests {
             ("JWT_SECRET", "short"),
             ("PING_INTERVAL_MS", "-1"),
             ("REDIS_URL", "http://x"),
+            ("TRENDING_UPVOTES", "0"),
+            ("TRENDING_UPVOTES", "1000001"),
+            ("TRENDING_UPVOTES", "ten"),
+            ("TRENDING_WINDOW_SECS", "0"),
+            ("TRENDING_WINDOW_SECS", "86401"),
+            ("TRENDING_WINDOW_SECS", "1.5"),
         ] {
             let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{var}={value}");
         }
+    }
+
+    #[test]
+    fn trending_defaults_and_bounds() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!((c.trending_upvotes, c.trending_window), (10, Duration::from_secs(600)));
+        let c = Config::from_vars(&vars(&[("TRENDING_UPVOTES", "1"), ("TRENDING_WINDOW_SECS", "86400")]))
+            .unwrap();
+        assert_eq!((c.trending_upvotes, c.trending_window), (1, Duration::from_secs(86_400)));
+        let c = Config::from_vars(&vars(&[("TRENDING_UPVOTES", "1000000"), ("TRENDING_WINDOW_SECS", "1")]))
+            .unwrap();
+        assert_eq!((c.trending_upvotes, c.trending_window), (1_000_000, Duration::from_secs(1)));
     }
 
     #[test]

@@ -2,7 +2,11 @@
 //!
 //! This file builds and starts the app, and is the one place where the
 //! pieces are wired together: configuration → storage → domain → the
-//! subscribers of domain events → HTTP.
+//! actors and the socket app (subscribers of domain events) → HTTP.
+//!
+//! Modules depend only on those below them: ids, timestamp, config,
+//! metrics → auth → db → domain → protocol → actors → realtime → http →
+//! this file (and main.rs).
 
 pub mod actors;
 pub mod auth;
@@ -47,8 +51,9 @@ pub struct Services {
 }
 
 impl Services {
-    /// Opens the database (running migrations) and registers the
-    /// subscribers of domain events.
+    /// Opens the database (running migrations) and counts domain events
+    /// in the metrics. The actors subscribe later, in `start_actors`: they
+    /// need the actix system, which the command line does not run.
     pub fn build(config: Config) -> Result<Self, StartError> {
         if config.jwt_secret_generated {
             log::warn!(
@@ -66,6 +71,7 @@ impl Services {
             messages,
             tokens: auth::TokenKeys::new(&config.jwt_secret, config.access_token_ttl),
             hub,
+            presence: Default::default(),
             refresh_ttl: config.refresh_token_ttl,
         };
         let metrics = Arc::new(Metrics::default());
@@ -74,22 +80,33 @@ impl Services {
         Ok(Self { config: Arc::new(config), domain, metrics })
     }
 
-    /// Starts the actors and subscribes them to domain events: every
-    /// subscriber is registered here. Must run inside the actix system.
-    fn start_actors(&self) -> realtime::Realtime {
-        actors::notifier::Notifier::subscribe(&self.domain.hub);
-        realtime::start(&self.domain, &self.metrics, &self.config)
+    /// Starts the actors and subscribes them to domain events; answers the
+    /// Socket.IO engine. Must run inside the actix system.
+    fn start_actors(&self) -> Arc<realtime::CivicEngine> {
+        let fanout = actors::Fanout::start(&self.metrics);
+        if self.domain.presence.attach(fanout.presence.clone()).is_err() {
+            log::error!("presence directory attached twice; keeping the first");
+        }
+        // Forwarding subscribes before the app's actors, so that a socket
+        // hears a domain event before anything an actor says about it
+        // (e.g. issue:upvoted before the issue:trending it caused).
+        let engine = realtime::start(&self.domain, &fanout, &self.metrics, &self.config);
+        actors::start_all(&actors::kit::Kit::new(
+            self.domain.hub.clone(),
+            fanout.push(),
+            self.config.clone(),
+        ));
+        engine
     }
 }
 
 /// Builds the HTTP server on `addr`; the caller runs it.
 fn http_server(
     services: &Services,
-    realtime: realtime::Realtime,
+    socket_io: Arc<realtime::CivicEngine>,
     addr: &str,
 ) -> Result<(actix_web::dev::Server, SocketAddr), StartError> {
     let s = services.clone();
-    let (socket_io, presence) = (realtime.engine, realtime.presence);
     let auth_limit =
         web::Data::new(http::rate_limit::AuthRateLimit::new(services.config.auth_rate_per_minute));
     let listener = actix_socketio::engineio::server::bind(addr)
@@ -99,7 +116,6 @@ fn http_server(
     let server = actix_socketio::engineio::server::start(listener, services.config.workers, ws, move || {
         App::new()
             .app_data(web::Data::new(s.domain.clone()))
-            .app_data(web::Data::new(presence.clone()))
             .app_data(auth_limit.clone())
             .app_data(web::Data::from(s.metrics.clone()))
             .wrap(cors(&s.config.cors_origins))

@@ -125,7 +125,7 @@ fn create_user(
     city: Option<String>,
 ) -> Result<(), String> {
     let db = Db::open(&config.database_url, 1).map_err(|e| e.to_string())?;
-    let mut conn = db.get().map_err(describe)?;
+    let mut conn = db.get().map_err(|e| e.to_string())?;
     let role = Role::parse(&role).ok_or("unknown role")?;
     let new = NewUser { email, password, display_name: name, city, avatar_url: None, role };
     let user = users::create_blocking(&mut conn, new).map_err(describe)?;
@@ -138,7 +138,7 @@ fn token(config: &Config, user_id: &str) -> Result<(), String> {
         return Err("JWT_SECRET is not set: a token signed with a random secret would be useless".into());
     }
     let db = Db::open(&config.database_url, 1).map_err(|e| e.to_string())?;
-    let mut conn = db.get().map_err(describe)?;
+    let mut conn = db.get().map_err(|e| e.to_string())?;
     let user = users::find_user(&mut conn, user_id).map_err(describe)?.ok_or("no such user")?;
     let keys = civicpulse::auth::TokenKeys::new(&config.jwt_secret, config.access_token_ttl);
     let role = Role::parse(&user.role).unwrap_or(Role::Citizen);

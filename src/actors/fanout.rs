@@ -18,9 +18,9 @@ pub enum Delivery {
     Droppable,
 }
 
-/// Sends `frame` to `recipient` without waiting. Answers false when the
-/// session is gone or was disconnected.
-pub fn deliver(
+/// Offers one shared frame to one session, without waiting. Answers false
+/// when the session is gone or was disconnected.
+pub fn offer_frame(
     recipient: &Recipient<Push>,
     frame: &Arc<SharedMessage>,
     who: &str,

@@ -12,12 +12,10 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use serde_json::json;
 
-use super::fanout::{Delivery, deliver};
+use super::fanout::{Delivery, offer_frame};
 use crate::metrics::Metrics;
-use crate::protocol::events::USER_TYPING;
+use crate::protocol::events::{USER_TYPING, encode};
 use actix_socketio::engineio::{Push, SharedMessage};
-use actix_socketio::protocol::socket::Packet;
-use actix_socketio::socketio::encode_shared;
 
 /// A typist who sends nothing new for this long is cleared by the server.
 pub const TYPING_EXPIRY: Duration = Duration::from_secs(5);
@@ -73,9 +71,9 @@ impl RoomDirectory {
     }
 
     /// Sends a frame to the members of an issue's room, if it has any here.
-    pub fn deliver(&self, issue_id: &str, frame: Arc<SharedMessage>) {
+    pub fn send_to_room(&self, issue_id: &str, frame: Arc<SharedMessage>) {
         if let Some(entry) = self.rooms.get(issue_id) {
-            entry.addr.do_send(Deliver(frame));
+            entry.addr.do_send(ToMembers(frame));
         }
     }
 
@@ -112,12 +110,12 @@ pub struct IssueRoom {
     directory: std::sync::Weak<RoomDirectory>,
 }
 
+/// The mailbox has no bound of its own (every sender uses `do_send`): its
+/// producers are bounded. Joins, leaves and typing come from member sockets,
+/// each handling one inbound event at a time in its turn; room events come
+/// one per committed write.
 impl Actor for IssueRoom {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(10_000);
-    }
 }
 
 impl IssueRoom {
@@ -153,7 +151,7 @@ impl IssueRoom {
             .members
             .values()
             .filter(|m| except_user != Some(&*m.user_id))
-            .filter(|m| !deliver(&m.recipient, frame, &m.socket_id, delivery))
+            .filter(|m| !offer_frame(&m.recipient, frame, &m.socket_id, delivery))
             .map(|m| m.socket_id.clone())
             .collect();
         for id in gone {
@@ -169,7 +167,7 @@ impl IssueRoom {
         ctx: &mut Context<Self>,
     ) {
         let payload = json!({ "issueId": self.issue_id, "userId": user_id, "displayName": display_name, "isTyping": is_typing });
-        let frame = encode_shared(&Packet::event("/", USER_TYPING, vec![payload]));
+        let frame = encode(USER_TYPING, payload);
         // Not echoed to any of the typist's own sockets.
         self.broadcast(&frame, Some(user_id), Delivery::Droppable, ctx);
     }
@@ -192,9 +190,10 @@ struct Leave {
     socket_id: Arc<str>,
 }
 
+/// A room event for every member, already encoded.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Deliver(Arc<SharedMessage>);
+struct ToMembers(Arc<SharedMessage>);
 
 /// A `user:typing` from a member socket.
 #[derive(Message)]
@@ -225,10 +224,10 @@ impl Handler<Leave> for IssueRoom {
     }
 }
 
-impl Handler<Deliver> for IssueRoom {
+impl Handler<ToMembers> for IssueRoom {
     type Result = ();
 
-    fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Context<Self>) {
+    fn handle(&mut self, ToMembers(frame): ToMembers, ctx: &mut Context<Self>) {
         self.broadcast(&frame, None, Delivery::Required, ctx);
     }
 }

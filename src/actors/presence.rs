@@ -1,27 +1,21 @@
 //! `PresenceRegistry`: who is online on this node. A user is online while
 //! any of their sockets is connected (several tabs count once);
 //! `presence:update` goes out on their first socket and after their last.
+//! It is the domain's presence [`Directory`]: `domain::presence::list`
+//! (REST and the socket's `presence:list`) asks it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
-use serde::Serialize;
+use futures_util::future::BoxFuture;
 
 use super::broadcaster::{Broadcast, Broadcaster};
+use crate::domain::presence::{Directory, OnlineUser};
+use crate::domain::{DomainError, DomainResult};
 use crate::metrics::Metrics;
-use crate::protocol::events::PRESENCE_UPDATE;
-use actix_socketio::protocol::socket::Packet;
-use actix_socketio::socketio::encode_shared;
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct OnlineUser {
-    pub user_id: String,
-    pub display_name: String,
-    pub city: Option<String>,
-}
+use crate::protocol::events::{PRESENCE_UPDATE, encode};
 
 pub struct PresenceRegistry {
     /// Ordered by user id so listings are stable.
@@ -39,20 +33,15 @@ impl PresenceRegistry {
         let payload = serde_json::json!({
             "userId": user.user_id, "displayName": user.display_name, "online": online, "city": user.city,
         });
-        self.broadcaster.do_send(Broadcast(encode_shared(&Packet::event(
-            "/",
-            PRESENCE_UPDATE,
-            vec![payload],
-        ))));
+        self.broadcaster.do_send(Broadcast(encode(PRESENCE_UPDATE, payload)));
     }
 }
 
+/// The mailbox has no bound of its own (every sender uses `do_send` or
+/// `send`): its producers are bounded: one message per socket handshake and
+/// goodbye, and listings that each wait for their answer.
 impl Actor for PresenceRegistry {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(100_000);
-    }
 }
 
 #[derive(Message)]
@@ -118,5 +107,14 @@ impl Handler<ListOnline> for PresenceRegistry {
                 .cloned()
                 .collect(),
         )
+    }
+}
+
+impl Directory for Addr<PresenceRegistry> {
+    fn online(&self, city: Option<String>) -> BoxFuture<'static, DomainResult<Vec<OnlineUser>>> {
+        let listing = self.send(ListOnline { city });
+        Box::pin(async move {
+            listing.await.map_err(|_| DomainError::Unavailable("presence registry stopped".into()))
+        })
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod password;
 pub mod refresh;
+mod role;
 pub mod tokens;
 
+pub use role::Role;
 pub use tokens::{Claims, TokenKeys};

@@ -14,7 +14,6 @@ use diesel::{PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::config::DatabaseUrl;
-use crate::domain::DomainError;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -62,12 +61,21 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
+/// What storage itself can fail at. Query code above this layer maps it
+/// into its own error (the domain: `impl From<DbError> for DomainError`).
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot open the database: {0}")]
     Connect(#[from] r2d2::Error),
     #[error("cannot run migrations: {0}")]
     Migrate(String),
+    /// No pooled connection in time: the database is down or saturated.
+    #[error("{0}")]
+    Unavailable(r2d2::Error),
+    #[error("blocking task failed: {0}")]
+    Blocking(String),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
 }
 
 #[derive(Clone)]
@@ -95,28 +103,34 @@ impl Db {
         Ok(())
     }
 
-    /// Runs `f` with a pooled connection on the blocking thread pool.
-    pub async fn run<T, F>(&self, f: F) -> Result<T, DomainError>
+    /// Runs `f` with a pooled connection on the blocking thread pool. `f`
+    /// fails in the caller's own error type, so query code keeps its
+    /// error; this layer's failures (no connection, the pool thread lost)
+    /// are converted into it.
+    pub async fn run<T, E>(
+        &self,
+        f: impl FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
     where
-        F: FnOnce(&mut AnyConnection) -> Result<T, DomainError> + Send + 'static,
         T: Send + 'static,
+        E: From<DbError> + Send + 'static,
     {
         let pool = self.pool.clone();
         actix_web::web::block(move || {
-            let mut conn = pool.get().map_err(|e| DomainError::Unavailable(e.to_string()))?;
+            let mut conn = pool.get().map_err(|e| E::from(DbError::Unavailable(e)))?;
             f(&mut conn)
         })
         .await
-        .map_err(|e| DomainError::Internal(format!("blocking task failed: {e}")))?
+        .map_err(|e| E::from(DbError::Blocking(e.to_string())))?
     }
 
-    /// Synchronous access, for the command line (no runtime there).
-    pub fn get(&self) -> Result<r2d2::PooledConnection<Manager>, DomainError> {
-        self.pool.get().map_err(|e| DomainError::Unavailable(e.to_string()))
+    /// Synchronous access, for the command line and the batching writer.
+    pub fn get(&self) -> Result<r2d2::PooledConnection<Manager>, DbError> {
+        self.pool.get().map_err(DbError::Unavailable)
     }
 
     pub async fn ping(&self) -> bool {
-        self.run(|conn| conn.ping().map_err(DomainError::from)).await.is_ok()
+        self.run(|conn| conn.ping().map_err(DbError::Query)).await.is_ok()
     }
 }
 
@@ -124,9 +138,10 @@ impl Db {
 /// transaction that reads and then writes can fail with SQLITE_BUSY without
 /// waiting; `BEGIN IMMEDIATE` queues on the busy timeout instead. PostgreSQL
 /// gets an ordinary transaction.
-pub fn write_transaction<T, F>(conn: &mut AnyConnection, f: F) -> Result<T, DomainError>
+pub fn write_transaction<T, E, F>(conn: &mut AnyConnection, f: F) -> Result<T, E>
 where
-    F: FnOnce(&mut AnyConnection) -> Result<T, DomainError>,
+    F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
 {
     match conn {
         AnyConnection::Postgres(_) => conn.transaction(f),

@@ -1,8 +1,9 @@
 //! Domain events and the hub that hands them to subscribers.
 //!
 //! An operation publishes after its write has committed, and only when
-//! something changed. Subscribers (the realtime broadcaster and rooms, the
-//! notifier, tests) register once, at start, in `lib.rs`.
+//! something changed. Subscribers (the forwarding of events to sockets in
+//! `realtime`, the actors through `actors::kit::Kit::subscribe`, metrics,
+//! tests) register once, at start, from `lib.rs`.
 
 use std::sync::{Arc, RwLock};
 
@@ -44,8 +45,9 @@ impl DomainEvent {
 
 type Subscriber = Box<dyn Fn(&Arc<DomainEvent>) + Send + Sync>;
 
-/// Fan-out of domain events to in-process subscribers. Subscribers must not
-/// block: an actor subscribes with a closure that `try_send`s to itself.
+/// Fan-out of domain events to in-process subscribers. Subscribers run on
+/// the publishing request's thread and must not block: an actor is
+/// subscribed (by the actor kit) with a closure that `try_send`s to it.
 #[derive(Default)]
 pub struct EventHub {
     subscribers: RwLock<Vec<Subscriber>>,

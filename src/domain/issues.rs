@@ -73,8 +73,7 @@ pub async fn create(domain: &Domain, who: &Principal, body: &Value) -> DomainRes
         updated_at: now,
     };
     let issue: Issue = domain
-        .db
-        .run(move |conn| {
+        .query(move |conn| {
             diesel::insert_into(issues::table).values(&row).execute(conn)?;
             Ok(row.into())
         })
@@ -85,7 +84,7 @@ pub async fn create(domain: &Domain, who: &Principal, body: &Value) -> DomainRes
 }
 
 pub async fn get(domain: &Domain, id: String) -> DomainResult<Issue> {
-    domain.db.run(move |conn| find(conn, &id).map(Issue::from)).await
+    domain.query(move |conn| find(conn, &id).map(Issue::from)).await
 }
 
 /// The fields a PATCH may carry, each `None` when absent.
@@ -129,8 +128,7 @@ pub async fn update(domain: &Domain, who: &Principal, id: String, body: &Value) 
     let changes = IssueChanges::from_json(body)?;
     let caller = who.user_id.clone();
     let outcome = domain
-        .db
-        .run(move |conn| {
+        .query(move |conn| {
             write_transaction(conn, |conn| {
                 let before = find(conn, &id)?;
                 let role = current_role(conn, &caller)?;
@@ -219,8 +217,7 @@ pub async fn upvote(domain: &Domain, who: &Principal, id: String, on: bool) -> D
     let user = who.user_id.clone();
     let issue_id = id.clone();
     let (upvotes, changed) = domain
-        .db
-        .run(move |conn| {
+        .query(move |conn| {
             find(conn, &id)?;
             write_transaction(conn, |conn| {
                 let moved = if on {
@@ -328,8 +325,7 @@ pub async fn list(
     input.finish()?;
 
     let rows = domain
-        .db
-        .run(move |conn| {
+        .query(move |conn| {
             let mut q = issues::table.select(IssueRow::as_select()).into_boxed();
             if let Some(v) = city {
                 q = q.filter(issues::city.eq(v));

@@ -92,8 +92,10 @@ pub fn start_writer(db: Db, hub: Arc<EventHub>) -> std::io::Result<Writer> {
 }
 
 fn store(db: &Db, hub: &EventHub, batch: Vec<Post>) {
-    let outcomes =
-        db.get().and_then(|mut conn| write_transaction(&mut conn, |conn| insert_all(conn, &batch)));
+    let outcomes = db
+        .get()
+        .map_err(DomainError::from)
+        .and_then(|mut conn| write_transaction(&mut conn, |conn| insert_all(conn, &batch)));
     let outcomes = match outcomes {
         Ok(outcomes) => outcomes,
         // A database error fails the whole transaction: store each message
@@ -163,8 +165,7 @@ pub async fn history(
         None => None,
     };
     domain
-        .db
-        .run(move |conn| {
+        .query(move |conn| {
             issue::find(conn, &issue_id)?;
             let mut q = messages::table
                 .filter(messages::issue_id.eq(&issue_id))
@@ -258,8 +259,7 @@ pub async fn react(
     }
     let user = who.user_id.clone();
     let (counts, changed) = domain
-        .db
-        .run(move |conn| {
+        .query(move |conn| {
             let issue_id: String = messages::table
                 .find(&message_id)
                 .select(messages::issue_id)

@@ -118,11 +118,10 @@ pub fn insert_user(conn: &mut AnyConnection, new: NewUser, password_hash: String
 
 pub async fn register(domain: &Domain, new: NewUser) -> DomainResult<Session> {
     let plain = new.password.clone();
-    let hash = blocking(move || password::hash(&plain)).await?.map_err(DomainError::Internal)?;
+    let hash = blocking(move || password::hash(&plain)).await??;
     let d = domain.clone();
     domain
-        .db
-        .run(move |conn| {
+        .query(move |conn| {
             let user = insert_user(conn, new, hash)?;
             log::info!(target: "civicpulse::auth", "registered user={}", user.id);
             start_session(&d, conn, user)
@@ -145,8 +144,7 @@ pub async fn login(domain: &Domain, body: &Value) -> DomainResult<Session> {
         return Err(invalid_credentials());
     }
     let found = domain
-        .db
-        .run(move |conn| {
+        .query(move |conn| {
             Ok(users::table
                 .filter(users::email.eq(email))
                 .select(UserRow::as_select())
@@ -163,7 +161,7 @@ pub async fn login(domain: &Domain, body: &Value) -> DomainResult<Session> {
         _ => return Err(invalid_credentials()),
     };
     let d = domain.clone();
-    domain.db.run(move |conn| start_session(&d, conn, user)).await
+    domain.query(move |conn| start_session(&d, conn, user)).await
 }
 
 fn invalid_credentials() -> DomainError {
@@ -216,8 +214,7 @@ pub async fn refresh(domain: &Domain, body: &Value) -> DomainResult<TokenPair> {
     let hash = refresh::hash(&refresh_token_field(body)?);
     let d = domain.clone();
     let outcome = domain
-        .db
-        .run(move |conn| {
+        .query(move |conn| {
             write_transaction(conn, |conn| {
                 let now = now_ms();
                 // Claim the token atomically: of two concurrent uses, one wins
@@ -269,8 +266,7 @@ pub async fn refresh(domain: &Domain, body: &Value) -> DomainResult<TokenPair> {
 pub async fn logout(domain: &Domain, body: &Value) -> DomainResult<()> {
     let hash = refresh::hash(&refresh_token_field(body)?);
     domain
-        .db
-        .run(move |conn| {
+        .query(move |conn| {
             diesel::update(
                 refresh_tokens::table
                     .filter(refresh_tokens::token_hash.eq(hash))
@@ -299,8 +295,7 @@ pub fn current_role(conn: &mut AnyConnection, user_id: &str) -> DomainResult<Rol
 pub async fn me(domain: &Domain, who: &Principal) -> DomainResult<User> {
     let id = who.user_id.clone();
     domain
-        .db
-        .run(move |conn| {
+        .query(move |conn| {
             find_user(conn, &id)?.map(|u| User::from_row(u, true)).ok_or_else(DomainError::invalid_token)
         })
         .await
@@ -309,8 +304,7 @@ pub async fn me(domain: &Domain, who: &Principal) -> DomainResult<User> {
 pub async fn get(domain: &Domain, who: &Principal, id: String) -> DomainResult<User> {
     let caller = who.user_id.clone();
     domain
-        .db
-        .run(move |conn| {
+        .query(move |conn| {
             let user = find_user(conn, &id)?.ok_or(DomainError::NotFound("user"))?;
             let with_email = user.id == caller || current_role(conn, &caller)? == Role::Admin;
             Ok(User::from_row(user, with_email))
@@ -326,8 +320,7 @@ pub async fn set_role(domain: &Domain, who: &Principal, id: String, body: &Value
     input.finish()?;
     let role = role.ok_or_else(|| DomainError::invalid("role", "is required"))?;
     domain
-        .db
-        .run(move |conn| {
+        .query(move |conn| {
             if current_role(conn, &caller)? != Role::Admin {
                 return Err(DomainError::Forbidden("only admins can change roles"));
             }
@@ -346,6 +339,6 @@ pub async fn set_role(domain: &Domain, who: &Principal, id: String, body: &Value
 /// stores, on the current thread.
 pub fn create_blocking(conn: &mut AnyConnection, new: NewUser) -> DomainResult<UserRow> {
     new.validate()?;
-    let hash = password::hash(&new.password).map_err(DomainError::Internal)?;
+    let hash = password::hash(&new.password)?;
     insert_user(conn, new, hash)
 }

@@ -1,11 +1,13 @@
 //! The one error type of the HTTP layer, rendered in the contract's shape:
-//! `{"error": {"code", "message", "details"?}}`.
+//! `{"error": {"code", "message", "details"?}}`. Domain failures arrive as
+//! the domain's [`WireError`] (shared with the socket acks); the HTTP-only
+//! ones (malformed bodies, unknown routes, rate limits) are made here.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Value, json};
 
-use crate::domain::DomainError;
+use crate::domain::{DomainError, WireError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -62,34 +64,13 @@ impl ResponseError for ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
-        match e {
-            DomainError::Validation(fields) => Self {
-                details: Some(Box::new(json!({ "fields": fields }))),
-                ..Self::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "validation_failed",
-                    "request validation failed",
-                )
-            },
-            DomainError::NotFound(what) => {
-                Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
-            }
-            DomainError::Unauthorized { code, message } => Self::new(StatusCode::UNAUTHORIZED, code, message),
-            DomainError::Forbidden(message) => Self::new(StatusCode::FORBIDDEN, "forbidden", message),
-            DomainError::Conflict { code, message } => Self::new(StatusCode::CONFLICT, code, message),
-            DomainError::Unavailable(cause) => {
-                log::warn!(target: "civicpulse::http", "database unavailable: {cause}");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the service is temporarily unavailable",
-                )
-            }
-            DomainError::Internal(cause) => {
-                // The cause goes to the log, never to the client.
-                log::error!(target: "civicpulse::http", "internal error: {cause}");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
-            }
-        }
+        WireError::from(e).into()
+    }
+}
+
+impl From<WireError> for ApiError {
+    fn from(e: WireError) -> Self {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self { details: e.details.map(Box::new), ..Self::new(status, e.code, e.message) }
     }
 }

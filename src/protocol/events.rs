@@ -1,9 +1,19 @@
-//! CivicPulse's socket events: their names, in one place, and the payloads
-//! the contract gives each server → client event, built from domain events.
+//! CivicPulse's socket events: their names, in one place, the payloads the
+//! contract gives each server → client event, built from domain events,
+//! and [`encode`], the one place that knows which namespace they go in.
 
+use std::sync::Arc;
+
+use actix_socketio::engineio::SharedMessage;
+use actix_socketio::protocol::socket::Packet;
+use actix_socketio::socketio::encode_shared;
 use serde_json::{Value, json};
 
+use crate::domain::WireError;
 use crate::domain::events::DomainEvent;
+
+/// CivicPulse serves one Socket.IO namespace.
+pub const NAMESPACE: &str = "/";
 
 pub const JOIN_ISSUE: &str = "join:issue";
 pub const LEAVE_ISSUE: &str = "leave:issue";
@@ -11,6 +21,8 @@ pub const MESSAGE_SEND: &str = "message:send";
 pub const USER_TYPING: &str = "user:typing";
 pub const PRESENCE_LIST: &str = "presence:list";
 pub const PRESENCE_UPDATE: &str = "presence:update";
+/// Sent by the `TrendingIssues` actor, not built from one domain event.
+pub const ISSUE_TRENDING: &str = "issue:trending";
 
 /// Who receives a server event.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,9 +57,30 @@ pub fn server_event(event: &DomainEvent) -> (Audience<'_>, &'static str, Value) 
     (audience, event.name(), payload)
 }
 
+/// `issue:trending`: an issue got `recent_upvotes` upvotes within the last
+/// `window_secs` seconds; `upvotes` is its total.
+pub fn issue_trending(issue_id: &str, upvotes: i64, recent_upvotes: usize, window_secs: u64) -> Value {
+    json!({ "issueId": issue_id, "upvotes": upvotes, "recentUpvotes": recent_upvotes, "windowSecs": window_secs })
+}
+
+/// A server event as the frame every recipient shares: encoded once, here.
+pub fn encode(name: &str, payload: Value) -> Arc<SharedMessage> {
+    encode_shared(&Packet::event(NAMESPACE, name, vec![payload]))
+}
+
 /// The `{ok: false, error: {code, message}}` acknowledgement.
 pub fn error_ack(code: &str, message: &str) -> Value {
     json!({ "ok": false, "error": { "code": code, "message": message } })
+}
+
+/// The acknowledgement for a failed operation: the REST error's code,
+/// message and details, as `{ok: false, error: {code, message, details?}}`.
+pub fn wire_error_ack(error: WireError) -> Value {
+    let mut ack = error_ack(error.code, &error.message);
+    if let Some(details) = error.details {
+        ack["error"]["details"] = details;
+    }
+    ack
 }
 
 #[cfg(test)]
@@ -69,6 +102,33 @@ mod tests {
         assert_eq!(
             payload.to_string(),
             r#"{"issueId":"iss_1","upvotes":3,"upvotedBy":"usr_1","upvoted":false}"#
+        );
+    }
+
+    #[test]
+    fn trending_payload_is_camel_case() {
+        assert_eq!(
+            issue_trending("iss_1", 12, 10, 600).to_string(),
+            r#"{"issueId":"iss_1","upvotes":12,"recentUpvotes":10,"windowSecs":600}"#
+        );
+    }
+
+    #[test]
+    fn events_are_encoded_as_socket_io_events_in_the_one_namespace() {
+        assert_eq!(&*encode(ISSUE_TRENDING, json!({"a": 1})).text, r#"42["issue:trending",{"a":1}]"#);
+    }
+
+    #[test]
+    fn error_acks_carry_details_only_when_there_are_some() {
+        let e = WireError::from(crate::domain::DomainError::invalid("city", "bad"));
+        assert_eq!(
+            wire_error_ack(e).to_string(),
+            r#"{"ok":false,"error":{"code":"validation_failed","message":"request validation failed","details":{"fields":{"city":"bad"}}}}"#
+        );
+        let e = WireError::from(crate::domain::DomainError::NotFound("issue"));
+        assert_eq!(
+            wire_error_ack(e).to_string(),
+            r#"{"ok":false,"error":{"code":"not_found","message":"issue not found"}}"#
         );
     }
 }

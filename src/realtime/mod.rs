@@ -1,6 +1,6 @@
 //! CivicPulse on Socket.IO: the handshake's JWT check, the client events
-//! (join:issue, leave:issue, message:send, …) and the wiring of domain
-//! events to the broadcaster and the rooms.
+//! (join:issue, leave:issue, message:send, …) and the forwarding of domain
+//! events to their audience (everyone, or an issue's room).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,18 +9,17 @@ use std::sync::atomic::Ordering;
 use actix::prelude::*;
 use serde_json::{Map, Value, json};
 
-use crate::actors::broadcaster::{Broadcast, Broadcaster, Subscribe, Unsubscribe};
+use crate::actors::Fanout;
+use crate::actors::broadcaster::{Broadcaster, Subscribe, Unsubscribe};
 use crate::actors::issue_room::{Member, RoomDirectory, Typing};
-use crate::actors::presence::{ListOnline, OnlineUser, PresenceRegistry, SocketOffline, SocketOnline};
-use crate::domain::input::check_city;
-use crate::domain::{Domain, DomainError, Principal, issues, messages};
-use crate::http::error::ApiError;
+use crate::actors::presence::{PresenceRegistry, SocketOffline, SocketOnline};
+use crate::domain::presence::{self, OnlineUser};
+use crate::domain::{Domain, DomainError, Principal, WireError, issues, messages};
 use crate::ids::{self, IdKind};
 use crate::metrics::Metrics;
-use crate::protocol::events::{self as names, Audience, error_ack, server_event};
+use crate::protocol::events::{self as names, Audience, error_ack, server_event, wire_error_ack};
 use actix_socketio::engineio::{Engine, EngineConfig};
-use actix_socketio::protocol::socket::Packet;
-use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef, encode_shared};
+use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
 
 /// The Socket.IO engine serving CivicPulse.
 pub type CivicEngine = Engine<SocketIoFactory<CivicApp>>;
@@ -48,38 +47,28 @@ pub struct CivicSocket {
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// The running realtime side of a node.
-pub struct Realtime {
-    /// Mounted at `/socket.io/`.
-    pub engine: Arc<CivicEngine>,
-    /// Read by `GET /api/presence` too.
-    pub presence: Addr<PresenceRegistry>,
-}
-
-/// Starts the realtime actors and subscribes them to domain events. Runs
-/// inside the actix system.
-pub fn start(domain: &Domain, metrics: &Arc<Metrics>, config: &crate::config::Config) -> Realtime {
-    let broadcaster = Broadcaster::default().start();
-    let presence = PresenceRegistry::new(broadcaster.clone(), metrics.clone()).start();
-    let rooms = RoomDirectory::new(metrics.clone());
-    {
-        let broadcaster = broadcaster.clone();
-        let rooms = rooms.clone();
-        domain.hub.subscribe(move |event| {
-            let (audience, name, payload) = server_event(event);
-            // Encoded once; every recipient shares these bytes.
-            let frame = encode_shared(&Packet::event("/", name, vec![payload]));
-            match audience {
-                Audience::Everyone => broadcaster.do_send(Broadcast(frame)),
-                Audience::Room(issue_id) => rooms.deliver(issue_id, frame),
-            }
-        });
-    }
+/// The Socket.IO engine, to be mounted at `/socket.io/`, serving sockets
+/// through `fanout` and forwarding domain events to them. Runs inside the
+/// actix system.
+pub fn start(
+    domain: &Domain,
+    fanout: &Fanout,
+    metrics: &Arc<Metrics>,
+    config: &crate::config::Config,
+) -> Arc<CivicEngine> {
+    let push = fanout.push();
+    domain.hub.subscribe(move |event| {
+        let (audience, name, payload) = server_event(event);
+        match audience {
+            Audience::Everyone => push.to_everyone(name, payload),
+            Audience::Room(issue_id) => push.to_room(issue_id, name, payload),
+        }
+    });
     let app = CivicApp {
         domain: domain.clone(),
-        rooms,
-        broadcaster,
-        presence: presence.clone(),
+        rooms: fanout.rooms.clone(),
+        broadcaster: fanout.broadcaster.clone(),
+        presence: fanout.presence.clone(),
         metrics: metrics.clone(),
     };
     let engine_config = EngineConfig {
@@ -90,18 +79,17 @@ pub fn start(domain: &Domain, metrics: &Arc<Metrics>, config: &crate::config::Co
         stats: metrics.engine.clone(),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(
+    Engine::new(
         engine_config,
         SocketIoFactory { app: Arc::new(app), connect_timeout: config.connect_timeout },
-    );
-    Realtime { engine, presence }
+    )
 }
 
 impl SocketApp for CivicApp {
     type Socket = CivicSocket;
 
     fn connect(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>) -> Result<CivicSocket, Refusal> {
-        if &*socket.namespace != "/" {
+        if &*socket.namespace != names::NAMESPACE {
             return Err(Refusal::InvalidNamespace);
         }
         let claims =
@@ -114,7 +102,11 @@ impl SocketApp for CivicApp {
         let user = Principal::from(claims);
         log::info!(target: "civicpulse::socket", "sid={} socket={} connected user={}", socket.engine_sid(), socket.id, user.user_id);
         self.metrics.connected_sockets.fetch_add(1, Ordering::Relaxed);
-        self.broadcaster.do_send(Subscribe { socket_id: socket.id.clone(), recipient: socket.recipient() });
+        self.broadcaster.do_send(Subscribe {
+            socket_id: socket.id.clone(),
+            user_id: user.user_id.as_str().into(),
+            recipient: socket.recipient(),
+        });
         // After Subscribe, so this socket hears its own user come online.
         let online = OnlineUser {
             user_id: user.user_id.clone(),
@@ -258,14 +250,14 @@ impl CivicApp {
         }
         let city = match body.get("city") {
             None | Some(Value::Null) => None,
-            Some(Value::String(city)) if check_city(city).is_ok() => Some(city.clone()),
+            Some(Value::String(city)) => Some(city.clone()),
             Some(_) => return reply.domain_error(DomainError::invalid("city", "must be a city slug")),
         };
-        let presence = self.presence.clone();
+        let domain = self.domain.clone();
         actix::spawn(async move {
-            match presence.send(ListOnline { city }).await {
+            match presence::list(&domain, city).await {
                 Ok(items) => reply.ok(json!({ "ok": true, "items": items })),
-                Err(_) => reply.domain_error(DomainError::Unavailable("presence registry stopped".into())),
+                Err(e) => reply.domain_error(e),
             }
         });
     }
@@ -304,13 +296,9 @@ impl Reply {
         self.ok(error_ack(code, message));
     }
 
-    /// Same codes and messages as the REST API gives for the same failure.
+    /// Same codes, messages and details as the REST API gives for the
+    /// same failure: both are made from the domain's `WireError`.
     fn domain_error(&self, e: DomainError) {
-        let api = ApiError::from(e);
-        let mut payload = error_ack(api.code, &api.message);
-        if let Some(details) = api.details {
-            payload["error"]["details"] = *details;
-        }
-        self.ok(payload);
+        self.ok(wire_error_ack(WireError::from(e)));
     }
 }

@@ -2,9 +2,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::QueryMap;
-use crate::actors::presence::{ListOnline, PresenceRegistry};
-use crate::domain::input::check_city;
-use crate::domain::{Domain, DomainError, users};
+use crate::domain::{Domain, presence, users};
 use crate::http::error::ApiError;
 use crate::http::extract::{Auth, JsonBody};
 
@@ -29,22 +27,12 @@ pub async fn set_role(
     Ok(HttpResponse::Ok().json(users::set_role(&domain, &who, id.into_inner(), &body).await?))
 }
 
-/// Users online now, as the realtime side's presence registry knows them.
+/// Users online now, as the realtime side knows them.
 pub async fn presence(
+    domain: web::Data<Domain>,
     _who: Auth,
     query: QueryMap,
-    registry: web::Data<actix::Addr<PresenceRegistry>>,
 ) -> Result<HttpResponse, ApiError> {
-    let city = match query.get("city") {
-        Some(city) => {
-            check_city(city).map_err(|reason| DomainError::invalid("city", reason))?;
-            Some(city.clone())
-        }
-        None => None,
-    };
-    let items = registry
-        .send(ListOnline { city })
-        .await
-        .map_err(|_| DomainError::Unavailable("presence registry stopped".into()))?;
+    let items = presence::list(&domain, query.get("city").cloned()).await?;
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }

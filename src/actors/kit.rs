@@ -1,0 +1,124 @@
+//! The actor kit: what an actor of the app is given, so that adding one is
+//! one new file and one line in [`super::start_all`].
+//!
+//! - [`Kit::subscribe`] hands the actor the domain events it filters for,
+//!   as [`Published`] messages;
+//! - [`Kit::push`] is a [`Push`]: sends a server event to the members of an
+//!   issue's room, to every socket of one user on this node (all their
+//!   tabs), or to every socket, encoded once whatever the audience;
+//! - [`Kit::config`] is the node's validated configuration.
+//!
+//! ```ignore
+//! pub struct Shouter { push: Push }
+//!
+//! impl Actor for Shouter { type Context = Context<Self>; }
+//!
+//! impl Shouter {
+//!     pub fn start(kit: &Kit) -> Addr<Self> {
+//!         let addr = Shouter { push: kit.push() }.start();
+//!         kit.subscribe(&addr, |event| matches!(event, DomainEvent::IssueCreated(_)));
+//!         addr
+//!     }
+//! }
+//!
+//! impl Handler<Published> for Shouter {
+//!     type Result = ();
+//!     fn handle(&mut self, Published(event): Published, _: &mut Context<Self>) {
+//!         if let DomainEvent::IssueCreated(issue) = &*event {
+//!             self.push.to_user(&issue.reported_by, "issue:thanks", json!({ "issueId": issue.issue_id }));
+//!         }
+//!     }
+//! }
+//! ```
+
+use std::sync::Arc;
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use serde_json::Value;
+
+use super::broadcaster::{Broadcast, Broadcaster, ToUser};
+use super::issue_room::RoomDirectory;
+use crate::config::Config;
+use crate::domain::events::{DomainEvent, EventHub};
+use crate::protocol::events::encode;
+
+/// A domain event handed to an actor that subscribed to it.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Published(pub Arc<DomainEvent>);
+
+/// What every actor is started with; cheap to clone.
+#[derive(Clone)]
+pub struct Kit {
+    hub: Arc<EventHub>,
+    push: Push,
+    config: Arc<Config>,
+}
+
+impl Kit {
+    pub fn new(hub: Arc<EventHub>, push: Push, config: Arc<Config>) -> Self {
+        Self { hub, push, config }
+    }
+
+    /// Sends `actor` every domain event for which `filter` is true, from
+    /// now on, as a [`Published`].
+    ///
+    /// Publishers are the request handlers and must never wait, so events
+    /// are offered with `try_send`: an actor that falls behind by more than
+    /// its mailbox capacity (actix's default is 16; raise it with
+    /// `ctx.set_mailbox_capacity` in `started`) misses events, and a
+    /// warning says so.
+    pub fn subscribe<A>(&self, actor: &Addr<A>, filter: impl Fn(&DomainEvent) -> bool + Send + Sync + 'static)
+    where
+        A: Actor + Handler<Published>,
+        A::Context: ToEnvelope<A, Published>,
+    {
+        let recipient = actor.clone().recipient::<Published>();
+        let name = std::any::type_name::<A>();
+        self.hub.subscribe(move |event| {
+            if filter(event) && recipient.try_send(Published(event.clone())).is_err() {
+                log::warn!(target: "civicpulse::actors", "{name} is not keeping up; dropped one {}", event.name());
+            }
+        });
+    }
+
+    pub fn push(&self) -> Push {
+        self.push.clone()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// Sends server events to sockets on this node. Each call encodes the
+/// event once; every recipient shares the bytes. A recipient that cannot
+/// keep up is disconnected (its client reconnects and reloads) rather than
+/// silently missing an event.
+#[derive(Clone)]
+pub struct Push {
+    broadcaster: Addr<Broadcaster>,
+    rooms: Arc<RoomDirectory>,
+}
+
+impl Push {
+    pub fn new(broadcaster: Addr<Broadcaster>, rooms: Arc<RoomDirectory>) -> Self {
+        Self { broadcaster, rooms }
+    }
+
+    /// To every connected socket.
+    pub fn to_everyone(&self, event: &str, payload: Value) {
+        self.broadcaster.do_send(Broadcast(encode(event, payload)));
+    }
+
+    /// To the members of `room:issue:<issue_id>`, if it has any here.
+    pub fn to_room(&self, issue_id: &str, event: &str, payload: Value) {
+        self.rooms.send_to_room(issue_id, encode(event, payload));
+    }
+
+    /// To every socket of one user (all their tabs) on this node.
+    pub fn to_user(&self, user_id: &str, event: &str, payload: Value) {
+        self.broadcaster.do_send(ToUser { user_id: user_id.into(), frame: encode(event, payload) });
+    }
+}
