@@ -18,7 +18,7 @@ use crate::domain::{Domain, DomainError, Principal, WireError, issues, messages}
 use crate::ids::{self, IdKind};
 use crate::metrics::Metrics;
 use crate::protocol::events::{self as names, Audience, error_ack, server_event, wire_error_ack};
-use actix_socketio::engineio::{Engine, EngineConfig};
+use actix_socketio::engineio::{Engine, EngineConfig, InboundPermit};
 use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
 
 /// The Socket.IO engine serving CivicPulse.
@@ -123,7 +123,7 @@ impl SocketApp for CivicApp {
     }
 
     fn event(&self, state: &mut CivicSocket, socket: &SocketRef<Self>, event: Event) {
-        let reply = Reply { socket: socket.clone(), ack: event.ack };
+        let reply = Reply { socket: socket.clone(), ack: event.ack, _permit: event.permit };
         let first = event.args.first().cloned().unwrap_or(Value::Null);
         match event.name.as_str() {
             names::JOIN_ISSUE => self.join(state, socket, reply, first),
@@ -279,10 +279,15 @@ fn in_turn(
     });
 }
 
-/// The acknowledgement a client may have asked for.
+/// The acknowledgement a client may have asked for. Every path of an event
+/// ends by answering it, so it also carries the event's inbound permit: the
+/// event counts against the socket's bound on events in hand (the server
+/// stops reading from a client that floods) until its reply is dropped,
+/// after the work — a lookup, a stored message — is done.
 struct Reply {
     socket: SocketRef<CivicApp>,
     ack: Option<u64>,
+    _permit: InboundPermit,
 }
 
 impl Reply {
