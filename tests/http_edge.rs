@@ -62,12 +62,15 @@ fn credential_endpoints_answer_429_with_retry_after_past_the_limit() {
     };
     for n in 0..3 {
         let res = login(n);
-        assert_eq!(res.status, StatusCode::UNAUTHORIZED, "within the limit, attempts are judged on their merits");
+        assert_eq!(
+            res.status,
+            StatusCode::UNAUTHORIZED,
+            "within the limit, attempts are judged on their merits"
+        );
     }
     let limited = login(3);
     assert_error(&(limited.status, limited.json.clone()), StatusCode::TOO_MANY_REQUESTS, "rate_limited");
-    let retry_after: u64 =
-        limited.headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    let retry_after: u64 = limited.headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
     assert!((1..=60).contains(&retry_after));
 
     // Other routes are not limited.

@@ -18,7 +18,9 @@ use civicpulse::domain::Role;
 use common::binary::{self, Server};
 use common::clients::{self, user_json};
 use common::socket::{SocketClient, settle};
-use common::{Method, StatusCode, TestApp, TestUser, absent_id, assert_error, is_id, is_timestamp, pct, str_of};
+use common::{
+    Method, StatusCode, TestApp, TestUser, absent_id, assert_error, is_id, is_timestamp, pct, str_of,
+};
 use serde_json::{Value, json};
 
 // The payload fields of API.md, sorted.
@@ -348,7 +350,11 @@ fn reactions_reach_room_members_when_the_counts_change() {
     // A change: the answer, and the same payload at every member, once.
     let mut change = |method: Method, user: &TestUser, emoji: &str, reactions: Value| {
         let body = request(&method, user, emoji);
-        assert_eq!(body, json!({ "messageId": message_id, "issueId": issue, "reactions": reactions }), "{method} {emoji}");
+        assert_eq!(
+            body,
+            json!({ "messageId": message_id, "issueId": issue, "reactions": reactions }),
+            "{method} {emoji}"
+        );
         for t in [&mut a, &mut b] {
             let got = t.expect_event("message:reaction");
             assert_eq!(sorted_keys(&got), REACTION_KEYS, "{got}");
@@ -463,12 +469,23 @@ fn issue_events_reach_everyone_with_exactly_the_contract_fields() {
     assert_error(&refused, StatusCode::FORBIDDEN, "forbidden");
 
     let upvote_path = format!("/api/issues/{issue_id}/upvote");
-    let upvote = |clients: &mut Vec<SocketClient>, method: Method, user: &TestUser, upvotes: i64, upvoted: bool, changed: bool| {
+    let upvote = |clients: &mut Vec<SocketClient>,
+                  method: Method,
+                  user: &TestUser,
+                  upvotes: i64,
+                  upvoted: bool,
+                  changed: bool| {
         let (status, body) = f.app.rest(user).json(method.clone(), &upvote_path, None);
         assert_eq!(status, StatusCode::OK, "{method} upvote by {}: {body}", user.name);
-        assert_eq!(body, json!({ "issueId": issue_id, "upvotes": upvotes, "upvoted": upvoted }), "{method} upvote by {}", user.name);
+        assert_eq!(
+            body,
+            json!({ "issueId": issue_id, "upvotes": upvotes, "upvoted": upvoted }),
+            "{method} upvote by {}",
+            user.name
+        );
         if changed {
-            let want = json!({ "issueId": issue_id, "upvotes": upvotes, "upvotedBy": user.id, "upvoted": upvoted });
+            let want =
+                json!({ "issueId": issue_id, "upvotes": upvotes, "upvotedBy": user.id, "upvoted": upvoted });
             for t in clients.iter_mut() {
                 let got = t.expect_event("issue:upvoted");
                 assert_eq!(sorted_keys(&got), ISSUE_UPVOTED_KEYS, "{got}");
@@ -619,7 +636,10 @@ fn typing_goes_to_the_other_members_only_and_is_cleared_on_leave_and_disconnect(
 
     // Alice's typing states, each once, in order, at bob (taken above);
     // nothing more anywhere: not to the typist's own tabs, not outside the room.
-    none_left("user:typing", &mut [&mut b, &mut a6, &mut a1, &mut a2, &mut a3, &mut a4, &mut a5, &mut c, &mut d]);
+    none_left(
+        "user:typing",
+        &mut [&mut b, &mut a6, &mut a1, &mut a2, &mut a3, &mut a4, &mut a5, &mut c, &mut d],
+    );
     for t in [&b, &a2, &a3, &a5, &a6, &c, &d] {
         t.assert_connected();
     }
@@ -647,9 +667,18 @@ fn typing_is_cleared_five_seconds_after_the_last_keystroke() {
     let expiry = b.expect_event_at("user:typing", Duration::from_secs(12));
     assert_eq!(expiry.payload, state(false), "the only event after the first is the expiry");
     let since_last = expiry.at - last_true;
-    println!("isTyping false {since_last:?} after the last isTyping true, {:?} after the first", expiry.at - first_true);
-    assert!(since_last >= Duration::from_millis(4500), "cleared {since_last:?} after the last isTyping: true, before 5 s");
-    assert!(since_last <= Duration::from_secs(8), "cleared {since_last:?} after the last isTyping: true, long after 5 s");
+    println!(
+        "isTyping false {since_last:?} after the last isTyping true, {:?} after the first",
+        expiry.at - first_true
+    );
+    assert!(
+        since_last >= Duration::from_millis(4500),
+        "cleared {since_last:?} after the last isTyping: true, before 5 s"
+    );
+    assert!(
+        since_last <= Duration::from_secs(8),
+        "cleared {since_last:?} after the last isTyping: true, long after 5 s"
+    );
 
     // Cleared means cleared: typing again is news again.
     assert_eq!(typing(&mut a, issue, true), ok);
@@ -667,9 +696,7 @@ fn typing_is_cleared_five_seconds_after_the_last_keystroke() {
 fn presence_updates_on_first_and_last_socket_and_lists_agree_with_rest() {
     let f = Fixture::new();
     let (alice, bob, dave, erin) = (&f.alice, &f.bob, &f.dave, &f.erin);
-    let update = |user: &TestUser, online: bool| {
-        json!({ "userId": user.id, "displayName": user.name, "online": online, "city": user.city })
-    };
+    let update = |user: &TestUser, online: bool| json!({ "userId": user.id, "displayName": user.name, "online": online, "city": user.city });
     let item = |user: &TestUser| json!({ "userId": user.id, "displayName": user.name, "city": user.city });
     let about = |user: &TestUser| {
         let id = user.id.clone();
@@ -771,7 +798,8 @@ fn presence_updates_on_first_and_last_socket_and_lists_agree_with_rest() {
         assert_eq!(sorted_keys(&gone), PRESENCE_UPDATE_KEYS);
         assert_eq!(gone, update(alice, false), "{}", t.label());
     }
-    let without_alice: Vec<Value> = everyone.iter().filter(|i| i["userId"] != alice.id.as_str()).cloned().collect();
+    let without_alice: Vec<Value> =
+        everyone.iter().filter(|i| i["userId"] != alice.id.as_str()).cloned().collect();
     assert_eq!(list(&mut b, vec![json!({})]), without_alice, "alice is gone from presence:list");
     assert_eq!(rest(""), without_alice, "alice is gone from GET /api/presence");
     assert_eq!(rest(&format!("?city={city}")), vec![item(bob)]);
@@ -857,7 +885,11 @@ fn a_thousand_messages_from_one_socket_arrive_in_order() {
         let order: Vec<&str> = got.iter().map(|m| m["content"].as_str().unwrap_or("")).collect();
         if let Some(first_wrong) = order.iter().zip(&contents).position(|(got, want)| got != want) {
             let from = first_wrong.saturating_sub(2);
-            panic!("{}: out of order from #{first_wrong}: {:?}", t.label(), &order[from..(first_wrong + 3).min(N)]);
+            panic!(
+                "{}: out of order from #{first_wrong}: {:?}",
+                t.label(),
+                &order[from..(first_wrong + 3).min(N)]
+            );
         }
         let got_ids: Vec<Value> = got.iter().map(|m| m["messageId"].clone()).collect();
         assert_eq!(got_ids, message_ids, "{}: the acknowledged messages", t.label());

@@ -122,7 +122,8 @@ impl Server {
             if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
                 return Err(format!("it exited with {status}"));
             }
-            let probe = self.http.get(format!("{}/healthz", self.base)).timeout(Duration::from_secs(5)).send();
+            let probe =
+                self.http.get(format!("{}/healthz", self.base)).timeout(Duration::from_secs(5)).send();
             if probe.is_ok_and(|r| r.status().is_success()) {
                 return Ok(());
             }
@@ -160,7 +161,13 @@ impl Server {
     }
 
     /// A JSON request with the harness's checks (no 5xx, the error shape).
-    pub fn request(&self, method: Method, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
         let r: Response = send(&self.http, &self.base, method, path, token, Body::Json(body));
         (r.status, r.json)
     }

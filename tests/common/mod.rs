@@ -251,7 +251,8 @@ impl TestApp {
     /// [`Self::socket`] with a label for failure messages (`alice tab 2`).
     #[track_caller]
     pub fn socket_labelled(&self, user: &TestUser, label: &str) -> SocketClient {
-        let options = SocketOptions { label: label.to_string(), ..SocketOptions::auth(json!({ "token": user.token })) };
+        let options =
+            SocketOptions { label: label.to_string(), ..SocketOptions::auth(json!({ "token": user.token })) };
         self.socket_with(options).unwrap_or_else(|e| panic!("{label}: CONNECT refused: {e}"))
     }
 

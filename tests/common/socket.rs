@@ -102,8 +102,13 @@ impl SocketClient {
                 .unwrap_or_else(|| panic!("{}: no CONNECT reply within {WAIT:?}", client.label));
             match packet.kind {
                 PacketKind::Connect => {
-                    client.sid = packet.data.as_ref().and_then(|d| d["sid"].as_str()).unwrap_or("").to_string();
-                    assert!(!client.sid.is_empty(), "{}: CONNECT reply without a sid: {packet:?}", client.label);
+                    client.sid =
+                        packet.data.as_ref().and_then(|d| d["sid"].as_str()).unwrap_or("").to_string();
+                    assert!(
+                        !client.sid.is_empty(),
+                        "{}: CONNECT reply without a sid: {packet:?}",
+                        client.label
+                    );
                     return Ok(client);
                 }
                 PacketKind::ConnectError => return Err(packet.data.unwrap_or(Value::Null)),
@@ -263,7 +268,12 @@ impl SocketClient {
     }
 
     #[track_caller]
-    pub fn expect_matching_at(&mut self, name: &str, pred: impl Fn(&Value) -> bool, within: Duration) -> Event {
+    pub fn expect_matching_at(
+        &mut self,
+        name: &str,
+        pred: impl Fn(&Value) -> bool,
+        within: Duration,
+    ) -> Event {
         let deadline = Instant::now() + within;
         loop {
             if let Some(i) = self.queue.iter().position(|e| e.name == name && pred(&e.payload)) {
