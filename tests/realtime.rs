@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::cell::OnceCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -35,17 +36,17 @@ const TYPING_KEYS: [&str; 4] = ["displayName", "isTyping", "issueId", "userId"];
 const PRESENCE_UPDATE_KEYS: [&str; 4] = ["city", "displayName", "online", "userId"];
 const PRESENCE_ITEM_KEYS: [&str; 3] = ["city", "displayName", "userId"];
 
-/// A node with five users, an official and two issues: alice, bob and carol
-/// live in [`common::CITY`], dave in another city, erin in none; the issues
-/// are alice's.
+/// A node with two issues reported by alice, and users made when first
+/// asked for (each costs a password hash): alice, bob and carol live in
+/// [`common::CITY`], dave in another city, erin in none; an official.
 struct Fixture {
     app: TestApp,
     alice: TestUser,
     bob: TestUser,
-    carol: TestUser,
-    dave: TestUser,
-    erin: TestUser,
-    official: TestUser,
+    carol: OnceCell<TestUser>,
+    dave: OnceCell<TestUser>,
+    erin: OnceCell<TestUser>,
+    official: OnceCell<TestUser>,
     issue: String,
     other_issue: String,
 }
@@ -55,13 +56,35 @@ impl Fixture {
         let app = TestApp::sqlite();
         let alice = app.register("Alice");
         let bob = app.register("Bob");
-        let carol = app.register("Carol");
-        let dave = app.register_in("Dave", Some("shelbyville"));
-        let erin = app.register_in("Erin", None);
-        let official = app.staff(Role::Official);
         let issue = app.issue_id(&alice);
         let other_issue = app.issue_id(&alice);
-        Self { app, alice, bob, carol, dave, erin, official, issue, other_issue }
+        Self {
+            app,
+            alice,
+            bob,
+            carol: OnceCell::new(),
+            dave: OnceCell::new(),
+            erin: OnceCell::new(),
+            official: OnceCell::new(),
+            issue,
+            other_issue,
+        }
+    }
+
+    fn carol(&self) -> &TestUser {
+        self.carol.get_or_init(|| self.app.register("Carol"))
+    }
+
+    fn dave(&self) -> &TestUser {
+        self.dave.get_or_init(|| self.app.register_in("Dave", Some("shelbyville")))
+    }
+
+    fn erin(&self) -> &TestUser {
+        self.erin.get_or_init(|| self.app.register_in("Erin", None))
+    }
+
+    fn official(&self) -> &TestUser {
+        self.official.get_or_init(|| self.app.staff(Role::Official))
     }
 
     /// The JSON the realtime scripts take as `CP_INPUT`.
@@ -69,9 +92,9 @@ impl Fixture {
         let users: serde_json::Map<String, Value> = [
             ("alice", &self.alice),
             ("bob", &self.bob),
-            ("carol", &self.carol),
-            ("dave", &self.dave),
-            ("erin", &self.erin),
+            ("carol", self.carol()),
+            ("dave", self.dave()),
+            ("erin", self.erin()),
         ]
         .into_iter()
         .map(|(key, user)| (key.to_string(), user_json(user)))
@@ -79,7 +102,7 @@ impl Fixture {
         json!({
             "url": self.app.url(""),
             "users": users,
-            "official": user_json(&self.official),
+            "official": user_json(self.official()),
             "issueId": self.issue,
             "otherIssueId": self.other_issue,
             "absentIssueId": absent_id("iss_"),
@@ -196,23 +219,23 @@ fn join_and_leave_answer_acks_and_decide_who_hears_the_room() {
 
     // Members receive the room's messages once each; the never-joined tab
     // (same user, other socket) and the failed joins get nothing.
-    let first = f.app.post_message(&f.carol, issue, &unique("first"));
+    let first = f.app.post_message(f.carol(), issue, &unique("first"));
     assert_eq!(a.expect_event("message:new"), first);
     assert_eq!(b.expect_event("message:new"), first);
 
     // Leaving answers {ok: true} and ends the deliveries, for that socket only.
     a.leave(issue);
     a.leave(issue);
-    let second = f.app.post_message(&f.carol, issue, &unique("second"));
+    let second = f.app.post_message(f.carol(), issue, &unique("second"));
     assert_eq!(b.expect_event("message:new"), second);
 
     // A client that opens an issue and navigates away at once emits join and
     // leave without waiting: the leave comes last, so the socket is out.
-    let mut c = f.socket(&f.carol, "carol (join and leave in a row)");
+    let mut c = f.socket(f.carol(), "carol (join and leave in a row)");
     c.emit_no_ack("join:issue", json!(issue));
     c.leave(issue);
     // …and the reverse order leaves it in.
-    let mut d = f.socket(&f.carol, "carol (leave and join in a row)");
+    let mut d = f.socket(f.carol(), "carol (leave and join in a row)");
     d.emit_no_ack("leave:issue", json!(issue));
     d.join(issue);
     let third = f.app.post_message(&f.bob, issue, &unique("third"));
@@ -237,9 +260,9 @@ fn message_send_acks_the_message_and_the_room_gets_the_same_as_from_rest() {
     let issue = f.issue.as_str();
     let mut a = f.socket(&f.alice, "alice (member)");
     let mut b = f.socket(&f.bob, "bob (member)");
-    let mut c = f.socket(&f.carol, "carol (not a member)");
-    let mut d = f.socket(&f.dave, "dave (not a member, sends)");
-    let mut o = f.socket(&f.carol, "carol (member of the other room)");
+    let mut c = f.socket(f.carol(), "carol (not a member)");
+    let mut d = f.socket(f.dave(), "dave (not a member, sends)");
+    let mut o = f.socket(f.carol(), "carol (member of the other room)");
     a.join(issue);
     b.join(issue);
     o.join(&f.other_issue);
@@ -272,7 +295,7 @@ fn message_send_acks_the_message_and_the_room_gets_the_same_as_from_rest() {
     let outside_content = unique("from outside the room");
     let from_outside = d.emit("message:send", json!({ "issueId": issue, "content": outside_content }));
     assert_eq!(from_outside["ok"], true, "{from_outside}");
-    assert_message(&from_outside["message"], issue, &outside_content, &f.dave);
+    assert_message(&from_outside["message"], issue, &outside_content, f.dave());
     for t in [&mut a, &mut b] {
         assert_eq!(t.expect_event("message:new"), from_outside["message"], "{}", t.label());
     }
@@ -305,7 +328,7 @@ fn message_send_acks_the_message_and_the_room_gets_the_same_as_from_rest() {
     a.emit_no_ack("message:send", json!({ "issueId": absent, "content": "lost" }));
 
     // The other room's message stays there.
-    let other = f.app.post_message(&f.carol, &f.other_issue, &unique("other room"));
+    let other = f.app.post_message(f.carol(), &f.other_issue, &unique("other room"));
     assert_eq!(o.expect_event("message:new"), other);
 
     // The room's messages, once each, in order (taken above); nothing for
@@ -331,7 +354,7 @@ fn reactions_reach_room_members_when_the_counts_change() {
     let issue = f.issue.as_str();
     let mut a = f.socket(&f.alice, "alice (member)");
     let mut b = f.socket(&f.bob, "bob (member)");
-    let mut c = f.socket(&f.carol, "carol (not a member)");
+    let mut c = f.socket(f.carol(), "carol (not a member)");
     a.join(issue);
     b.join(issue);
     let m = f.app.post_message(&f.alice, issue, &unique("React to me"));
@@ -375,13 +398,13 @@ fn reactions_reach_room_members_when_the_counts_change() {
     same(Method::PUT, &f.bob, "👍", json!({ "👍": 1 }));
     change(Method::PUT, &f.alice, "❤️", json!({ "👍": 1, "❤️": 1 }));
     // A non-member may react over REST; the room hears it, the reactor does not.
-    change(Method::PUT, &f.carol, "👍", json!({ "👍": 2, "❤️": 1 }));
+    change(Method::PUT, f.carol(), "👍", json!({ "👍": 2, "❤️": 1 }));
     change(Method::DELETE, &f.bob, "👍", json!({ "👍": 1, "❤️": 1 }));
     same(Method::DELETE, &f.bob, "👍", json!({ "👍": 1, "❤️": 1 }));
     same(Method::DELETE, &f.bob, "🎉", json!({ "👍": 1, "❤️": 1 }));
     change(Method::DELETE, &f.alice, "❤️", json!({ "👍": 1 }));
-    change(Method::DELETE, &f.carol, "👍", json!({}));
-    same(Method::DELETE, &f.carol, "👍", json!({}));
+    change(Method::DELETE, f.carol(), "👍", json!({}));
+    same(Method::DELETE, f.carol(), "👍", json!({}));
     // Refused requests emit nothing.
     let bob = f.app.rest(&f.bob);
     assert_error(&bob.put(&path("abc")), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
@@ -404,17 +427,17 @@ fn issue_events_reach_everyone_with_exactly_the_contract_fields() {
     let mut clients = vec![
         f.socket(&f.alice, "alice"),
         f.socket(&f.bob, "bob"),
-        f.socket(&f.erin, "erin"),
-        f.socket(&f.dave, "dave (in a room)"),
+        f.socket(f.erin(), "erin"),
+        f.socket(f.dave(), "dave (in a room)"),
     ];
     clients[3].join(&f.issue);
 
-    let (status, issue) = f.app.rest(&f.carol).post(
+    let (status, issue) = f.app.rest(f.carol()).post(
         "/api/issues",
         json!({ "title": unique("Broken streetlight"), "description": "Dark since Monday", "category": "electricity", "priority": "high" }),
     );
     assert_eq!(status, StatusCode::CREATED, "{issue}");
-    assert_eq!(issue["city"], json!(f.carol.city), "the city defaults to the reporter's");
+    assert_eq!(issue["city"], json!(f.carol().city), "the city defaults to the reporter's");
     let issue_id = str_of(&issue["issueId"]);
     for t in &mut clients {
         let created = t.expect_event("issue:created");
@@ -423,7 +446,7 @@ fn issue_events_reach_everyone_with_exactly_the_contract_fields() {
         assert!(is_timestamp(&created["createdAt"]), "{created}");
         assert_eq!(created["upvotes"], 0);
         assert_eq!(created["status"], "open");
-        assert_eq!(created["reportedBy"], f.carol.id.as_str());
+        assert_eq!(created["reportedBy"], f.carol().id.as_str());
     }
 
     let issue_path = format!("/api/issues/{issue_id}");
@@ -443,8 +466,8 @@ fn issue_events_reach_everyone_with_exactly_the_contract_fields() {
     };
 
     let title = unique("Streetlight out");
-    let official = f.official.clone();
-    let carol = f.carol.clone();
+    let official = f.official().clone();
+    let carol = f.carol().clone();
     patch(&mut clients, &carol, json!({ "title": title }), true);
     patch(&mut clients, &carol, json!({ "title": title }), false); // the same title again
     patch(&mut clients, &carol, json!({ "description": "Still dark" }), false); // not worth an event
@@ -461,9 +484,9 @@ fn issue_events_reach_everyone_with_exactly_the_contract_fields() {
         true,
     );
     // Refused changes emit nothing.
-    let refused = f.app.rest(&f.official).patch(&issue_path, json!({ "status": "bogus" }));
+    let refused = f.app.rest(f.official()).patch(&issue_path, json!({ "status": "bogus" }));
     assert_error(&refused, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    let refused = f.app.rest(&f.carol).patch(&issue_path, json!({ "title": "Reporter after resolution" }));
+    let refused = f.app.rest(f.carol()).patch(&issue_path, json!({ "title": "Reporter after resolution" }));
     assert_error(&refused, StatusCode::FORBIDDEN, "forbidden");
     let refused = f.app.rest(&f.bob).patch(&issue_path, json!({ "status": "closed" }));
     assert_error(&refused, StatusCode::FORBIDDEN, "forbidden");
@@ -498,7 +521,7 @@ fn issue_events_reach_everyone_with_exactly_the_contract_fields() {
     upvote(&mut clients, Method::POST, &f.alice, 2, true, true);
     upvote(&mut clients, Method::DELETE, &f.bob, 1, false, true); // withdrawn: upvoted false
     upvote(&mut clients, Method::DELETE, &f.bob, 1, false, false); // nothing to withdraw
-    upvote(&mut clients, Method::DELETE, &f.dave, 1, false, false); // never upvoted
+    upvote(&mut clients, Method::DELETE, f.dave(), 1, false, false); // never upvoted
     upvote(&mut clients, Method::POST, &f.bob, 2, true, true); // again after withdrawing
     let absent = f.app.rest(&f.bob).post_empty(&format!("/api/issues/{}/upvote", absent_id("iss_")));
     assert_error(&absent, StatusCode::NOT_FOUND, "not_found");
@@ -543,8 +566,8 @@ fn typing_goes_to_the_other_members_only_and_is_cleared_on_leave_and_disconnect(
     let mut a1 = f.socket(&f.alice, "alice tab 1 (member)");
     let mut a2 = f.socket(&f.alice, "alice tab 2 (member)");
     let mut a3 = f.socket(&f.alice, "alice tab 3 (not a member)");
-    let mut c = f.socket(&f.carol, "carol (not a member)");
-    let mut d = f.socket(&f.dave, "dave (member of the other room)");
+    let mut c = f.socket(f.carol(), "carol (not a member)");
+    let mut d = f.socket(f.dave(), "dave (member of the other room)");
     for t in [&mut b, &mut a1, &mut a2] {
         t.join(issue);
     }
@@ -645,9 +668,10 @@ fn typing_goes_to_the_other_members_only_and_is_cleared_on_leave_and_disconnect(
     }
 }
 
-/// The server clears a typing state 5 s after the last isTyping: true.
+/// The server clears a typing state 5 s after the last isTyping: true. (Named
+/// to sort early: libtest starts tests in name order, and this one waits.)
 #[test]
-fn typing_is_cleared_five_seconds_after_the_last_keystroke() {
+fn after_five_seconds_without_a_keystroke_typing_is_cleared() {
     let f = Fixture::new();
     let issue = f.issue.as_str();
     let ok = json!({ "ok": true });
@@ -695,7 +719,7 @@ fn typing_is_cleared_five_seconds_after_the_last_keystroke() {
 #[test]
 fn presence_updates_on_first_and_last_socket_and_lists_agree_with_rest() {
     let f = Fixture::new();
-    let (alice, bob, dave, erin) = (&f.alice, &f.bob, &f.dave, &f.erin);
+    let (alice, bob, dave, erin) = (&f.alice, &f.bob, f.dave(), f.erin());
     let update = |user: &TestUser, online: bool| json!({ "userId": user.id, "displayName": user.name, "online": online, "city": user.city });
     let item = |user: &TestUser| json!({ "userId": user.id, "displayName": user.name, "city": user.city });
     let about = |user: &TestUser| {
@@ -832,7 +856,7 @@ fn a_thousand_messages_from_one_socket_arrive_in_order() {
     let issue = f.issue.clone();
     let mut a = f.socket(&f.alice, "alice (sender, member)");
     let mut b = f.socket(&f.bob, "bob (member)");
-    let mut c = f.socket(&f.carol, "carol (member)");
+    let mut c = f.socket(f.carol(), "carol (member)");
     for t in [&mut a, &mut b, &mut c] {
         t.join(&issue);
     }
