@@ -89,24 +89,16 @@ impl Fixture {
 
     /// The JSON the realtime scripts take as `CP_INPUT`.
     fn input(&self) -> Value {
-        let users: serde_json::Map<String, Value> = [
+        let users = [
             ("alice", &self.alice),
             ("bob", &self.bob),
             ("carol", self.carol()),
             ("dave", self.dave()),
             ("erin", self.erin()),
-        ]
-        .into_iter()
-        .map(|(key, user)| (key.to_string(), user_json(user)))
-        .collect();
-        json!({
-            "url": self.app.url(""),
-            "users": users,
-            "official": user_json(self.official()),
-            "issueId": self.issue,
-            "otherIssueId": self.other_issue,
-            "absentIssueId": absent_id("iss_"),
-        })
+        ];
+        let mut input = clients::input_with_issues(&self.app, &users, &self.issue, &self.other_issue);
+        input["official"] = user_json(self.official());
+        input
     }
 
     fn socket(&self, user: &TestUser, label: &str) -> SocketClient {
@@ -170,6 +162,39 @@ fn none_left(name: &str, clients: &mut [&mut SocketClient]) {
     for client in clients.iter_mut() {
         client.expect_no_event(name, Duration::ZERO);
     }
+}
+
+// ---- connecting -------------------------------------------------------------------
+
+/// Every bad credential gets CONNECT_ERROR `{message: "Authentication
+/// failed"}`; the good token still connects.
+#[test]
+fn bad_credentials_are_refused_at_connect() {
+    let f = Fixture::new();
+    let mut expired = f.app.claims_for(&f.alice, Role::Citizen);
+    expired.iat -= 3600;
+    expired.exp = expired.iat + 60;
+    let token = f.alice.token.as_str();
+    for (what, auth) in [
+        ("no auth at all", Value::Null),
+        ("auth without token", json!({})),
+        ("token null", json!({ "token": null })),
+        ("token a number", json!({ "token": 42 })),
+        ("empty token", json!({ "token": "" })),
+        ("not a JWT", json!({ "token": "not-a-jwt" })),
+        ("truncated signature", json!({ "token": &token[..token.len() - 6] })),
+        ("Bearer prefix", json!({ "token": format!("Bearer {token}") })),
+        ("expired", json!({ "token": f.app.mint(&expired) })),
+        ("a refresh token", json!({ "token": f.alice.refresh })),
+    ] {
+        match f.app.connect_with_auth(auth) {
+            Ok(_) => panic!("{what}: connected, but must be refused"),
+            Err(refused) => assert_eq!(refused, json!({ "message": "Authentication failed" }), "{what}"),
+        }
+    }
+    let mut alice = f.socket(&f.alice, "alice");
+    alice.join(&f.issue);
+    alice.assert_connected();
 }
 
 // ---- rooms --------------------------------------------------------------------
