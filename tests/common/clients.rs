@@ -47,6 +47,16 @@ pub fn input(app: &TestApp, users: &[(&str, &TestUser)]) -> Value {
     let (_, reporter) = users.first().expect("a user to report the issues");
     let issue_id = app.issue_id(reporter);
     let other_issue_id = app.issue_id(reporter);
+    input_with_issues(app, users, &issue_id, &other_issue_id)
+}
+
+/// [`input`] with issues the test already has.
+pub fn input_with_issues(
+    app: &TestApp,
+    users: &[(&str, &TestUser)],
+    issue_id: &str,
+    other_issue_id: &str,
+) -> Value {
     let users: serde_json::Map<String, Value> =
         users.iter().map(|(key, user)| (key.to_string(), user_json(user))).collect();
     json!({

@@ -7,11 +7,26 @@
 //! Every response that passes through the request helpers is checked for
 //! two things the contract promises everywhere: no status is ever a 5xx,
 //! and every 4xx has the error shape `{"error": {"code", "message",
-//! "details"?}}`.
+//! "details"?}}`. (Fault tests that expect a 503 ask for it with
+//! [`Checks::AllowUnavailable`].)
+//!
+//! The kit, in one place:
+//!
+//! - [`TestApp::builder`]`().env(k, v).sqlite()` / `.postgres()`: a node
+//!   in-process with configuration overrides ([`TestApp::sqlite`] and
+//!   [`TestApp::postgres`] are the shortcuts);
+//! - [`TestApp::rest`]`(&user)`: an authenticated REST client;
+//! - [`TestApp::socket`]`(&user)`: an authenticated Socket.IO client
+//!   ([`socket::SocketClient`]), [`TestApp::connect_with_auth`] for refusals;
+//! - [`binary`]: the `civicpulse` binary as a child process, and the one
+//!   `free_port`;
+//! - [`clients`]: the official JS and Python clients as child processes.
 
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod clients;
+pub mod socket;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +44,7 @@ use diesel::prelude::*;
 use reqwest::blocking::Client;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
+use socket::{SocketClient, SocketOptions};
 
 pub use reqwest::{Method, StatusCode};
 
@@ -116,24 +132,58 @@ pub struct TestApp {
     _backend: Backend,
 }
 
-impl TestApp {
+/// Configuration overrides for a [`TestApp`]; see [`TestApp::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct TestAppBuilder {
+    vars: Vec<(String, String)>,
+}
+
+impl TestAppBuilder {
+    /// Sets a configuration variable (as `Config::from_vars` reads it) over
+    /// the test defaults ([`TestApp::vars`]).
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.vars.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// A node over a fresh SQLite file in its own temporary directory.
-    pub fn sqlite() -> Self {
+    pub fn sqlite(self) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("civicpulse.db").display());
-        Self::start(url, Backend::Sqlite(dir))
+        TestApp::start(url, Backend::Sqlite(dir), self.vars)
+    }
+
+    /// A node over a freshly created PostgreSQL database, dropped again
+    /// when the app is.
+    pub fn postgres(self) -> TestApp {
+        let db = PgDatabase::create();
+        let url = db.url.clone();
+        TestApp::start(url, Backend::Postgres(db), self.vars)
+    }
+}
+
+impl TestApp {
+    /// A node with configuration overrides:
+    /// `TestApp::builder().env("AUTH_RATE_PER_MINUTE", 3).sqlite()`.
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder::default()
+    }
+
+    /// A node over a fresh SQLite file in its own temporary directory.
+    pub fn sqlite() -> Self {
+        Self::builder().sqlite()
     }
 
     /// A node over a freshly created PostgreSQL database, dropped again
     /// when the app is.
     pub fn postgres() -> Self {
-        let db = PgDatabase::create();
-        let url = db.url.clone();
-        Self::start(url, Backend::Postgres(db))
+        Self::builder().postgres()
     }
 
-    fn start(database_url: String, backend: Backend) -> Self {
-        let config = Config::from_vars(&Self::vars(&database_url)).expect("test config");
+    fn start(database_url: String, backend: Backend, overrides: Vec<(String, String)>) -> Self {
+        let mut vars = Self::vars(&database_url);
+        vars.extend(overrides);
+        let config = Config::from_vars(&vars).expect("test config");
         let node = RunningNode::start(config).expect("node starts");
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
@@ -167,6 +217,62 @@ impl TestApp {
         .collect()
     }
 
+    /// The PostgreSQL database of a `.postgres()` app (`None` on SQLite).
+    pub fn pg_database(&self) -> Option<&PgDatabase> {
+        match &self._backend {
+            Backend::Postgres(db) => Some(db),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    // ---- clients -------------------------------------------------------
+
+    /// A REST client that sends `user`'s access token.
+    pub fn rest(&self, user: &TestUser) -> Rest<'_> {
+        self.rest_with_token(&user.token)
+    }
+
+    /// A REST client that sends `token` as the bearer token.
+    pub fn rest_with_token(&self, token: &str) -> Rest<'_> {
+        Rest { app: self, token: Some(token.to_string()), checks: Checks::Contract }
+    }
+
+    /// A REST client that sends no token.
+    pub fn anonymous(&self) -> Rest<'_> {
+        Rest { app: self, token: None, checks: Checks::Contract }
+    }
+
+    /// A Socket.IO client connected as `user` (WebSocket, namespace `/`).
+    #[track_caller]
+    pub fn socket(&self, user: &TestUser) -> SocketClient {
+        self.socket_labelled(user, &user.name)
+    }
+
+    /// [`Self::socket`] with a label for failure messages (`alice tab 2`).
+    #[track_caller]
+    pub fn socket_labelled(&self, user: &TestUser, label: &str) -> SocketClient {
+        let options =
+            SocketOptions { label: label.to_string(), ..SocketOptions::auth(json!({ "token": user.token })) };
+        self.socket_with(options).unwrap_or_else(|e| panic!("{label}: CONNECT refused: {e}"))
+    }
+
+    /// Connects with any options; `Err` is the CONNECT_ERROR's data.
+    pub fn socket_with(&self, options: SocketOptions) -> Result<SocketClient, Value> {
+        SocketClient::connect(self.node.addr, options)
+    }
+
+    /// Connects with `auth` as the CONNECT's auth object (`Value::Null`:
+    /// none); `Err` is the CONNECT_ERROR's data, for refusal tests.
+    pub fn connect_with_auth(&self, auth: Value) -> Result<SocketClient, Value> {
+        self.socket_with(SocketOptions::auth(auth))
+    }
+
+    /// A WebSocket with the Engine.IO handshake done and nothing else, for
+    /// raw frames.
+    pub fn raw_socket(&self, label: &str) -> SocketClient {
+        SocketClient::open(self.node.addr, label, false)
+    }
+
     pub fn database_url(&self) -> &str {
         &self.database_url
     }
@@ -185,6 +291,18 @@ impl TestApp {
     /// error has the contract's shape.
     pub fn send(&self, method: Method, path: &str, token: Option<&str>, body: Body) -> Response {
         send(&self.client, &self.base, method, path, token, body)
+    }
+
+    /// [`Self::send`] with other checks (a fault test allows a 503).
+    pub fn send_checked(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Body,
+        checks: Checks,
+    ) -> Response {
+        send_checked(&self.client, &self.base, method, path, token, body, checks)
     }
 
     pub fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -370,6 +488,76 @@ impl TestApp {
     }
 }
 
+/// What [`send`] asserts about every response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    /// The contract everywhere: never a 5xx; every 4xx in the error shape.
+    Contract,
+    /// As [`Checks::Contract`], but a 503 is allowed, in the error shape
+    /// and with a `Retry-After` header unless it is `/readyz`'s.
+    AllowUnavailable,
+}
+
+/// An authenticated (or anonymous) REST client over a [`TestApp`]: the
+/// same requests and checks as the app's own helpers, with the token given
+/// once.
+#[derive(Clone)]
+pub struct Rest<'a> {
+    app: &'a TestApp,
+    token: Option<String>,
+    checks: Checks,
+}
+
+impl Rest<'_> {
+    /// The same client, allowing a 503 (for fault tests).
+    pub fn allowing_unavailable(mut self) -> Self {
+        self.checks = Checks::AllowUnavailable;
+        self
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    pub fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.json(Method::GET, path, None)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.json(Method::POST, path, Some(body))
+    }
+
+    /// POST without a body.
+    pub fn post_empty(&self, path: &str) -> (StatusCode, Value) {
+        self.json(Method::POST, path, None)
+    }
+
+    pub fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.json(Method::PATCH, path, Some(body))
+    }
+
+    /// PUT without a body (reactions).
+    pub fn put(&self, path: &str) -> (StatusCode, Value) {
+        self.json(Method::PUT, path, None)
+    }
+
+    /// DELETE without a body.
+    pub fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.json(Method::DELETE, path, None)
+    }
+
+    /// Any request; the full response.
+    pub fn send(&self, method: Method, path: &str, body: Body) -> Response {
+        self.app.send_checked(method, path, self.token.as_deref(), body, self.checks)
+    }
+
+    /// Any JSON request.
+    pub fn json(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let r = self.send(method, path, body.map_or(Body::Empty, Body::Json));
+        (r.status, r.json)
+    }
+}
+
 /// Sends one request; usable from threads that only hold a client.
 pub fn send(
     client: &Client,
@@ -378,6 +566,19 @@ pub fn send(
     path: &str,
     token: Option<&str>,
     body: Body,
+) -> Response {
+    send_checked(client, base, method, path, token, body, Checks::Contract)
+}
+
+/// [`send`] with the given [`Checks`].
+pub fn send_checked(
+    client: &Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Body,
+    checks: Checks,
 ) -> Response {
     let described = format!("{method} {path}");
     let mut req = client.request(method, format!("{base}{path}"));
@@ -403,8 +604,18 @@ pub fn send(
     } else {
         serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()))
     };
-    assert!(!status.is_server_error(), "{described} answered {status}: {text}");
-    if status.is_client_error() {
+    let unavailable_allowed = checks == Checks::AllowUnavailable && status == StatusCode::SERVICE_UNAVAILABLE;
+    assert!(!status.is_server_error() || unavailable_allowed, "{described} answered {status}: {text}");
+    if unavailable_allowed {
+        check_error_shape(&described, status, &headers, &json);
+        if path != "/readyz" {
+            let retry_after = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok());
+            assert!(
+                retry_after.and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s > 0),
+                "{described} {status}: Retry-After {retry_after:?}"
+            );
+        }
+    } else if status.is_client_error() {
         check_error_shape(&described, status, &headers, &json);
     } else if path.starts_with("/api/") && !text.is_empty() {
         let content_type =
@@ -646,6 +857,21 @@ impl PgDatabase {
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
         let url = with_database(&admin_url, &name);
         Self { url, admin_url, name }
+    }
+}
+
+impl PgDatabase {
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `sql` on a fresh connection to the admin database (not this
+    /// one), for fault tests: `ALTER DATABASE … ALLOW_CONNECTIONS false`.
+    pub fn admin_execute(&self, sql: &str) {
+        let mut conn = diesel::PgConnection::establish(&self.admin_url)
+            .unwrap_or_else(|e| panic!("cannot connect to PostgreSQL at {}: {e}", self.admin_url));
+        diesel::sql_query(sql).execute(&mut conn).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
 

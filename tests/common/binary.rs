@@ -1,0 +1,181 @@
+//! The `civicpulse` binary as a child process: for the command line, and
+//! for tests that must see what the real process writes to stderr. A node
+//! in-process is [`super::TestApp::builder`]; this is the one other way to
+//! start a server.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Body, Method, Response, SECRET, StatusCode, send};
+
+/// The binary Cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_civicpulse");
+
+/// How long a command may run before it is killed.
+const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// The test secret as the `JWT_SECRET` value.
+pub fn secret() -> &'static str {
+    std::str::from_utf8(SECRET).expect("ascii secret")
+}
+
+/// The binary with exactly `vars` in its environment (plus PATH), so that
+/// nothing of the test process's environment changes how it runs.
+pub fn command(vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).stdin(Stdio::null());
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    command
+}
+
+/// Runs `civicpulse args…` with exactly `vars` in `dir`; kills it if it has
+/// not exited within 60 seconds.
+pub fn run(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut cmd = command(vars);
+    cmd.args(args).current_dir(dir).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start civicpulse");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if started.elapsed() > COMMAND_LIMIT {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("civicpulse {args:?} did not exit; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `civicpulse serve` as a child process on a free port; killed when
+/// dropped. Its stderr is collected as it comes.
+pub struct Server {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Server {
+    /// Starts the binary over `database_url` with the test secret, two
+    /// workers and `vars`; waits for `/healthz`.
+    pub fn start(database_url: &str, vars: &[(&str, &str)]) -> Self {
+        let mut last_failure = String::new();
+        // A port found free can be taken before the child binds it: retry.
+        for _ in 0..3 {
+            let port = free_port().to_string();
+            let mut all = vec![
+                ("HOST", "127.0.0.1"),
+                ("PORT", port.as_str()),
+                ("WORKERS", "2"),
+                ("DATABASE_URL", database_url),
+                ("JWT_SECRET", secret()),
+            ];
+            all.extend_from_slice(vars);
+            let mut child = command(&all)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start the civicpulse binary");
+            let stderr = Arc::new(Mutex::new(String::new()));
+            let sink = stderr.clone();
+            let pipe = child.stderr.take().expect("piped stderr");
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut all = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            });
+            let http = reqwest::blocking::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client");
+            let mut server = Server { child, stderr, base: format!("http://127.0.0.1:{port}"), http };
+            match server.wait_healthy(Duration::from_secs(60)) {
+                Ok(()) => return server,
+                Err(e) => last_failure = format!("{e}\n--- stderr ---\n{}", server.stderr()),
+            }
+        }
+        panic!("the civicpulse binary did not come up: {last_failure}");
+    }
+
+    fn wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return Err(format!("it exited with {status}"));
+            }
+            let probe =
+                self.http.get(format!("{}/healthz", self.base)).timeout(Duration::from_secs(5)).send();
+            if probe.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no answer on {}/healthz within {limit:?}", self.base));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// Everything written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it.
+    #[track_caller]
+    pub fn wait_for_line(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self.stderr().lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needle:?} on stderr within {limit:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// A JSON request with the harness's checks (no 5xx, the error shape).
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let r: Response = send(&self.http, &self.base, method, path, token, Body::Json(body));
+        (r.status, r.json)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
