@@ -245,8 +245,13 @@ pub async fn rooms(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     let ready = fleet.ready.load(Ordering::Relaxed);
     eprintln!("loadgen: {ready} members ready; sending for {} s", args.duration);
 
-    // Drain: all acks in and every acknowledged message at every member.
+    // Drain: every sender has seen the drain begin (a tick that raced it
+    // may still send one more), all acks are in, and every acknowledged
+    // message is at every member.
     let drained = || {
+        if counters.active_senders.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
         let (sent, acked, errors) = (
             counters.sent.load(Ordering::Relaxed),
             counters.acked.load(Ordering::Relaxed),
