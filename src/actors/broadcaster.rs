@@ -9,7 +9,7 @@
 //! going offline, and writes and handshakes are paced by the database and
 //! by each socket's bounded inbound queue.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -25,8 +25,10 @@ struct Subscriber {
 #[derive(Default)]
 pub struct Broadcaster {
     sockets: HashMap<Arc<str>, Subscriber>,
-    /// user id → their sockets here (several tabs), for pushes to one user.
-    by_user: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// user id → their sockets here (several tabs), for pushes to one user:
+    /// a list, not a set, since a user has a few tabs and every idle
+    /// session pays for its entry.
+    by_user: HashMap<Arc<str>, Vec<Arc<str>>>,
 }
 
 impl Actor for Broadcaster {
@@ -42,7 +44,7 @@ impl Broadcaster {
 
     fn unindex(&mut self, user_id: &str, socket_id: &str) {
         if let Some(sockets) = self.by_user.get_mut(user_id) {
-            sockets.remove(socket_id);
+            sockets.retain(|s| &**s != socket_id);
             if sockets.is_empty() {
                 self.by_user.remove(user_id);
             }
@@ -84,7 +86,7 @@ impl Handler<Subscribe> for Broadcaster {
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
         // Subscribing again replaces the old entry, index included.
         self.forget(&msg.socket_id);
-        self.by_user.entry(msg.user_id.clone()).or_default().insert(msg.socket_id.clone());
+        self.by_user.entry(msg.user_id.clone()).or_default().push(msg.socket_id.clone());
         self.sockets.insert(msg.socket_id, Subscriber { user_id: msg.user_id, recipient: msg.recipient });
     }
 }
