@@ -91,3 +91,39 @@ fn a_client_that_stops_reading_is_disconnected_and_the_room_carries_on() {
         .expect("slow client counter");
     assert!(disconnects >= 1, "{metrics}");
 }
+
+/// The other direction: a client that floods `message:send` without
+/// reading is held back by TCP once the server has its bound of events in
+/// hand (each counts until its message is stored), instead of the server
+/// reading everything into memory. Storage is held still (the test takes
+/// SQLite's write lock), so the count is exact rather than a race with the
+/// writer; once storage moves again, so does the flood, and a neighbour is
+/// served.
+#[test]
+fn a_client_that_floods_without_reading_is_not_read_past_its_bound() {
+    use diesel::RunQueryDsl;
+
+    let app = TestApp::sqlite();
+    let (alice, bob) = (app.register("alice"), app.register("bob"));
+    let issue_id = app.issue_id(&alice);
+    let mut flooder = app.socket_labelled(&alice, "alice (floods)");
+    let mut neighbour = app.socket_labelled(&bob, "bob (reads)");
+    neighbour.join(&issue_id);
+
+    let mut lock = app.node.services.domain.db.get().expect("a connection");
+    diesel::sql_query("BEGIN IMMEDIATE").execute(&mut *lock).expect("take the write lock");
+    // ~2 KB each, no acks asked: 100,000 of them are 200 MB, far more than
+    // the kernel's buffers hold.
+    let frame = format!(r#"42["message:send",{{"issueId":"{issue_id}","content":"{}"}}]"#, "x".repeat(2000));
+    let total = 100_000;
+    let written = flooder.flood(&frame, total, Duration::from_millis(1500));
+    diesel::sql_query("ROLLBACK").execute(&mut *lock).expect("release the write lock");
+    drop(lock);
+    assert!(written < total, "the server read all {total} messages (200 MB) while none could be stored");
+
+    // Storage moves again: the neighbour's own message is stored and
+    // reaches it, behind those of the flood that were in hand.
+    let ack = neighbour.emit("message:send", json!({ "issueId": issue_id, "content": "still here" }));
+    assert_eq!(ack["ok"], true, "{ack}");
+    neighbour.expect_matching("message:new", |m| m["content"] == "still here");
+}

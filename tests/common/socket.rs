@@ -12,7 +12,7 @@
 //! not reading at all) are here too, for protocol and backpressure tests.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -374,6 +374,36 @@ impl SocketClient {
         self.send_frame(Message::text(text));
     }
 
+    /// Writes the text frame `text` up to `max` times without reading
+    /// anything, straight onto the TCP stream; answers how many went out
+    /// before a write stalled for `stall` (the server stopped reading, and
+    /// the kernel's buffers on both sides are full), or `max`.
+    pub fn flood(&mut self, text: &str, max: usize, stall: Duration) -> usize {
+        let mut frame = tungstenite::protocol::frame::Frame::message(
+            text.as_bytes().to_vec(),
+            tungstenite::protocol::frame::coding::OpCode::Data(
+                tungstenite::protocol::frame::coding::Data::Text,
+            ),
+            true,
+        );
+        // Clients mask their frames (RFC 6455 5.3).
+        frame.header_mut().mask = Some(rand_mask());
+        let mut bytes = Vec::new();
+        frame.format(&mut bytes).expect("encode a frame into memory");
+        let stream = self.ws.get_mut();
+        stream.set_write_timeout(Some(stall)).expect("write timeout");
+        let mut written = 0;
+        while written < max {
+            match stream.write_all(&bytes) {
+                Ok(()) => written += 1,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) => panic!("{}: write failed after {written} frames: {e}", self.label),
+            }
+        }
+        stream.set_write_timeout(None).expect("write timeout");
+        written
+    }
+
     /// Reads one frame, waiting up to `within`. Engine.IO pings are not
     /// answered here (WebSocket-level ones are, by tungstenite).
     pub fn next_frame(&mut self, within: Duration) -> Frame {
@@ -485,6 +515,12 @@ impl SocketClient {
             }
         }
     }
+}
+
+/// Any four bytes will do as a mask; these vary with the clock.
+fn rand_mask() -> [u8; 4] {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    nanos.subsec_nanos().to_le_bytes()
 }
 
 /// Waits [`QUIET`] once, then takes in what every client has received, so
