@@ -102,13 +102,9 @@ pub struct ConfigError {
 const MIN_SECRET_BYTES: usize = 32;
 
 impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(&std::env::vars().collect())
-    }
-
-    /// Builds a configuration from a map of variables; `from_env` and the
-    /// tests both go through here.
+    /// Builds a configuration from a map of variables: the process
+    /// environment with the command line's flags over it (main.rs), or a
+    /// test's own.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
 

@@ -1,6 +1,6 @@
 //! Public identifiers: a kind prefix plus a 26-character ULID (Crockford
 //! base32) built from a UUIDv7, so IDs sort by creation time. Anything a
-//! client hands us is checked with [`parse`] before it reaches a query.
+//! client hands us is checked with [`is_valid`] before it reaches a query.
 
 use std::sync::Mutex;
 
