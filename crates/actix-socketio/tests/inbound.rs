@@ -103,7 +103,7 @@ fn a_websocket_that_floods_is_not_read_past_the_bound_and_resumes_when_events_fi
     }
     let tungstenite::stream::MaybeTlsStream::Plain(stream) = ws.get_mut() else { panic!("plain TCP") };
     let mut stream: TcpStream = stream.try_clone().expect("clone the stream");
-    stream.set_write_timeout(Some(Duration::from_millis(1500))).expect("write timeout");
+    stream.set_write_timeout(Some(Duration::from_millis(400))).expect("write timeout");
 
     // 1 KiB events, far more than the kernel's buffers on both sides hold.
     let frame = client_text_frame(&format!(r#"42["hold","{}"]"#, "x".repeat(1000)));
