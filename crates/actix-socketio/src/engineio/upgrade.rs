@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use super::SocketSession;
 use super::endpoint::{self, Route};
 use super::probe::WsAttach;
-use super::ws::{self, WsOutlet};
+use super::ws::{self, WsEvent, WsOutlet};
 use super::{Engine, HandlerFactory};
 use crate::protocol::engine::HttpError;
 
@@ -70,18 +70,26 @@ async fn accept<F: HandlerFactory>(engine: Arc<Engine<F>>, req: Request, mut io:
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: {accept_key}\r\n\r\n"
     );
+    let outlet = WsOutlet::new(engine.config.clone());
+    // An upgrade attaches before its 101 goes out: a client can open
+    // another WebSocket for the session only after reading this 101, so
+    // the session hears of the two in the order the client opened them
+    // (the second is the one refused), whichever worker serves each.
+    let upgrading = session.map(|session| {
+        log::debug!("websocket conn={} upgrading a polling session", outlet.id());
+        session.do_send(WsAttach(outlet.clone()));
+        session.recipient()
+    });
     if io.write_all(response.as_bytes()).await.is_err() {
+        if let Some(session) = upgrading {
+            session.do_send(WsEvent::Closed { conn_id: outlet.id() });
+        }
         return;
     }
     // Engine.IO frames are small and latency matters more than packing.
     let _ = io.set_nodelay(true);
-    let outlet = WsOutlet::new(engine.config.clone());
-    let recipient = match session {
-        Some(session) => {
-            log::debug!("websocket conn={} upgrading a polling session", outlet.id());
-            session.do_send(WsAttach(outlet.clone()));
-            session.recipient()
-        }
+    let recipient = match upgrading {
+        Some(session) => session,
         None => SocketSession::start(&engine, Some(outlet.clone()), head).1.recipient(),
     };
     // The socket outlives this request: it runs on its own task, so that
