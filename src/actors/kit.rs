@@ -3,13 +3,13 @@
 //!
 //! - [`Kit::subscribe`] hands the actor the domain events it filters for,
 //!   as [`Published`] messages;
-//! - [`Kit::push`] is a [`Push`]: sends a server event to the members of an
+//! - [`Kit::push`] is a [`Pusher`]: sends a server event to the members of an
 //!   issue's room, to every socket of one user on this node (all their
 //!   tabs), or to every socket, encoded once whatever the audience;
 //! - [`Kit::config`] is the node's validated configuration.
 //!
 //! ```ignore
-//! pub struct Shouter { push: Push }
+//! pub struct Shouter { push: Pusher }
 //!
 //! impl Actor for Shouter { type Context = Context<Self>; }
 //!
@@ -52,12 +52,12 @@ pub struct Published(pub Arc<DomainEvent>);
 #[derive(Clone)]
 pub struct Kit {
     hub: Arc<EventHub>,
-    push: Push,
+    push: Pusher,
     config: Arc<Config>,
 }
 
 impl Kit {
-    pub fn new(hub: Arc<EventHub>, push: Push, config: Arc<Config>) -> Self {
+    pub fn new(hub: Arc<EventHub>, push: Pusher, config: Arc<Config>) -> Self {
         Self { hub, push, config }
     }
 
@@ -83,7 +83,7 @@ impl Kit {
         });
     }
 
-    pub fn push(&self) -> Push {
+    pub fn push(&self) -> Pusher {
         self.push.clone()
     }
 
@@ -97,12 +97,12 @@ impl Kit {
 /// keep up is disconnected (its client reconnects and reloads) rather than
 /// silently missing an event.
 #[derive(Clone)]
-pub struct Push {
+pub struct Pusher {
     broadcaster: Addr<Broadcaster>,
     rooms: Arc<RoomDirectory>,
 }
 
-impl Push {
+impl Pusher {
     pub fn new(broadcaster: Addr<Broadcaster>, rooms: Arc<RoomDirectory>) -> Self {
         Self { broadcaster, rooms }
     }

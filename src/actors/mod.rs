@@ -55,7 +55,7 @@ impl Fanout {
 
     /// The handle through which actors (and the forwarding of domain
     /// events) send to sockets.
-    pub fn push(&self) -> kit::Push {
-        kit::Push::new(self.broadcaster.clone(), self.rooms.clone())
+    pub fn push(&self) -> kit::Pusher {
+        kit::Pusher::new(self.broadcaster.clone(), self.rooms.clone())
     }
 }

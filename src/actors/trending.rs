@@ -4,7 +4,7 @@
 //! after its count in the window has dropped below the threshold.
 //!
 //! The example of an actor that both listens (upvotes, through
-//! [`Kit::subscribe`]) and pushes (through [`Push`]). The counting is
+//! [`Kit::subscribe`]) and pushes (through [`Pusher`]). The counting is
 //! [`UpvoteWindow`], plain and tested without an actor or a clock.
 
 use std::collections::{HashMap, VecDeque};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::kit::{Kit, Published, Push};
+use super::kit::{Kit, Published, Pusher};
 use crate::domain::events::DomainEvent;
 use crate::protocol::events::{ISSUE_TRENDING, issue_trending};
 
@@ -94,7 +94,7 @@ fn expire(times: &mut VecDeque<Instant>, now: Instant, window: Duration) {
 pub struct TrendingIssues {
     counts: UpvoteWindow,
     window_secs: u64,
-    push: Push,
+    push: Pusher,
 }
 
 impl TrendingIssues {
