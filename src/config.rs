@@ -54,8 +54,16 @@ pub struct Config {
     pub jwt_secret_generated: bool,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// Cluster mode is on when set (see `cluster`).
     pub redis_url: Option<String>,
+    /// This node's name in the cluster: in Redis keys, logs and metrics.
     pub node_id: String,
+    /// Prefix of every Redis key and channel the cluster uses, so several
+    /// clusters (or test runs) can share one Redis.
+    pub redis_key_prefix: String,
+    /// Where the other nodes reach this one to forward requests for its
+    /// sessions (`http://host:port`).
+    pub node_url: String,
     pub cors_origins: Vec<String>,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
@@ -85,6 +93,8 @@ impl std::fmt::Debug for Config {
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("redis_url", &self.redis_url.is_some())
             .field("node_id", &self.node_id)
+            .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("node_url", &self.node_url)
             .field("cors_origins", &self.cors_origins)
             .field("workers", &self.workers)
             .finish_non_exhaustive()
@@ -129,9 +139,40 @@ impl Config {
         };
         let redis_url = match get("REDIS_URL") {
             Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
-                return Err(ConfigError { var: "REDIS_URL", reason: "expected redis://…".into() });
+                return Err(ConfigError {
+                    var: "REDIS_URL",
+                    reason: "expected redis://… or rediss://…".into(),
+                });
+            }
+            Some(url) if redis::Client::open(url).is_err() => {
+                return Err(ConfigError { var: "REDIS_URL", reason: "not a valid Redis URL".into() });
             }
             other => other.map(str::to_string),
+        };
+        let node_id = match get("NODE_ID") {
+            Some(id) => checked_name("NODE_ID", id)?,
+            // Unique per process, so two nodes started without one never
+            // take each other's presence for their own.
+            None => format!("node-{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 4]>())),
+        };
+        let redis_key_prefix =
+            checked_name("REDIS_KEY_PREFIX", get("REDIS_KEY_PREFIX").unwrap_or("civicpulse"))?;
+        let host = get("HOST").unwrap_or("0.0.0.0").to_string();
+        let node_url = match get("NODE_URL") {
+            Some(url)
+                if url.starts_with("http://")
+                    && url.len() > 7
+                    && !url[7..].contains(['/', '?', '#', ' ']) =>
+            {
+                url.trim_end_matches('/').to_string()
+            }
+            Some(_) => {
+                return Err(ConfigError { var: "NODE_URL", reason: "expected http://host:port".into() });
+            }
+            None => {
+                let reachable = if host == "0.0.0.0" || host == "::" { "127.0.0.1" } else { host.as_str() };
+                format!("http://{reachable}:{port}")
+            }
         };
         let cors_origins = get("CORS_ORIGINS")
             .map(|s| s.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect())
@@ -139,7 +180,7 @@ impl Config {
         let default_workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
 
         Ok(Self {
-            host: get("HOST").unwrap_or("0.0.0.0").to_string(),
+            host,
             port,
             database_url,
             jwt_secret,
@@ -147,9 +188,9 @@ impl Config {
             access_token_ttl: secs("ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
             refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
             redis_url,
-            node_id: get("NODE_ID")
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("node-{}", std::process::id())),
+            node_id,
+            redis_key_prefix,
+            node_url,
             cors_origins,
             ping_interval: millis("PING_INTERVAL_MS", 25_000)?,
             ping_timeout: millis("PING_TIMEOUT_MS", 20_000)?,
@@ -183,6 +224,18 @@ impl Config {
             )
             .map(Duration::from_secs)?,
         })
+    }
+}
+
+/// A name that goes into Redis keys and channels: 1 to 64 of
+/// `[A-Za-z0-9_.:-]`.
+fn checked_name(var: &'static str, raw: &str) -> Result<String, ConfigError> {
+    let ok = (1..=64).contains(&raw.len())
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(ConfigError { var, reason: format!("{raw:?} must be 1 to 64 of A-Z a-z 0-9 _ - . :") })
     }
 }
 
@@ -232,6 +285,12 @@ mod tests {
             ("JWT_SECRET", "short"),
             ("PING_INTERVAL_MS", "-1"),
             ("REDIS_URL", "http://x"),
+            ("REDIS_URL", "redis://host:notaport"),
+            ("NODE_ID", "has space"),
+            ("NODE_ID", "n".repeat(65).as_str()),
+            ("REDIS_KEY_PREFIX", "a{b}"),
+            ("NODE_URL", "ftp://x"),
+            ("NODE_URL", "http://x/path"),
             ("TRENDING_UPVOTES", "0"),
             ("TRENDING_UPVOTES", "1000001"),
             ("TRENDING_UPVOTES", "ten"),
@@ -242,6 +301,24 @@ mod tests {
             let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{var}={value}");
         }
+    }
+
+    #[test]
+    fn cluster_settings() {
+        let a = Config::from_vars(&vars(&[])).unwrap();
+        let b = Config::from_vars(&vars(&[])).unwrap();
+        assert_ne!(a.node_id, b.node_id, "generated node ids are unique");
+        assert_eq!(a.redis_key_prefix, "civicpulse");
+        assert_eq!(a.node_url, "http://127.0.0.1:3001");
+        let c = Config::from_vars(&vars(&[
+            ("REDIS_URL", "rediss://h:6380/0"),
+            ("NODE_ID", "web-1"),
+            ("NODE_URL", "http://10.0.0.5:3001/"),
+            ("HOST", "10.0.0.5"),
+        ]))
+        .unwrap();
+        assert_eq!((c.node_id.as_str(), c.node_url.as_str()), ("web-1", "http://10.0.0.5:3001"));
+        assert_eq!(c.redis_url.as_deref(), Some("rediss://h:6380/0"));
     }
 
     #[test]

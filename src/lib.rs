@@ -5,11 +5,12 @@
 //! actors and the socket app (subscribers of domain events) → HTTP.
 //!
 //! Modules depend only on those below them: ids, timestamp, config,
-//! metrics → auth → db → domain → protocol → actors → realtime → http →
-//! this file (and main.rs).
+//! metrics → auth → db → domain → protocol → cluster → actors → realtime →
+//! http → this file (and main.rs).
 
 pub mod actors;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -36,6 +37,8 @@ use metrics::Metrics;
 pub enum StartError {
     #[error(transparent)]
     Db(#[from] db::DbError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error("server failed: {0}")]
@@ -80,10 +83,26 @@ impl Services {
         Ok(Self { config: Arc::new(config), domain, metrics })
     }
 
-    /// Starts the actors and subscribes them to domain events; answers the
-    /// Socket.IO engine. Must run inside the actix system.
-    fn start_actors(&self) -> Arc<realtime::CivicEngine> {
-        let fanout = actors::Fanout::start(&self.metrics);
+    /// Joins the cluster (with `REDIS_URL`), starts the actors and
+    /// subscribes them to domain events; answers the Socket.IO engine.
+    /// Must run inside the actix system.
+    fn start_actors(
+        &self,
+    ) -> Result<(Arc<realtime::CivicEngine>, Option<Arc<cluster::Cluster>>), StartError> {
+        let cluster = match &self.config.redis_url {
+            Some(url) => {
+                let (cluster, pending) = cluster::Cluster::new(&self.config, url, &self.metrics)?;
+                log::info!(
+                    target: "civicpulse::cluster",
+                    "cluster mode: node={} tag={} url={} prefix={}",
+                    cluster.node, cluster.tag, cluster.url, self.config.redis_key_prefix
+                );
+                Some((cluster, pending))
+            }
+            None => None,
+        };
+        let handle = cluster.as_ref().map(|(c, _)| c.clone());
+        let fanout = actors::Fanout::start(&self.metrics, cluster);
         if self.domain.presence.attach(fanout.presence.clone()).is_err() {
             log::error!("presence directory attached twice; keeping the first");
         }
@@ -96,17 +115,18 @@ impl Services {
             fanout.push(),
             self.config.clone(),
         ));
-        engine
+        Ok((engine, handle))
     }
 }
 
 /// Builds the HTTP server on `addr`; the caller runs it.
 fn http_server(
     services: &Services,
-    socket_io: Arc<realtime::CivicEngine>,
+    (socket_io, cluster): (Arc<realtime::CivicEngine>, Option<Arc<cluster::Cluster>>),
     addr: &str,
 ) -> Result<(actix_web::dev::Server, SocketAddr), StartError> {
     let s = services.clone();
+    let readiness = web::Data::new(http::handlers::ops::Readiness { cluster });
     let auth_limit =
         web::Data::new(http::rate_limit::AuthRateLimit::new(services.config.auth_rate_per_minute));
     let listener = actix_socketio::engineio::server::bind(addr)
@@ -117,6 +137,7 @@ fn http_server(
         App::new()
             .app_data(web::Data::new(s.domain.clone()))
             .app_data(auth_limit.clone())
+            .app_data(readiness.clone())
             .app_data(web::Data::from(s.metrics.clone()))
             .wrap(cors(&s.config.cors_origins))
             .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("civicpulse::http"))
@@ -155,7 +176,7 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 pub async fn serve(config: Config) -> Result<(), StartError> {
     let addr = format!("{}:{}", config.host, config.port);
     let services = Services::build(config)?;
-    let realtime = services.start_actors();
+    let realtime = services.start_actors()?;
     let (server, _) = http_server(&services, realtime, &addr)?;
     log::info!("civicpulse listening on http://{addr} (node {})", services.config.node_id);
     server.await?;
@@ -181,10 +202,7 @@ impl RunningNode {
         let s = services.clone();
         let thread = std::thread::spawn(move || {
             let system = actix_rt::System::new();
-            let started = system.block_on(async {
-                let realtime = s.start_actors();
-                http_server(&s, realtime, &addr)
-            });
+            let started = system.block_on(async { http_server(&s, s.start_actors()?, &addr) });
             match started {
                 Ok((server, bound)) => {
                     let handle = server.handle();

@@ -18,6 +18,73 @@ pub struct Metrics {
     pub handshake_failures: AtomicU64,
     /// Handed to the Socket.IO engine, which counts into it.
     pub engine: Arc<EngineStats>,
+    /// Cluster mode's counters (all zero on a single node).
+    pub cluster: Arc<ClusterStats>,
+}
+
+/// What the cluster link counts: an operator's view of the bus and of
+/// Redis faults.
+#[derive(Default)]
+pub struct ClusterStats {
+    /// 1 while Redis answers the heartbeat.
+    pub redis_up: AtomicI64,
+    pub published: AtomicU64,
+    /// Events that never reached Redis (it was away, or the queue full).
+    pub publish_failures: AtomicU64,
+    /// Events from other nodes delivered here.
+    pub received: AtomicU64,
+    /// Events of other nodes that never arrived (gaps in their numbering).
+    pub missed: AtomicU64,
+    /// Times the Redis connection was lost (events published meanwhile
+    /// are missed).
+    pub disconnects: AtomicU64,
+    pub decode_failures: AtomicU64,
+    pub emitter_received: AtomicU64,
+    pub emitter_refused: AtomicU64,
+    pub presence_failures: AtomicU64,
+    pub presence_resyncs: AtomicU64,
+    pub nodes_reaped: AtomicU64,
+}
+
+impl ClusterStats {
+    fn render(&self, out: &mut String) {
+        let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP civicpulse_cluster_redis_up 1 while Redis answers this node.\n# TYPE civicpulse_cluster_redis_up gauge\ncivicpulse_cluster_redis_up {}",
+            self.redis_up.load(Ordering::Relaxed)
+        );
+        for (name, help, value) in [
+            ("published", "Events published to the other nodes.", c(&self.published)),
+            (
+                "publish_failures",
+                "Events that could not be published (Redis away or the queue full).",
+                c(&self.publish_failures),
+            ),
+            ("received", "Events from other nodes delivered here.", c(&self.received)),
+            ("missed", "Events of other nodes that never arrived here.", c(&self.missed)),
+            ("disconnects", "Times the Redis connection was lost.", c(&self.disconnects)),
+            ("decode_failures", "Bus messages that could not be read.", c(&self.decode_failures)),
+            ("emitter_received", "Emitter broadcasts delivered here.", c(&self.emitter_received)),
+            (
+                "emitter_refused",
+                "Emitter messages ignored (unsupported or malformed).",
+                c(&self.emitter_refused),
+            ),
+            (
+                "presence_failures",
+                "Presence changes Redis did not take (resynced later).",
+                c(&self.presence_failures),
+            ),
+            ("presence_resyncs", "Times this node rewrote its presence in Redis.", c(&self.presence_resyncs)),
+            ("nodes_reaped", "Dead nodes whose users this node took offline.", c(&self.nodes_reaped)),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP civicpulse_cluster_{name}_total {help}\n# TYPE civicpulse_cluster_{name}_total counter\ncivicpulse_cluster_{name}_total {value}"
+            );
+        }
+    }
 }
 
 impl Metrics {
@@ -71,6 +138,7 @@ impl Metrics {
             "Sockets closed because their client stopped reading.",
             self.engine.slow_client_disconnects.load(Ordering::Relaxed),
         );
+        self.cluster.render(&mut out);
         let _ = writeln!(
             out,
             "# HELP civicpulse_events_emitted_total Events emitted, by name.\n# TYPE civicpulse_events_emitted_total counter"

@@ -2,6 +2,11 @@
 //! typing state; one actor per issue with members. Rooms are found (and
 //! created on first join) through the [`RoomDirectory`] and stop when their
 //! last member leaves.
+//!
+//! In cluster mode a typist's state lives on the node of the socket that
+//! typed: that room announces it, here and (over the bus) to the room's
+//! members on every other node, and clears it there too; the other nodes
+//! only deliver.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +18,7 @@ use dashmap::DashMap;
 use serde_json::json;
 
 use super::fanout::{Delivery, offer_frame};
+use crate::cluster::{Cluster, To};
 use crate::metrics::Metrics;
 use crate::protocol::events::{USER_TYPING, encode};
 use actix_socketio::engineio::{Push, SharedMessage};
@@ -32,6 +38,8 @@ struct Entry {
 pub struct RoomDirectory {
     rooms: DashMap<String, Entry>,
     metrics: Arc<Metrics>,
+    /// Where typing is announced to the other nodes.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// One member socket.
@@ -42,8 +50,8 @@ pub struct Member {
 }
 
 impl RoomDirectory {
-    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self { rooms: DashMap::new(), metrics })
+    pub fn new(metrics: Arc<Metrics>, cluster: Option<Arc<Cluster>>) -> Arc<Self> {
+        Arc::new(Self { rooms: DashMap::new(), metrics, cluster })
     }
 
     /// Adds a socket to an issue's room, starting the room if needed.
@@ -72,8 +80,20 @@ impl RoomDirectory {
 
     /// Sends a frame to the members of an issue's room, if it has any here.
     pub fn send_to_room(&self, issue_id: &str, frame: Arc<SharedMessage>) {
+        self.send_to_members(issue_id, frame, None, Delivery::Required);
+    }
+
+    /// Sends a frame to the room's members here but those of `except_user`;
+    /// `volatile` frames a member who is behind may go without.
+    pub fn send_to_members(
+        &self,
+        issue_id: &str,
+        frame: Arc<SharedMessage>,
+        except_user: Option<Arc<str>>,
+        delivery: Delivery,
+    ) {
         if let Some(entry) = self.rooms.get(issue_id) {
-            entry.addr.do_send(ToMembers(frame));
+            entry.addr.do_send(ToMembers { frame, except_user, delivery });
         }
     }
 
@@ -168,7 +188,10 @@ impl IssueRoom {
     ) {
         let payload = json!({ "issueId": self.issue_id, "userId": user_id, "displayName": display_name, "isTyping": is_typing });
         let frame = encode(USER_TYPING, payload);
-        // Not echoed to any of the typist's own sockets.
+        // Not echoed to any of the typist's own sockets, on any node.
+        if let Some(cluster) = self.directory.upgrade().and_then(|d| d.cluster.clone()) {
+            cluster.publish(To::Room(self.issue_id.clone()), Some(user_id), true, &frame);
+        }
         self.broadcast(&frame, Some(user_id), Delivery::Droppable, ctx);
     }
 
@@ -190,10 +213,14 @@ struct Leave {
     socket_id: Arc<str>,
 }
 
-/// A room event for every member, already encoded.
+/// A room event for the members (but one user's), already encoded.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct ToMembers(Arc<SharedMessage>);
+struct ToMembers {
+    frame: Arc<SharedMessage>,
+    except_user: Option<Arc<str>>,
+    delivery: Delivery,
+}
 
 /// A `user:typing` from a member socket.
 #[derive(Message)]
@@ -227,8 +254,8 @@ impl Handler<Leave> for IssueRoom {
 impl Handler<ToMembers> for IssueRoom {
     type Result = ();
 
-    fn handle(&mut self, ToMembers(frame): ToMembers, ctx: &mut Context<Self>) {
-        self.broadcast(&frame, None, Delivery::Required, ctx);
+    fn handle(&mut self, msg: ToMembers, ctx: &mut Context<Self>) {
+        self.broadcast(&msg.frame, msg.except_user.as_deref(), msg.delivery, ctx);
     }
 }
 

@@ -4,8 +4,9 @@
 //! - [`Kit::subscribe`] hands the actor the domain events it filters for,
 //!   as [`Published`] messages;
 //! - [`Kit::push`] is a [`Pusher`]: sends a server event to the members of an
-//!   issue's room, to every socket of one user on this node (all their
-//!   tabs), or to every socket, encoded once whatever the audience;
+//!   issue's room, to every socket of one user (all their tabs), or to
+//!   every socket, encoded once whatever the audience, on every node of the
+//!   cluster;
 //! - [`Kit::config`] is the node's validated configuration.
 //!
 //! ```ignore
@@ -39,6 +40,7 @@ use serde_json::Value;
 
 use super::broadcaster::{Broadcast, Broadcaster, ToUser};
 use super::issue_room::RoomDirectory;
+use crate::cluster::{Cluster, To};
 use crate::config::Config;
 use crate::domain::events::{DomainEvent, EventHub};
 use crate::protocol::events::encode;
@@ -92,33 +94,51 @@ impl Kit {
     }
 }
 
-/// Sends server events to sockets on this node. Each call encodes the
-/// event once; every recipient shares the bytes. A recipient that cannot
-/// keep up is disconnected (its client reconnects and reloads) rather than
-/// silently missing an event.
+/// Sends server events to sockets: this node's, and in cluster mode the
+/// other nodes' (over the bus). Each call encodes the event once; every
+/// recipient shares the bytes. A recipient that cannot keep up is
+/// disconnected (its client reconnects and reloads) rather than silently
+/// missing an event.
 #[derive(Clone)]
 pub struct Pusher {
     broadcaster: Addr<Broadcaster>,
     rooms: Arc<RoomDirectory>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Pusher {
-    pub fn new(broadcaster: Addr<Broadcaster>, rooms: Arc<RoomDirectory>) -> Self {
-        Self { broadcaster, rooms }
+    pub fn new(
+        broadcaster: Addr<Broadcaster>,
+        rooms: Arc<RoomDirectory>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
+        Self { broadcaster, rooms, cluster }
     }
 
     /// To every connected socket.
     pub fn to_everyone(&self, event: &str, payload: Value) {
-        self.broadcaster.do_send(Broadcast(encode(event, payload)));
+        let frame = encode(event, payload);
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(To::Everyone, None, false, &frame);
+        }
+        self.broadcaster.do_send(Broadcast(frame));
     }
 
-    /// To the members of `room:issue:<issue_id>`, if it has any here.
+    /// To the members of `room:issue:<issue_id>`.
     pub fn to_room(&self, issue_id: &str, event: &str, payload: Value) {
-        self.rooms.send_to_room(issue_id, encode(event, payload));
+        let frame = encode(event, payload);
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(To::Room(issue_id.to_string()), None, false, &frame);
+        }
+        self.rooms.send_to_room(issue_id, frame);
     }
 
-    /// To every socket of one user (all their tabs) on this node.
+    /// To every socket of one user (all their tabs).
     pub fn to_user(&self, user_id: &str, event: &str, payload: Value) {
-        self.broadcaster.do_send(ToUser { user_id: user_id.into(), frame: encode(event, payload) });
+        let frame = encode(event, payload);
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(To::User(user_id.to_string()), None, false, &frame);
+        }
+        self.broadcaster.do_send(ToUser { user_id: user_id.into(), frame });
     }
 }

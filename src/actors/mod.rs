@@ -16,7 +16,7 @@
 //! `actix-socketio` (transport) and `realtime` (CivicPulse's events).
 
 pub mod broadcaster;
-mod fanout;
+pub mod fanout;
 pub mod issue_room;
 pub mod kit;
 pub mod notifier;
@@ -27,6 +27,8 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::cluster::presence::Link;
+use crate::cluster::{Cluster, Inbound, Pending, To};
 use crate::metrics::Metrics;
 
 /// Starts every actor of the app. To add one: a new file in this
@@ -43,19 +45,54 @@ pub struct Fanout {
     pub broadcaster: Addr<broadcaster::Broadcaster>,
     pub rooms: Arc<issue_room::RoomDirectory>,
     pub presence: Addr<presence::PresenceRegistry>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Fanout {
-    pub fn start(metrics: &Arc<Metrics>) -> Self {
+    /// In cluster mode (`cluster` given) what is pushed also goes to the
+    /// other nodes, and presence is the cluster's.
+    pub fn start(metrics: &Arc<Metrics>, cluster: Option<(Arc<Cluster>, Pending)>) -> Self {
+        let (cluster, pending) = cluster.unzip();
         let broadcaster = broadcaster::Broadcaster::default().start();
-        let presence = presence::PresenceRegistry::new(broadcaster.clone(), metrics.clone()).start();
-        let rooms = issue_room::RoomDirectory::new(metrics.clone());
-        Self { broadcaster, rooms, presence }
+        let rooms = issue_room::RoomDirectory::new(metrics.clone(), cluster.clone());
+        let push = kit::Pusher::new(broadcaster.clone(), rooms.clone(), cluster.clone());
+        let (link, transitions) = match &cluster {
+            Some(cluster) => {
+                let push = push.clone();
+                let (link, transitions) =
+                    Link::new(Arc::new(move |user, online| presence::announce(&push, user, online)));
+                (Some(link), Some((cluster.clone(), transitions)))
+            }
+            None => (None, None),
+        };
+        let presence = presence::PresenceRegistry::new(push, metrics.clone(), transitions).start();
+        if let (Some(cluster), Some(pending), Some(link)) = (&cluster, pending, link) {
+            let (broadcaster, rooms) = (broadcaster.clone(), rooms.clone());
+            cluster.run(pending, Arc::new(move |inbound| deliver(&broadcaster, &rooms, inbound)), link);
+        }
+        Self { broadcaster, rooms, presence, cluster }
     }
 
     /// The handle through which actors (and the forwarding of domain
     /// events) send to sockets.
     pub fn push(&self) -> kit::Pusher {
-        kit::Pusher::new(self.broadcaster.clone(), self.rooms.clone())
+        kit::Pusher::new(self.broadcaster.clone(), self.rooms.clone(), self.cluster.clone())
+    }
+}
+
+/// Hands what another node published to this node's sockets.
+fn deliver(
+    broadcaster: &Addr<broadcaster::Broadcaster>,
+    rooms: &issue_room::RoomDirectory,
+    inbound: Inbound,
+) {
+    let Inbound { to, except_user, volatile, frame } = inbound;
+    match to {
+        To::Everyone => broadcaster.do_send(broadcaster::Broadcast(frame)),
+        To::Room(issue_id) => {
+            let delivery = if volatile { fanout::Delivery::Droppable } else { fanout::Delivery::Required };
+            rooms.send_to_members(&issue_id, frame, except_user.map(Into::into), delivery);
+        }
+        To::User(user_id) => broadcaster.do_send(broadcaster::ToUser { user_id: user_id.into(), frame }),
     }
 }

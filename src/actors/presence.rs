@@ -3,6 +3,11 @@
 //! `presence:update` goes out on their first socket and after their last.
 //! It is the domain's presence [`Directory`]: `domain::presence::list`
 //! (REST and the socket's `presence:list`) asks it.
+//!
+//! In cluster mode it hands this node's transitions to the cluster's
+//! presence link, which announces the cluster's (first socket anywhere,
+//! last socket anywhere), and lists the cluster's users; while Redis is
+//! away it lists this node's.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -11,30 +16,49 @@ use std::sync::atomic::Ordering;
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
 
-use super::broadcaster::{Broadcast, Broadcaster};
+use super::kit::Pusher;
+use crate::cluster::Cluster;
+use crate::cluster::presence::{Transition, Transitions};
 use crate::domain::presence::{Directory, OnlineUser};
 use crate::domain::{DomainError, DomainResult};
 use crate::metrics::Metrics;
-use crate::protocol::events::{PRESENCE_UPDATE, encode};
+use crate::protocol::events::{PRESENCE_UPDATE, presence_update};
 
 pub struct PresenceRegistry {
     /// Ordered by user id so listings are stable.
     users: BTreeMap<String, (OnlineUser, HashSet<Arc<str>>)>,
-    broadcaster: Addr<Broadcaster>,
+    push: Pusher,
     metrics: Arc<Metrics>,
+    cluster: Option<(Arc<Cluster>, Transitions)>,
 }
 
 impl PresenceRegistry {
-    pub fn new(broadcaster: Addr<Broadcaster>, metrics: Arc<Metrics>) -> Self {
-        Self { users: BTreeMap::new(), broadcaster, metrics }
+    pub fn new(push: Pusher, metrics: Arc<Metrics>, cluster: Option<(Arc<Cluster>, Transitions)>) -> Self {
+        Self { users: BTreeMap::new(), push, metrics, cluster }
     }
 
-    fn announce(&self, user: &OnlineUser, online: bool) {
-        let payload = serde_json::json!({
-            "userId": user.user_id, "displayName": user.display_name, "online": online, "city": user.city,
-        });
-        self.broadcaster.do_send(Broadcast(encode(PRESENCE_UPDATE, payload)));
+    /// This node's first socket of a user, or its last one gone.
+    fn changed(&self, user: &OnlineUser, online: bool) {
+        match &self.cluster {
+            Some((_, link)) if online => link.send(Transition::Online(user.clone())),
+            Some((_, link)) => link.send(Transition::Offline(user.user_id.clone())),
+            None => announce(&self.push, user, online),
+        }
     }
+
+    fn local(&self, city: Option<&str>) -> Vec<OnlineUser> {
+        self.users
+            .values()
+            .map(|(user, _)| user)
+            .filter(|user| city.is_none() || user.city.as_deref() == city)
+            .cloned()
+            .collect()
+    }
+}
+
+/// `presence:update` to every socket (of the cluster, in cluster mode).
+pub fn announce(push: &Pusher, user: &OnlineUser, online: bool) {
+    push.to_everyone(PRESENCE_UPDATE, presence_update(user, online));
 }
 
 /// The mailbox has no bound of its own (every sender uses `do_send` or
@@ -75,7 +99,7 @@ impl Handler<SocketOnline> for PresenceRegistry {
         entry.1.insert(msg.socket_id);
         if first {
             self.metrics.online_users.fetch_add(1, Ordering::Relaxed);
-            self.announce(&msg.user, true);
+            self.changed(&msg.user, true);
         }
     }
 }
@@ -90,23 +114,27 @@ impl Handler<SocketOffline> for PresenceRegistry {
             && let Some((user, _)) = self.users.remove(&msg.user_id)
         {
             self.metrics.online_users.fetch_sub(1, Ordering::Relaxed);
-            self.announce(&user, false);
+            self.changed(&user, false);
         }
     }
 }
 
 impl Handler<ListOnline> for PresenceRegistry {
-    type Result = MessageResult<ListOnline>;
+    type Result = ResponseFuture<Vec<OnlineUser>>;
 
     fn handle(&mut self, msg: ListOnline, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(
-            self.users
-                .values()
-                .map(|(user, _)| user)
-                .filter(|user| msg.city.is_none() || user.city == msg.city)
-                .cloned()
-                .collect(),
-        )
+        // Taken now, in case Redis does not answer.
+        let local = self.local(msg.city.as_deref());
+        let Some((cluster, _)) = self.cluster.clone() else { return Box::pin(async move { local }) };
+        Box::pin(async move {
+            match crate::cluster::presence::list(&cluster, msg.city.as_deref()).await {
+                Ok(users) => users,
+                Err(e) => {
+                    log::warn!(target: "civicpulse::cluster", "node={} cannot list the cluster's presence ({e}); answering with this node's", cluster.node);
+                    local
+                }
+            }
+        })
     }
 }
 

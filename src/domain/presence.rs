@@ -6,12 +6,12 @@
 use std::sync::{Arc, OnceLock};
 
 use futures_util::future::BoxFuture;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::input::check_city;
 use super::{Domain, DomainError, DomainResult};
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct OnlineUser {
     pub user_id: String,

@@ -3,7 +3,7 @@
 
 pub mod error;
 pub mod extract;
-mod handlers;
+pub mod handlers;
 pub mod rate_limit;
 
 use actix_web::http::{StatusCode, header};

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::domain::WireError;
 use crate::domain::events::DomainEvent;
+use crate::domain::presence::OnlineUser;
 
 /// CivicPulse serves one Socket.IO namespace.
 pub const NAMESPACE: &str = "/";
@@ -61,6 +62,12 @@ pub fn server_event(event: &DomainEvent) -> (Audience<'_>, &'static str, Value) 
 /// `window_secs` seconds; `upvotes` is its total.
 pub fn issue_trending(issue_id: &str, upvotes: i64, recent_upvotes: usize, window_secs: u64) -> Value {
     json!({ "issueId": issue_id, "upvotes": upvotes, "recentUpvotes": recent_upvotes, "windowSecs": window_secs })
+}
+
+/// `presence:update`: a user came online (first socket) or went offline
+/// (last socket gone).
+pub fn presence_update(user: &OnlineUser, online: bool) -> Value {
+    json!({ "userId": user.user_id, "displayName": user.display_name, "online": online, "city": user.city })
 }
 
 /// A server event as the frame every recipient shares: encoded once, here.

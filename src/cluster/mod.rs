@@ -1,0 +1,392 @@
+//! Cluster mode: nodes sharing one Redis behave as one server.
+//!
+//! - [`wire`]: what one node tells the others (pure);
+//! - [`emitter`]: what `@socket.io/redis-emitter` publishes (pure);
+//! - [`presence`]: who is online cluster-wide, node heartbeats, and the
+//!   reaping of nodes that died without a goodbye (Lua scripts);
+//! - this file: the [`Cluster`] handle, its Redis connection, the bus
+//!   (publishing and the delivery of what the others publish) and the
+//!   routes other nodes use to forward requests for this node's sessions.
+//!
+//! Nothing on a socket's or a request's path waits for Redis: publishing
+//! queues (bounded) for one task that pipelines, what arrives is handed to
+//! the actors with `do_send`, and the node keeps serving its own sockets
+//! while Redis is away. One connection (RESP3) carries commands and the
+//! subscriptions; `redis::aio::ConnectionManager` reconnects it, and the
+//! heartbeat subscribes again and re-announces this node's users.
+
+pub mod emitter;
+pub mod presence;
+pub mod wire;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_socketio::engineio::SharedMessage;
+use dashmap::DashMap;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::metrics::{ClusterStats, Metrics};
+pub use wire::To;
+use wire::{BusMessage, WireError};
+
+/// Bus messages that may wait to be published. Beyond it they are counted
+/// as not published, rather than grow without bound while Redis is slow.
+const OUTBOX: usize = 65_536;
+/// Publishes sent to Redis in one pipeline.
+const BATCH: usize = 512;
+/// How long a Redis command may take before it counts as failed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Something another node (or an emitter) published, for this node's
+/// sockets.
+pub struct Inbound {
+    pub to: To,
+    pub except_user: Option<String>,
+    /// May be dropped for a socket that is behind (typing indicators).
+    pub volatile: bool,
+    pub frame: Arc<SharedMessage>,
+}
+
+/// Hands what arrives to this node's sockets (the actors, wired in lib.rs).
+pub type Deliver = Arc<dyn Fn(Inbound) + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot use REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Redis keys and channels of one cluster. Keys share one hash tag, so the
+/// scripts that touch several of them also run on a Redis Cluster.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_string() }
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{{{}}}:{rest}", self.prefix)
+    }
+
+    /// The channel of the bus.
+    pub fn events(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    pub fn alive(&self, node: &str) -> String {
+        self.key(&format!("alive:{node}"))
+    }
+
+    /// node id → its session tag.
+    pub fn nodes(&self) -> String {
+        self.key("nodes")
+    }
+
+    /// session tag → the node's URL.
+    pub fn routes(&self) -> String {
+        self.key("routes")
+    }
+
+    pub fn node_users(&self, node: &str) -> String {
+        self.key(&format!("presence:node:{node}"))
+    }
+
+    /// user id → on how many nodes they have a socket.
+    pub fn user_nodes(&self) -> String {
+        self.key("presence:count")
+    }
+
+    /// user id → their presence entry (JSON).
+    pub fn user_info(&self) -> String {
+        self.key("presence:info")
+    }
+}
+
+/// The session tag of a node: a short, stable digest of its id, which every
+/// session id it makes starts with (so a request that reaches another node
+/// can be forwarded to it) and which says nothing about the node's name.
+pub fn session_tag(node_id: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(node_id.as_bytes())[..4])
+}
+
+/// This node's membership of the cluster.
+pub struct Cluster {
+    pub node: Arc<str>,
+    /// Starts every session id this node makes.
+    pub tag: String,
+    /// Where other nodes forward requests for this node's sessions.
+    pub url: String,
+    pub keys: Keys,
+    conn: ConnectionManager,
+    outbox: mpsc::Sender<String>,
+    seq: AtomicU64,
+    /// node id → the last sequence number heard from it, to count what was
+    /// missed.
+    heard: DashMap<String, u64>,
+    /// Set when the connection dropped: subscriptions and this node's
+    /// presence must be made again.
+    lost: AtomicBool,
+    healthy: AtomicBool,
+    /// tag → the node's URL (or none), and when it was looked up.
+    routes: DashMap<String, (Option<String>, Instant)>,
+    pub stats: Arc<ClusterStats>,
+}
+
+/// What `Cluster::new` leaves for `Cluster::run`.
+pub struct Pending {
+    outbox: mpsc::Receiver<String>,
+    pushes: mpsc::UnboundedReceiver<PushInfo>,
+}
+
+impl Cluster {
+    /// Connects lazily: a node starts (and serves its own sockets) while
+    /// Redis is away, and joins the cluster when it comes. Runs nothing yet
+    /// ([`Cluster::run`] does, inside the actix system).
+    pub fn new(config: &Config, url: &str, metrics: &Metrics) -> Result<(Arc<Self>, Pending), ClusterError> {
+        let info = redis::IntoConnectionInfo::into_connection_info(url)?;
+        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))?;
+        let (push_tx, pushes) = mpsc::unbounded_channel();
+        let manager_config = ConnectionManagerConfig::new()
+            .set_push_sender(push_tx)
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
+        let cluster = Arc::new(Self {
+            node: config.node_id.as_str().into(),
+            tag: session_tag(&config.node_id),
+            url: config.node_url.clone(),
+            keys: Keys::new(&config.redis_key_prefix),
+            conn,
+            outbox,
+            seq: AtomicU64::new(0),
+            heard: DashMap::new(),
+            lost: AtomicBool::new(true),
+            healthy: AtomicBool::new(false),
+            routes: DashMap::new(),
+            stats: metrics.cluster.clone(),
+        });
+        Ok((cluster, Pending { outbox: outbox_rx, pushes }))
+    }
+
+    /// Starts publishing, delivering what arrives through `deliver`, and
+    /// the heartbeat (with presence). Must run inside the actix system.
+    pub fn run(self: &Arc<Self>, pending: Pending, deliver: Deliver, presence: presence::Link) {
+        actix_rt::spawn(self.clone().publish_loop(pending.outbox));
+        actix_rt::spawn(self.clone().dispatch_loop(pending.pushes, deliver));
+        actix_rt::spawn(presence.run(self.clone()));
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Redis answered the last heartbeat.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_healthy(&self, healthy: bool) {
+        if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            self.stats.redis_up.store(i64::from(healthy), Ordering::Relaxed);
+            if healthy {
+                log::info!(target: "civicpulse::cluster", "node={} Redis is back", self.node);
+            } else {
+                log::warn!(target: "civicpulse::cluster", "node={} Redis does not answer; serving this node's sockets alone until it does", self.node);
+            }
+        }
+    }
+
+    /// True once after the connection was lost (and at start): the caller
+    /// subscribes and re-announces.
+    pub(crate) fn take_lost(&self) -> bool {
+        self.lost.swap(false, Ordering::AcqRel)
+    }
+
+    pub(crate) fn mark_lost(&self) {
+        self.lost.store(true, Ordering::Release);
+    }
+
+    /// Queues an event for the other nodes. Never waits: if the queue is
+    /// full the event is counted and logged as not published.
+    pub fn publish(&self, to: To, except_user: Option<&str>, volatile: bool, frame: &SharedMessage) {
+        let message = BusMessage {
+            node: self.node.to_string(),
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            to,
+            except_user: except_user.map(str::to_string),
+            volatile,
+            packet: frame.text.get(1..).unwrap_or_default().to_string(),
+        };
+        let encoded = match message.encode() {
+            Ok(encoded) => encoded,
+            Err(e) => return self.not_published(1, &e.to_string()),
+        };
+        if self.outbox.try_send(encoded).is_err() {
+            self.not_published(1, "the outbox is full");
+        }
+    }
+
+    fn not_published(&self, n: u64, why: &str) {
+        self.stats.publish_failures.fetch_add(n, Ordering::Relaxed);
+        log::warn!(target: "civicpulse::cluster", "node={} {n} event(s) not published to the cluster: {why}", self.node);
+    }
+
+    async fn publish_loop(self: Arc<Self>, mut outbox: mpsc::Receiver<String>) {
+        let channel = self.keys.events();
+        let mut conn = self.conn.clone();
+        let mut batch = Vec::with_capacity(BATCH);
+        while outbox.recv_many(&mut batch, BATCH).await > 0 {
+            let mut pipe = redis::pipe();
+            for message in &batch {
+                pipe.cmd("PUBLISH").arg(&channel).arg(message).ignore();
+            }
+            match pipe.query_async::<()>(&mut conn).await {
+                Ok(()) => {
+                    self.stats.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.not_published(batch.len() as u64, &e.to_string());
+                    self.mark_lost();
+                }
+            }
+            batch.clear();
+        }
+    }
+
+    async fn dispatch_loop(self: Arc<Self>, mut pushes: mpsc::UnboundedReceiver<PushInfo>, deliver: Deliver) {
+        let events = self.keys.events();
+        while let Some(push) = pushes.recv().await {
+            match push.kind {
+                PushKind::Message => {
+                    let [Value::BulkString(channel), Value::BulkString(payload)] = push.data.as_slice()
+                    else {
+                        continue;
+                    };
+                    if channel.as_slice() == events.as_bytes() {
+                        self.on_bus_message(payload, &deliver);
+                    }
+                }
+                PushKind::PMessage => {
+                    let [_, Value::BulkString(channel), Value::BulkString(payload)] = push.data.as_slice()
+                    else {
+                        continue;
+                    };
+                    self.on_emitter_message(channel, payload, &deliver);
+                }
+                PushKind::Disconnection => {
+                    self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                    log::warn!(target: "civicpulse::cluster", "node={} lost its Redis connection; events the other nodes publish until it is back are missed", self.node);
+                    self.mark_lost();
+                    self.set_healthy(false);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_bus_message(&self, payload: &[u8], deliver: &Deliver) {
+        let message = match BusMessage::decode(payload) {
+            Ok(message) => message,
+            Err(WireError::NotOurs) => return,
+            Err(e) => {
+                self.stats.decode_failures.fetch_add(1, Ordering::Relaxed);
+                log::warn!(target: "civicpulse::cluster", "node={} dropped a bus message: {e}", self.node);
+                return;
+            }
+        };
+        // Our own events were delivered here when they were published.
+        if *message.node == *self.node {
+            return;
+        }
+        self.count_gap(&message.node, message.seq);
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        deliver(Inbound {
+            frame: message.frame(),
+            to: message.to,
+            except_user: message.except_user,
+            volatile: message.volatile,
+        });
+    }
+
+    /// Counts the events of `node` that never arrived here: each node
+    /// numbers what it publishes. A number lower than the last one heard
+    /// is the node restarting, not a loss.
+    fn count_gap(&self, node: &str, seq: u64) {
+        let last = self.heard.insert(node.to_string(), seq).unwrap_or(0);
+        if last > 0 && seq > last + 1 {
+            let missed = seq - last - 1;
+            self.stats.missed.fetch_add(missed, Ordering::Relaxed);
+            log::warn!(target: "civicpulse::cluster", "node={} missed {missed} event(s) from node={node}", self.node);
+        }
+    }
+
+    fn on_emitter_message(&self, channel: &[u8], payload: &[u8], deliver: &Deliver) {
+        match emitter::decode(channel, payload, emitter::DEFAULT_KEY) {
+            Ok(broadcast) => match broadcast.audience() {
+                Ok((to, volatile)) => {
+                    self.stats.emitter_received.fetch_add(1, Ordering::Relaxed);
+                    deliver(Inbound { to, except_user: None, volatile, frame: broadcast.frame });
+                }
+                Err(why) => self.emitter_refused(&why),
+            },
+            Err(e) => self.emitter_refused(&e.to_string()),
+        }
+    }
+
+    fn emitter_refused(&self, why: &str) {
+        self.stats.emitter_refused.fetch_add(1, Ordering::Relaxed);
+        log::warn!(target: "civicpulse::cluster", "node={} ignored an emitter message: {why}", self.node);
+    }
+
+    /// Subscribes to the bus and the emitters' channels (again, after a
+    /// reconnect: subscribing twice is harmless).
+    pub(crate) async fn subscribe(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        conn.subscribe(self.keys.events()).await?;
+        conn.psubscribe(emitter::pattern(emitter::DEFAULT_KEY)).await
+    }
+
+    /// The URL of the live node whose sessions carry `tag`, looked up in
+    /// Redis and kept for a moment (a polling client asks many times).
+    pub async fn route(&self, tag: &str) -> Option<String> {
+        const FRESH: Duration = Duration::from_secs(2);
+        if let Some(entry) = self.routes.get(tag)
+            && entry.1.elapsed() < FRESH
+        {
+            return entry.0.clone();
+        }
+        let mut conn = self.conn.clone();
+        let url: Option<String> = match redis::cmd("HGET")
+            .arg(self.keys.routes())
+            .arg(tag)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(url) => url,
+            Err(e) => {
+                log::warn!(target: "civicpulse::cluster", "node={} cannot look up session tag {tag}: {e}", self.node);
+                None
+            }
+        };
+        // Bounded: tags come from clients' sids.
+        if self.routes.len() > 1024 {
+            self.routes.clear();
+        }
+        self.routes.insert(tag.to_string(), (url.clone(), Instant::now()));
+        url
+    }
+}
