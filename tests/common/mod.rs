@@ -843,7 +843,7 @@ pub struct PgDatabase {
 }
 
 impl PgDatabase {
-    fn create() -> Self {
+    pub fn create() -> Self {
         let admin_url = std::env::var("TEST_DATABASE_URL")
             .ok()
             .filter(|u| !u.trim().is_empty())
