@@ -7,7 +7,10 @@
 //!   issue's room, to every socket of one user (all their tabs), or to
 //!   every socket, encoded once whatever the audience, on every node of the
 //!   cluster;
-//! - [`Kit::config`] is the node's validated configuration.
+//! - [`Kit::config`] is the node's validated configuration;
+//! - [`Kit::cluster`] is the cluster this node is in, if any: state that
+//!   must be shared by the nodes (a count across all of them) lives in
+//!   Redis through it.
 //!
 //! ```ignore
 //! pub struct Shouter { push: Pusher }
@@ -91,6 +94,10 @@ impl Kit {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.push.cluster.clone()
     }
 }
 

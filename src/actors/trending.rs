@@ -5,14 +5,19 @@
 //!
 //! The example of an actor that both listens (upvotes, through
 //! [`Kit::subscribe`]) and pushes (through [`Pusher`]). The counting is
-//! [`UpvoteWindow`], plain and tested without an actor or a clock.
+//! [`UpvoteWindow`], plain and tested without an actor or a clock; in
+//! cluster mode it is the same count kept in Redis
+//! (`cluster::window::record`), so that upvotes on every node count and
+//! one node announces.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use super::kit::{Kit, Published, Pusher};
+use crate::cluster::Cluster;
 use crate::domain::events::DomainEvent;
 use crate::protocol::events::{ISSUE_TRENDING, issue_trending};
 
@@ -93,8 +98,10 @@ fn expire(times: &mut VecDeque<Instant>, now: Instant, window: Duration) {
 
 pub struct TrendingIssues {
     counts: UpvoteWindow,
-    window_secs: u64,
+    threshold: u32,
+    window: Duration,
     push: Pusher,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl TrendingIssues {
@@ -104,8 +111,10 @@ impl TrendingIssues {
         let config = kit.config();
         let actor = TrendingIssues {
             counts: UpvoteWindow::new(config.trending_upvotes, config.trending_window),
-            window_secs: config.trending_window.as_secs(),
+            threshold: config.trending_upvotes,
+            window: config.trending_window,
             push: kit.push(),
+            cluster: kit.cluster(),
         };
         let addr = Actor::start(actor);
         kit.subscribe(&addr, |event| matches!(event, DomainEvent::IssueUpvoted(u) if u.upvoted));
@@ -126,13 +135,32 @@ impl Actor for TrendingIssues {
 impl Handler<Published> for TrendingIssues {
     type Result = ();
 
-    fn handle(&mut self, Published(event): Published, _: &mut Context<Self>) {
+    fn handle(&mut self, Published(event): Published, ctx: &mut Context<Self>) {
         let DomainEvent::IssueUpvoted(upvote) = event.as_ref() else { return };
-        if let Some(recent) = self.counts.record(&upvote.issue_id, Instant::now()) {
-            log::info!(target: "civicpulse::trending", "issue={} trending: {recent} upvotes in {}s", upvote.issue_id, self.window_secs);
-            let payload = issue_trending(&upvote.issue_id, upvote.upvotes, recent, self.window_secs);
-            self.push.to_everyone(ISSUE_TRENDING, payload);
-        }
+        let Some(cluster) = self.cluster.clone() else {
+            let recent = self.counts.record(&upvote.issue_id, Instant::now());
+            return self.announce(&upvote.issue_id, upvote.upvotes, recent);
+        };
+        let (threshold, window) = (self.threshold, self.window);
+        let (issue_id, upvotes) = (upvote.issue_id.clone(), upvote.upvotes);
+        let name = format!("trending:{issue_id}");
+        let counted = async move { crate::cluster::window::record(&cluster, &name, threshold, window).await };
+        // In order, one at a time: the mailbox keeps the upvotes meanwhile.
+        ctx.wait(counted.into_actor(self).map(move |counted, actor, _| match counted {
+            Ok(recent) => actor.announce(&issue_id, upvotes, recent),
+            Err(e) => {
+                log::warn!(target: "civicpulse::trending", "issue={issue_id} upvote not counted: Redis: {e}")
+            }
+        }));
+    }
+}
+
+impl TrendingIssues {
+    fn announce(&self, issue_id: &str, upvotes: i64, recent: Option<usize>) {
+        let Some(recent) = recent else { return };
+        let window_secs = self.window.as_secs();
+        log::info!(target: "civicpulse::trending", "issue={issue_id} trending: {recent} upvotes in {window_secs}s");
+        self.push.to_everyone(ISSUE_TRENDING, issue_trending(issue_id, upvotes, recent, window_secs));
     }
 }
 

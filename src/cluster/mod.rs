@@ -4,6 +4,7 @@
 //! - [`emitter`]: what `@socket.io/redis-emitter` publishes (pure);
 //! - [`presence`]: who is online cluster-wide, node heartbeats, and the
 //!   reaping of nodes that died without a goodbye (Lua scripts);
+//! - [`window`]: a sliding-window count shared by the nodes (trending);
 //! - this file: the [`Cluster`] handle, its Redis connection, the bus
 //!   (publishing and the delivery of what the others publish) and the
 //!   routes other nodes use to forward requests for this node's sessions.
@@ -17,6 +18,7 @@
 
 pub mod emitter;
 pub mod presence;
+pub mod window;
 pub mod wire;
 
 use std::sync::Arc;
@@ -108,6 +110,10 @@ impl Keys {
     /// user id → their presence entry (JSON).
     pub fn user_info(&self) -> String {
         self.key("presence:info")
+    }
+
+    pub fn window(&self, name: &str) -> String {
+        self.key(&format!("window:{name}"))
     }
 }
 

@@ -25,7 +25,7 @@ fn fixture(cluster: &Cluster) -> serde_json::Value {
 #[test]
 #[ignore = "needs PostgreSQL, redis-server and node; CI runs it"]
 fn events_rooms_and_reactions_cross_nodes_exactly_once() {
-    let cluster = Cluster::start(3);
+    let cluster = Cluster::start_with(3, &[("TRENDING_UPVOTES", "3")]);
     let mut input = fixture(&cluster);
     input["official"] = clients::user_json(&cluster.official());
     clients::js("cluster.mjs", "events", &input);

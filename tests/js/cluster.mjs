@@ -61,6 +61,12 @@ scenarios.events = async () => {
   await api(urls[1], 'POST', `/api/issues/${created.issueId}/upvote`, users.bob.token, undefined, 200);
   await exactlyOnce([a, b, c, outsider], 'issue:upvoted', (p) => p.issueId === created.issueId && p.upvotes === 1, 'issue:upvoted');
 
+  // Upvotes on three nodes count together: TRENDING_UPVOTES is 3 here.
+  await api(urls[2], 'POST', `/api/issues/${created.issueId}/upvote`, users.carol.token, undefined, 200);
+  nothing(a, 'issue:trending');
+  await api(urls[0], 'POST', `/api/issues/${created.issueId}/upvote`, users.dave.token, undefined, 200);
+  await exactlyOnce([a, b, c, outsider], 'issue:trending', (p) => p.issueId === created.issueId && p.recentUpvotes === 3 && p.upvotes === 3, 'issue:trending');
+
   await api(urls[2], 'PATCH', `/api/issues/${created.issueId}`, input.official.token, { status: 'in_progress' }, 200);
   await exactlyOnce([a, b, c, outsider], 'issue:updated', (p) => p.issueId === created.issueId && p.status === 'in_progress', 'issue:updated');
 
