@@ -351,7 +351,11 @@ fn broadcast(root: &ValueRef<'_>) -> Result<EmitterBroadcast, EmitterError> {
 /// The value of the last entry named `name` (JavaScript objects keep the
 /// last of duplicate keys).
 fn field<'v, 'a>(entries: &'v [(ValueRef<'a>, ValueRef<'a>)], name: &str) -> Option<&'v ValueRef<'a>> {
-    entries.iter().rev().find(|(key, _)| matches!(key, ValueRef::String(s) if s.as_str() == Some(name))).map(|(_, v)| v)
+    entries
+        .iter()
+        .rev()
+        .find(|(key, _)| matches!(key, ValueRef::String(s) if s.as_str() == Some(name)))
+        .map(|(_, v)| v)
 }
 
 fn as_i64(value: &ValueRef<'_>) -> Option<i64> {
@@ -433,7 +437,8 @@ fn json(value: &ValueRef<'_>, depth: usize, attachments: &mut Vec<Bytes>) -> Res
         ValueRef::Map(entries) => {
             let mut map = Map::new();
             for (key, value) in entries {
-                let key = key_text(key)?.ok_or(EmitterError::InvalidBroadcast("a map key is not a string"))?;
+                let key =
+                    key_text(key)?.ok_or(EmitterError::InvalidBroadcast("a map key is not a string"))?;
                 map.insert(key, json(value, depth, attachments)?);
             }
             Value::Object(map)
@@ -552,7 +557,12 @@ mod tests {
             ..BASE
         },
         Expected { name: "except_only", except: &["room:issue:a"], text: r#"42["issue:alert","x"]"#, ..BASE },
-        Expected { name: "volatile", volatile: true, text: r#"42["user:typing",{"userId":"usr_1"}]"#, ..BASE },
+        Expected {
+            name: "volatile",
+            volatile: true,
+            text: r#"42["user:typing",{"userId":"usr_1"}]"#,
+            ..BASE
+        },
         Expected { name: "compress_false", text: r#"42["issue:alert",true]"#, ..BASE },
         Expected {
             name: "admin_namespace",
@@ -561,7 +571,12 @@ mod tests {
             text: r#"42/admin,["audit",{"n":1}]"#,
             ..BASE
         },
-        Expected { name: "namespace_without_slash", namespace: "/admin", text: r#"42/admin,["audit"]"#, ..BASE },
+        Expected {
+            name: "namespace_without_slash",
+            namespace: "/admin",
+            text: r#"42/admin,["audit"]"#,
+            ..BASE
+        },
         Expected {
             name: "buffer_arg",
             text: r#"451-["file",{"_placeholder":true,"num":0}]"#,
@@ -679,7 +694,10 @@ mod tests {
             decode(&channel, &payload, "civicpulse"),
             Err(EmitterError::NotBroadcastChannel { .. })
         ));
-        assert!(matches!(decode(&channel, &payload, "socket"), Err(EmitterError::NotBroadcastChannel { .. })));
+        assert!(matches!(
+            decode(&channel, &payload, "socket"),
+            Err(EmitterError::NotBroadcastChannel { .. })
+        ));
     }
 
     #[test]
@@ -700,9 +718,14 @@ mod tests {
     #[test]
     fn other_channels_are_not_broadcasts() {
         let (_, payload) = fixture("plain_object");
-        for channel in ["socket.io-response#/#", "socket.io#/", "socket.io", "other#/#", "", "#/#", "socket.io/#"] {
+        for channel in
+            ["socket.io-response#/#", "socket.io#/", "socket.io", "other#/#", "", "#/#", "socket.io/#"]
+        {
             assert!(
-                matches!(decode(channel, &payload, DEFAULT_KEY), Err(EmitterError::NotBroadcastChannel { .. })),
+                matches!(
+                    decode(channel, &payload, DEFAULT_KEY),
+                    Err(EmitterError::NotBroadcastChannel { .. })
+                ),
                 "{channel}"
             );
         }
@@ -748,7 +771,10 @@ mod tests {
 
     /// An EVENT in `/` with `data` as given.
     fn with_data(data: Vec<Mp>) -> Vec<u8> {
-        envelope(map(vec![("type", Mp::from(2)), ("data", Mp::Array(data)), ("nsp", Mp::from("/"))]), no_opts())
+        envelope(
+            map(vec![("type", Mp::from(2)), ("data", Mp::Array(data)), ("nsp", Mp::from("/"))]),
+            no_opts(),
+        )
     }
 
     fn event(args: Vec<Mp>) -> Vec<u8> {
@@ -805,13 +831,18 @@ mod tests {
         let payload = event(vec![Mp::from("x".repeat(100))]);
         assert!(decode_with_limit("socket.io#/#", &payload, DEFAULT_KEY, payload.len()).is_ok());
         match decode_with_limit("socket.io#/#", &payload, DEFAULT_KEY, payload.len() - 1) {
-            Err(EmitterError::TooLarge { size, limit }) => assert_eq!((size, limit), (payload.len(), payload.len() - 1)),
+            Err(EmitterError::TooLarge { size, limit }) => {
+                assert_eq!((size, limit), (payload.len(), payload.len() - 1))
+            }
             other => panic!("{other:?}"),
         }
         // Not msgpack at all, but too large is said first.
         let junk = vec![0xc1; MAX_PAYLOAD + 1];
         assert!(matches!(on_root(&junk), Err(EmitterError::TooLarge { .. })));
-        assert!(matches!(decode("socket.io-request#/#", &junk, DEFAULT_KEY), Err(EmitterError::TooLarge { .. })));
+        assert!(matches!(
+            decode("socket.io-request#/#", &junk, DEFAULT_KEY),
+            Err(EmitterError::TooLarge { .. })
+        ));
     }
 
     fn nested(levels: usize, leaf: Mp) -> Mp {
@@ -822,7 +853,10 @@ mod tests {
     fn nesting_is_bounded() {
         // The envelope, the packet and `data` take three levels.
         let limit = MAX_DEPTH - 3;
-        assert_eq!(text(&event(vec![nested(limit, Mp::from(1))])), format!(r#"42["ev",{}1{}]"#, "[".repeat(limit), "]".repeat(limit)));
+        assert_eq!(
+            text(&event(vec![nested(limit, Mp::from(1))])),
+            format!(r#"42["ev",{}1{}]"#, "[".repeat(limit), "]".repeat(limit))
+        );
         assert!(matches!(on_root(&event(vec![nested(limit + 1, Mp::from(1))])), Err(EmitterError::TooDeep)));
         let maps = (0..=limit).fold(Mp::from("leaf"), |inner, _| map(vec![("k", inner)]));
         assert!(matches!(on_root(&event(vec![maps])), Err(EmitterError::TooDeep)));
@@ -863,11 +897,20 @@ mod tests {
             ("name is nil", with_data(vec![Mp::Nil])),
             ("name is binary", with_data(vec![Mp::Binary(b"ev".to_vec())])),
             ("nsp is a number", packet(vec![("type", Mp::from(2)), ("data", data()), ("nsp", Mp::from(1))])),
-            ("nsp without slash", packet(vec![("type", Mp::from(2)), ("data", data()), ("nsp", Mp::from("admin"))])),
-            ("nsp with comma", packet(vec![("type", Mp::from(2)), ("data", data()), ("nsp", Mp::from("/a,b"))])),
+            (
+                "nsp without slash",
+                packet(vec![("type", Mp::from(2)), ("data", data()), ("nsp", Mp::from("admin"))]),
+            ),
+            (
+                "nsp with comma",
+                packet(vec![("type", Mp::from(2)), ("data", data()), ("nsp", Mp::from("/a,b"))]),
+            ),
             (
                 "rooms is a string",
-                envelope(map(vec![("type", Mp::from(2)), ("data", data())]), map(vec![("rooms", Mp::from("a"))])),
+                envelope(
+                    map(vec![("type", Mp::from(2)), ("data", data())]),
+                    map(vec![("rooms", Mp::from("a"))]),
+                ),
             ),
             (
                 "a room is a bool",
@@ -878,19 +921,27 @@ mod tests {
             ),
             (
                 "flags is an array",
-                envelope(map(vec![("type", Mp::from(2)), ("data", data())]), map(vec![("flags", Mp::Array(vec![]))])),
+                envelope(
+                    map(vec![("type", Mp::from(2)), ("data", data())]),
+                    map(vec![("flags", Mp::Array(vec![]))]),
+                ),
             ),
             ("map key is a bool", event(vec![Mp::Map(vec![(Mp::Boolean(true), Mp::Nil)])])),
         ];
         for (what, payload) in cases {
-            assert!(matches!(on_root(&payload), Err(EmitterError::InvalidBroadcast(_))), "{what}: {:?}", on_root(&payload));
+            assert!(
+                matches!(on_root(&payload), Err(EmitterError::InvalidBroadcast(_))),
+                "{what}: {:?}",
+                on_root(&payload)
+            );
         }
     }
 
     #[test]
     fn only_events_are_broadcast() {
         for kind in [0, 1, 3, 4, 6, -1, 99] {
-            let payload = envelope(map(vec![("type", Mp::from(kind)), ("data", Mp::Array(vec![]))]), no_opts());
+            let payload =
+                envelope(map(vec![("type", Mp::from(kind)), ("data", Mp::Array(vec![]))]), no_opts());
             assert!(matches!(on_root(&payload), Err(EmitterError::NotAnEvent(k)) if k == kind), "{kind}");
         }
         // BINARY_EVENT (Socket.IO 2 servers) is taken; the kind follows the args.
@@ -916,7 +967,8 @@ mod tests {
     fn lenient_where_the_adapter_is() {
         // No nsp means "/", no rooms/except/flags means none, extra envelope
         // items and packet fields (an ack id) are ignored.
-        let packet = map(vec![("type", Mp::from(2)), ("data", Mp::Array(vec![Mp::from("ev")])), ("id", Mp::from(4))]);
+        let packet =
+            map(vec![("type", Mp::from(2)), ("data", Mp::Array(vec![Mp::from("ev")])), ("id", Mp::from(4))]);
         let payload = pack(&Mp::Array(vec![Mp::from("x"), packet, map(vec![]), Mp::Nil]));
         let b = on_root(&payload).unwrap();
         assert_eq!((b.namespace.as_str(), &*b.frame.text), ("/", r#"42["ev"]"#));
@@ -927,7 +979,8 @@ mod tests {
             ("rooms", Mp::Array(vec![Mp::from(7), Mp::from("7")])),
             ("flags", map(vec![("volatile", Mp::from(1))])),
         ]);
-        let payload = envelope(map(vec![("type", Mp::from(2)), ("data", Mp::Array(vec![Mp::from("ev")]))]), opts);
+        let payload =
+            envelope(map(vec![("type", Mp::from(2)), ("data", Mp::Array(vec![Mp::from("ev")]))]), opts);
         let b = decode("socket.io#/#7#", &payload, DEFAULT_KEY).unwrap();
         assert_eq!(b.rooms, ["7"]);
         assert!(!b.volatile);
@@ -943,7 +996,11 @@ mod tests {
             Mp::F64(f64::NEG_INFINITY),
             Mp::from(u64::MAX),
             Mp::from(i64::MIN),
-            Mp::Map(vec![(Mp::from(1), Mp::from("one")), (Mp::from("b"), Mp::Nil), (Mp::from("1"), Mp::from("uno"))]),
+            Mp::Map(vec![
+                (Mp::from(1), Mp::from("one")),
+                (Mp::from("b"), Mp::Nil),
+                (Mp::from("1"), Mp::from("uno")),
+            ]),
         ];
         assert_eq!(
             text(&event(args)),
@@ -977,7 +1034,10 @@ mod tests {
             )
         );
         // Beyond what chrono can represent, though JavaScript can.
-        assert!(matches!(on_root(&event(vec![timestamp96(8_500_000_000_000, 0)])), Err(EmitterError::InvalidBroadcast(_))));
+        assert!(matches!(
+            on_root(&event(vec![timestamp96(8_500_000_000_000, 0)])),
+            Err(EmitterError::InvalidBroadcast(_))
+        ));
         assert!(matches!(on_root(&event(vec![Mp::Ext(-1, vec![0; 5])])), Err(EmitterError::Malformed(_))));
     }
 
@@ -985,11 +1045,14 @@ mod tests {
     fn other_extensions_and_bad_utf8_are_refused() {
         for kind in [0, 1, 5, 127, -2] {
             let payload = event(vec![Mp::Ext(kind, vec![1])]);
-            assert!(matches!(on_root(&payload), Err(EmitterError::UnsupportedExtension(k)) if k == kind), "{kind}");
+            assert!(
+                matches!(on_root(&payload), Err(EmitterError::UnsupportedExtension(k)) if k == kind),
+                "{kind}"
+            );
         }
-        // "ev" then a string whose bytes are not UTF-8.
-        let mut payload = event(vec![Mp::from("ab")]);
-        let at = payload.len() - 2;
+        // An argument whose bytes are not UTF-8.
+        let mut payload = event(vec![Mp::from("abc")]);
+        let at = payload.windows(4).position(|w| w == b"\xa3abc").unwrap() + 1;
         payload[at] = 0xff;
         assert!(matches!(on_root(&payload), Err(EmitterError::Malformed(_))));
     }
