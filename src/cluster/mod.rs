@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::metrics::{ClusterStats, Metrics};
+use crate::protocol::events::{ISSUE_ROOM_PREFIX, NAMESPACE};
 pub use wire::To;
 use wire::{BusMessage, WireError};
 
@@ -340,17 +341,32 @@ impl Cluster {
         }
     }
 
+    /// A broadcast of `@socket.io/redis-emitter` (or a Node server on
+    /// `@socket.io/redis-adapter`): every node hears it and delivers it to
+    /// its own matching sockets. CivicPulse's rooms are `room:issue:<id>`;
+    /// several rooms or `except` (which need a socket's rooms across
+    /// issues) are refused, counted and logged.
     fn on_emitter_message(&self, channel: &[u8], payload: &[u8], deliver: &Deliver) {
-        match emitter::decode(channel, payload, emitter::DEFAULT_KEY) {
-            Ok(broadcast) => match broadcast.audience() {
-                Ok((to, volatile)) => {
-                    self.stats.emitter_received.fetch_add(1, Ordering::Relaxed);
-                    deliver(Inbound { to, except_user: None, volatile, frame: broadcast.frame });
+        let Ok(channel) = std::str::from_utf8(channel) else {
+            return self.emitter_refused("the channel is not UTF-8");
+        };
+        let broadcast = match emitter::decode(channel, payload, emitter::DEFAULT_KEY) {
+            Ok(broadcast) => broadcast,
+            Err(e) => return self.emitter_refused(&e.to_string()),
+        };
+        let to = match (broadcast.rooms.as_slice(), broadcast.except.is_empty()) {
+            ([], true) => To::Everyone,
+            ([room], true) => match room.strip_prefix(ISSUE_ROOM_PREFIX) {
+                Some(issue_id) if !issue_id.is_empty() => To::Room(issue_id.to_string()),
+                _ => {
+                    return self
+                        .emitter_refused(&format!("no room {room:?} here (rooms are room:issue:<id>)"));
                 }
-                Err(why) => self.emitter_refused(&why),
             },
-            Err(e) => self.emitter_refused(&e.to_string()),
-        }
+            _ => return self.emitter_refused("several rooms or except are not supported"),
+        };
+        self.stats.emitter_received.fetch_add(1, Ordering::Relaxed);
+        deliver(Inbound { to, except_user: None, volatile: broadcast.volatile, frame: broadcast.frame });
     }
 
     fn emitter_refused(&self, why: &str) {
@@ -363,7 +379,7 @@ impl Cluster {
     pub(crate) async fn subscribe(&self) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         conn.subscribe(self.keys.events()).await?;
-        conn.psubscribe(emitter::pattern(emitter::DEFAULT_KEY)).await
+        conn.psubscribe(emitter::broadcast_pattern(emitter::DEFAULT_KEY, NAMESPACE)).await
     }
 
     /// The URL of the live node whose sessions carry `tag`, looked up in

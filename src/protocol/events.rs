@@ -15,6 +15,8 @@ use crate::domain::presence::OnlineUser;
 
 /// CivicPulse serves one Socket.IO namespace.
 pub const NAMESPACE: &str = "/";
+/// An issue's room is `room:issue:<issueId>` (as the emitter names it).
+pub const ISSUE_ROOM_PREFIX: &str = "room:issue:";
 
 pub const JOIN_ISSUE: &str = "join:issue";
 pub const LEAVE_ISSUE: &str = "leave:issue";
