@@ -61,8 +61,14 @@ impl WsRoutes {
 
 async fn accept<F: HandlerFactory>(engine: Arc<Engine<F>>, req: Request, mut io: TcpStream, early: BytesMut) {
     let head = req.head();
-    let session = match endpoint::route(&engine, &head.method, head.uri.query().unwrap_or(""), true) {
+    let session = match endpoint::route(&engine, head, true) {
         Ok(Route::WebSocket(session)) => session,
+        Ok(Route::Forward(forward)) => {
+            if let Err(io) = forward.upgrade(head, io, early).await {
+                refuse(io, HttpError::SessionIdUnknown).await;
+            }
+            return;
+        }
         Ok(Route::Polling(_)) => return refuse(io, HttpError::BadRequest).await,
         Err(e) => return refuse(io, e).await,
     };
