@@ -90,7 +90,12 @@ impl Forward {
     /// Hands an upgrade request and its connection to the owner, which
     /// answers it; the connection back when the owner cannot be found or
     /// reached, to be refused.
-    pub(crate) async fn upgrade(self, head: &RequestHead, io: TcpStream, early: BytesMut) -> Result<(), TcpStream> {
+    pub(crate) async fn upgrade(
+        self,
+        head: &RequestHead,
+        io: TcpStream,
+        early: BytesMut,
+    ) -> Result<(), TcpStream> {
         let Some(base) = self.owner().await else { return Err(io) };
         let mut owner = match connect(&base).await {
             Ok(owner) => owner,

@@ -72,8 +72,7 @@ impl Routing {
 }
 
 fn is_tag(tag: &str) -> bool {
-    (1..=16).contains(&tag.len())
-        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=16).contains(&tag.len()) && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
