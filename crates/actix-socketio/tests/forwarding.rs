@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use actix::Context;
 use futures_util::future::BoxFuture;
-use reqwest::blocking::Client;
 use reqwest::Method;
+use reqwest::blocking::Client;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::{Message, WebSocket};
@@ -405,8 +405,11 @@ fn a_forwarded_request_is_not_forwarded_again() {
 }
 
 /// Writes a POST of `len` bytes (over `maxPayload`) whole over a raw
-/// socket, as a proxy does before it reads, and returns the status line
-/// of the answer.
+/// socket, the way a proxy streams one before it reads, and returns the
+/// status line of the answer. The rest of the body follows a pause once
+/// `maxPayload` is past, so that it cannot all sit in the kernel's buffers
+/// before the server decides: a server that answers and closes at once
+/// resets the connection under the rest.
 fn post_whole(node: &Node, sid: &str, len: usize) -> String {
     let mut socket = TcpStream::connect(("127.0.0.1", node.port)).expect("connect");
     socket.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
@@ -418,7 +421,10 @@ fn post_whole(node: &Node, sid: &str, len: usize) -> String {
     let mut request = head.into_bytes();
     request.push(b'4');
     request.resize(request.len() + len - 1, b'a');
-    socket.write_all(&request).expect("the whole request is taken in");
+    let (first, rest) = request.split_at(request.len() - (len - MAX_PAYLOAD) / 2);
+    socket.write_all(first).expect("the start of the request is taken in");
+    thread::sleep(Duration::from_millis(500));
+    socket.write_all(rest).expect("the rest of the body is taken in");
     let mut answer = Vec::new();
     let mut buf = [0; 4096];
     while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
