@@ -16,7 +16,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::Context;
 use futures_util::future::BoxFuture;
@@ -114,14 +114,22 @@ struct Cluster {
     http: Client,
 }
 
-/// Nodes `a` and `b`, and `down`, which is known but not listening.
+/// Nodes `a` and `b`, and `down`, which is known but not listening. The
+/// reference defaults: no ping interleaves with a test.
 fn cluster() -> Cluster {
+    cluster_with(EngineConfig::default().ping_interval)
+}
+
+fn cluster_with(ping_interval: Duration) -> Cluster {
     let nodes = Directory::default();
     let start = |tag: &'static str| {
         let stats = Arc::new(EngineStats::default());
-        // Reference defaults: no ping interleaves with a test.
-        let config =
-            EngineConfig { max_payload: MAX_PAYLOAD, stats: stats.clone(), ..EngineConfig::default() };
+        let config = EngineConfig {
+            ping_interval,
+            max_payload: MAX_PAYLOAD,
+            stats: stats.clone(),
+            ..EngineConfig::default()
+        };
         let router = Arc::new(StaticRouter { tag, nodes: nodes.clone() });
         let engine = Engine::routed(config, EchoFactory, router).expect("a valid tag");
         let addr = common::serve_engine(engine, PATH);
@@ -317,6 +325,17 @@ fn polling_through_another_node_is_answered_as_the_owner_answers() {
     // Every request b passed on was answered by a; a passed none on.
     assert_eq!((c.b.forwarded_requests(), c.b.forward_failures()), (7, 0));
     assert_eq!((c.a.forwarded_requests(), c.a.forward_failures()), (0, 0));
+}
+
+#[test]
+fn a_long_poll_through_another_node_waits_as_long_as_the_owner_holds_it() {
+    // Past awc's default request timeout (5 s), at which a forwarded GET
+    // must not be cut off.
+    let c = cluster_with(Duration::from_secs(6));
+    let sid = c.open(&c.a);
+    let start = Instant::now();
+    assert_eq!(c.get(&c.b, &polling(&sid)), payload("2"));
+    assert!(start.elapsed() > Duration::from_secs(5), "answered after {:?}", start.elapsed());
 }
 
 #[test]
