@@ -2,6 +2,7 @@
 //! polling GET and POST. WebSocket upgrades never reach actix-web (see
 //! `upgrade`), but both go through [`route`], so clients and conformance
 //! suites see the reference server's checks, in its order, either way.
+//! A request for a session another node owns is passed to it (`forward`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

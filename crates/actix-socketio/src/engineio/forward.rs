@@ -22,9 +22,10 @@ use tokio::net::TcpStream;
 use super::EngineConfig;
 use super::router::{FORWARDED_HEADER, SessionRouter};
 
-/// Beyond the longest a polling GET may wait at the owner (a ping is due
-/// every `ping_interval`, and a session whose pong is `ping_timeout` late
-/// is closed, which answers the GET), for the time spent on the way.
+/// How much longer than `ping_interval + ping_timeout` a forwarded request
+/// may wait for the owner's answer. The owner holds a GET until it has
+/// something to send, at the latest a ping, or the close of a session whose
+/// pong is late: a shorter wait would cut off healthy long-polls.
 const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
 
 /// The nodes of one deployment are near each other: one that takes
@@ -75,7 +76,10 @@ impl Forward {
         let body = Framing::of(head.headers()).body(payload);
         let answer = match request.send_body(body).await {
             Ok(answer) => answer,
-            Err(e) => return self.failed(format_args!("{base} did not answer: {e}")),
+            Err(e) => {
+                self.failed(format_args!("{base} did not answer: {e}"));
+                return None;
+            }
         };
         self.config.stats.forwarded_request();
         log::debug!("sid={} {} forwarded to {}: {}", self.sid, head.method, self.owner_tag, answer.status());
@@ -93,19 +97,19 @@ impl Forward {
     pub(crate) async fn upgrade(
         self,
         head: &RequestHead,
-        io: TcpStream,
+        mut io: TcpStream,
         early: BytesMut,
     ) -> Result<(), TcpStream> {
         let Some(base) = self.owner().await else { return Err(io) };
         let mut owner = match connect(&base).await {
             Ok(owner) => owner,
             Err(e) => {
-                self.failed::<()>(format_args!("{base} is unreachable: {e}"));
+                self.failed(format_args!("{base} is unreachable: {e}"));
                 return Err(io);
             }
         };
         if let Err(e) = owner.write_all(&upgrade_request(head, &self.local_tag, &early)).await {
-            self.failed::<()>(format_args!("{base} did not take the upgrade: {e}"));
+            self.failed(format_args!("{base} did not take the upgrade: {e}"));
             return Err(io);
         }
         self.config.stats.forwarded_upgrade();
@@ -116,7 +120,6 @@ impl Forward {
         // The socket outlives the request, as a local one does (`ws::spawn`).
         let sid = self.sid;
         actix_rt::spawn(async move {
-            let (mut io, mut owner) = (io, owner);
             if let Err(e) = tokio::io::copy_bidirectional(&mut io, &mut owner).await {
                 log::debug!("sid={sid} forwarded websocket ended: {e}");
             }
@@ -128,16 +131,17 @@ impl Forward {
     async fn owner(&self) -> Option<String> {
         match self.router.resolve(&self.owner_tag).await {
             Some(base) => Some(base.trim_end_matches('/').to_owned()),
-            None => self.failed(format_args!("no live node has tag {}", self.owner_tag)),
+            None => {
+                self.failed(format_args!("no live node has tag {}", self.owner_tag));
+                None
+            }
         }
     }
 
-    /// Counts and logs a request that could not be forwarded; `None` for
-    /// the caller to return.
-    fn failed<T>(&self, why: impl Display) -> Option<T> {
+    /// Counts and logs a request that could not be forwarded.
+    fn failed(&self, why: impl Display) {
         self.config.stats.forward_failed();
         log::debug!("sid={} not forwarded: {why}", self.sid);
-        None
     }
 }
 
@@ -198,6 +202,8 @@ fn end_to_end(name: &HeaderName) -> bool {
 enum Framing {
     Length(u64),
     Chunked,
+    /// Neither: a request without a body (a GET). The owner, being this
+    /// crate, never answers with a body delimited by closing.
     Empty,
 }
 

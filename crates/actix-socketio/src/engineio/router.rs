@@ -2,8 +2,9 @@
 //! behind a load balancer without sticky sessions.
 //!
 //! A routed engine's sids name their node: `<tag>.<20 url-safe chars>`,
-//! where the tag is 1 to 16 characters of `[A-Za-z0-9_-]` (so the `.` can
-//! never be part of it, nor of the random part). A request for a sid that
+//! where the tag is 1 to 16 characters of `[A-Za-z0-9_-]`, so that neither
+//! part can hold the `.` and clients can put the sid in a query string
+//! unescaped. A request for a sid that
 //! another node made is forwarded to that node (see `forward`) with
 //! [`FORWARDED_HEADER`] set, which a node never forwards again: a forwarded
 //! request that misses is answered "Session ID unknown", as a sid nobody
@@ -38,7 +39,6 @@ pub struct InvalidTag(pub String);
 
 /// An engine's router and its tag, read once so that every sid the engine
 /// makes carries the same one.
-#[derive(Clone)]
 pub(crate) struct Routing {
     router: Arc<dyn SessionRouter>,
     tag: Arc<str>,

@@ -3,7 +3,9 @@
 //! endpoint checks it exactly as a polling request is checked
 //! (`endpoint::route`), answers the handshake itself and serves the socket
 //! on the bare TCP stream (`ws::spawn`), so the HTTP/1 dispatcher and its
-//! buffers are gone for the life of the socket.
+//! buffers are gone for the life of the socket. An upgrade for a session
+//! another node owns is spliced onto a connection to that node, which
+//! answers it (`forward`).
 
 use std::sync::Arc;
 
