@@ -339,6 +339,24 @@ fn a_long_poll_through_another_node_waits_as_long_as_the_owner_holds_it() {
 }
 
 #[test]
+fn a_long_poll_abandoned_through_another_node_breaks_the_session_as_it_does_directly() {
+    let c = cluster();
+    for node in [&c.a, &c.b] {
+        let sid = c.open(&c.a);
+        let mut get = TcpStream::connect(("127.0.0.1", node.port)).expect("connect");
+        write!(get, "GET {PATH}?{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", polling(&sid)).expect("GET");
+        // Parked at the owner, then abandoned.
+        thread::sleep(Duration::from_millis(500));
+        drop(get);
+        thread::sleep(Duration::from_millis(500));
+        // The owner finds out when it answers the GET with this echo: a
+        // broken transport, which ends the session.
+        assert_eq!(c.post(&c.a, &polling(&sid), "4lost"), ok());
+        assert_eq!(c.get(&c.a, &polling(&sid)), session_unknown());
+    }
+}
+
+#[test]
 fn an_upgrade_through_another_node_takes_over_the_session() {
     let c = cluster();
     let sid = c.open(&c.a);
