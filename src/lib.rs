@@ -109,7 +109,7 @@ impl Services {
         // Forwarding subscribes before the app's actors, so that a socket
         // hears a domain event before anything an actor says about it
         // (e.g. issue:upvoted before the issue:trending it caused).
-        let engine = realtime::start(&self.domain, &fanout, &self.metrics, &self.config);
+        let engine = realtime::start(&self.domain, &fanout, &self.metrics, &self.config, handle.clone())?;
         actors::start_all(&actors::kit::Kit::new(
             self.domain.hub.clone(),
             fanout.push(),

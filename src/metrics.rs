@@ -138,6 +138,26 @@ impl Metrics {
             "Sockets closed because their client stopped reading.",
             self.engine.slow_client_disconnects.load(Ordering::Relaxed),
         );
+        let engine = &self.engine;
+        for (name, help, value) in [
+            (
+                "forwarded_requests",
+                "Polling requests for another node's session, forwarded to it.",
+                &engine.forwarded_requests,
+            ),
+            (
+                "forwarded_upgrades",
+                "WebSocket upgrades for another node's session, forwarded to it.",
+                &engine.forwarded_upgrades,
+            ),
+            (
+                "forward_failures",
+                "Requests for another node's session that could not be forwarded.",
+                &engine.forward_failures,
+            ),
+        ] {
+            counter(&mut out, &format!("civicpulse_{name}_total"), help, value.load(Ordering::Relaxed));
+        }
         self.cluster.render(&mut out);
         let _ = writeln!(
             out,

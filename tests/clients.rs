@@ -12,10 +12,9 @@ mod common;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use civicpulse::auth::{Claims, TokenKeys};
 use civicpulse::domain::Role;
+use common::TestApp;
 use common::clients::{self, user_json};
-use common::{ACCESS_TTL, TestApp, TestUser};
 use serde_json::{Value, json};
 
 // ---- the fixture ----------------------------------------------------------
@@ -36,8 +35,8 @@ impl Fixture {
         let dave = app.register("Dave");
         let users = [("alice", &alice), ("bob", &bob), ("carol", &carol), ("dave", &dave)];
         let mut input = clients::input(&app, &users);
-        input["badTokens"] = bad_tokens(&app, &alice);
-        input["expiredToken"] = json!(expired(&app, &alice));
+        input["badTokens"] = clients::bad_tokens(&alice);
+        input["expiredToken"] = json!(clients::expired_token(&alice));
         Self { app, input }
     }
 
@@ -47,55 +46,6 @@ impl Fixture {
         self.input["official"] = user_json(&official);
         self
     }
-}
-
-fn expired(app: &TestApp, user: &TestUser) -> String {
-    let mut claims = app.claims_for(user, Role::Citizen);
-    claims.iat -= 3600;
-    claims.exp = claims.iat + 60;
-    app.mint(&claims)
-}
-
-/// Tokens of every kind the handshake must refuse, for `user`.
-fn bad_tokens(app: &TestApp, user: &TestUser) -> Value {
-    let claims = app.claims_for(user, Role::Citizen);
-    let other_secret = TokenKeys::new(b"not-the-secret-of-this-node-not-at-all!!", ACCESS_TTL);
-    let wrong_typ = Claims { typ: "refresh".into(), ..claims.clone() };
-    let no_typ = {
-        let mut v = serde_json::to_value(&claims).expect("claims as JSON");
-        v.as_object_mut().expect("claims object").remove("typ");
-        v
-    };
-    let hs512 = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(common::SECRET),
-    )
-    .expect("HS512 token");
-    let no_typ = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &no_typ,
-        &jsonwebtoken::EncodingKey::from_secret(common::SECRET),
-    )
-    .expect("token without typ");
-    json!({
-        "badlySigned": other_secret.sign(&claims),
-        "expired": expired(app, user),
-        "wrongTyp": app.mint(&wrong_typ),
-        "noTyp": no_typ,
-        "algNone": unsigned(&claims),
-        "hs512": hs512,
-        "refreshToken": user.refresh,
-    })
-}
-
-/// `alg: none`: the claims with no signature at all.
-fn unsigned(claims: &Claims) -> String {
-    use base64::Engine as _;
-    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let header = json!({ "alg": "none", "typ": "JWT" });
-    let payload = serde_json::to_value(claims).expect("claims as JSON");
-    format!("{}.{}.", b64(&header), b64(&payload))
 }
 
 // ---- running the clients ----------------------------------------------------

@@ -3,10 +3,9 @@
 //! created on first join) through the [`RoomDirectory`] and stop when their
 //! last member leaves.
 //!
-//! In cluster mode a typist's state lives on the node of the socket that
-//! typed: that room announces it, here and (over the bus) to the room's
-//! members on every other node, and clears it there too; the other nodes
-//! only deliver.
+//! In cluster mode a typist's state is the cluster's (in Redis, see
+//! `cluster::typing`): a room checks that the typist is a member and hands
+//! the rest to the typing link.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,12 +14,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use dashmap::DashMap;
-use serde_json::json;
 
 use super::fanout::{Delivery, offer_frame};
-use crate::cluster::{Cluster, To};
+use crate::cluster::typing::{Command, Commands};
 use crate::metrics::Metrics;
-use crate::protocol::events::{USER_TYPING, encode};
+use crate::protocol::events::{USER_TYPING, encode, user_typing};
 use actix_socketio::engineio::{Push, SharedMessage};
 
 /// A typist who sends nothing new for this long is cleared by the server.
@@ -38,8 +36,8 @@ struct Entry {
 pub struct RoomDirectory {
     rooms: DashMap<String, Entry>,
     metrics: Arc<Metrics>,
-    /// Where typing is announced to the other nodes.
-    cluster: Option<Arc<Cluster>>,
+    /// In cluster mode: where typing goes.
+    typing: Option<Commands>,
 }
 
 /// One member socket.
@@ -50,8 +48,8 @@ pub struct Member {
 }
 
 impl RoomDirectory {
-    pub fn new(metrics: Arc<Metrics>, cluster: Option<Arc<Cluster>>) -> Arc<Self> {
-        Arc::new(Self { rooms: DashMap::new(), metrics, cluster })
+    pub fn new(metrics: Arc<Metrics>, typing: Option<Commands>) -> Arc<Self> {
+        Arc::new(Self { rooms: DashMap::new(), metrics, typing })
     }
 
     /// Adds a socket to an issue's room, starting the room if needed.
@@ -139,9 +137,17 @@ impl Actor for IssueRoom {
 }
 
 impl IssueRoom {
+    /// The cluster's typing link, in cluster mode.
+    fn typing_link(&self) -> Option<Commands> {
+        self.directory.upgrade().and_then(|d| d.typing.clone())
+    }
+
     fn forget(&mut self, socket_id: &str, ctx: &mut Context<Self>) {
-        if self.members.remove(socket_id).is_some() {
+        if let Some(member) = self.members.remove(socket_id) {
             self.count.fetch_sub(1, Ordering::SeqCst);
+            if let Some(link) = self.typing_link() {
+                link.send(Command::Left { issue_id: self.issue_id.clone(), socket_id: member.socket_id });
+            }
         }
         // The socket that last set a typing state took it with it.
         let stale: Vec<Arc<str>> = self
@@ -186,12 +192,8 @@ impl IssueRoom {
         is_typing: bool,
         ctx: &mut Context<Self>,
     ) {
-        let payload = json!({ "issueId": self.issue_id, "userId": user_id, "displayName": display_name, "isTyping": is_typing });
-        let frame = encode(USER_TYPING, payload);
-        // Not echoed to any of the typist's own sockets, on any node.
-        if let Some(cluster) = self.directory.upgrade().and_then(|d| d.cluster.clone()) {
-            cluster.publish(To::Room(self.issue_id.clone()), Some(user_id), true, &frame);
-        }
+        let frame = encode(USER_TYPING, user_typing(&self.issue_id, user_id, display_name, is_typing));
+        // Not echoed to any of the typist's own sockets.
         self.broadcast(&frame, Some(user_id), Delivery::Droppable, ctx);
     }
 
@@ -266,6 +268,15 @@ impl Handler<Typing> for IssueRoom {
         // Only members may type here.
         if !self.members.contains_key(&msg.socket_id) {
             return;
+        }
+        if let Some(link) = self.typing_link() {
+            return link.send(Command::Typing {
+                issue_id: self.issue_id.clone(),
+                user_id: msg.user_id.to_string(),
+                display_name: msg.display_name,
+                socket_id: msg.socket_id,
+                is_typing: msg.is_typing,
+            });
         }
         if !msg.is_typing {
             return self.stop_typing(&msg.user_id, ctx);

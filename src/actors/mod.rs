@@ -27,9 +27,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::cluster::presence::Link;
-use crate::cluster::{Cluster, Inbound, Pending, To};
+use crate::cluster::{Cluster, Inbound, Pending, To, presence as cluster_presence, typing};
 use crate::metrics::Metrics;
+use crate::protocol::events::{USER_TYPING, encode, user_typing};
 
 /// Starts every actor of the app. To add one: a new file in this
 /// directory (a `start(kit)` that starts it and subscribes it), its `mod`
@@ -54,21 +54,26 @@ impl Fanout {
     pub fn start(metrics: &Arc<Metrics>, cluster: Option<(Arc<Cluster>, Pending)>) -> Self {
         let (cluster, pending) = cluster.unzip();
         let broadcaster = broadcaster::Broadcaster::default().start();
-        let rooms = issue_room::RoomDirectory::new(metrics.clone(), cluster.clone());
+        let (typing, typing_inbox) = cluster.as_ref().map(|_| typing::channel()).unzip();
+        let rooms = issue_room::RoomDirectory::new(metrics.clone(), typing);
         let push = kit::Pusher::new(broadcaster.clone(), rooms.clone(), cluster.clone());
-        let (link, transitions) = match &cluster {
-            Some(cluster) => {
-                let push = push.clone();
-                let (link, transitions) =
-                    Link::new(Arc::new(move |user, online| presence::announce(&push, user, online)));
-                (Some(link), Some((cluster.clone(), transitions)))
-            }
-            None => (None, None),
-        };
-        let presence = presence::PresenceRegistry::new(push, metrics.clone(), transitions).start();
-        if let (Some(cluster), Some(pending), Some(link)) = (&cluster, pending, link) {
+        let presence_link = cluster.as_ref().map(|cluster| {
+            let push = push.clone();
+            let (link, transitions) = cluster_presence::Link::new(Arc::new(move |user, online| {
+                presence::announce(&push, user, online)
+            }));
+            (link, (cluster.clone(), transitions))
+        });
+        let (presence_link, transitions) = presence_link.unzip();
+        let presence = presence::PresenceRegistry::new(push.clone(), metrics.clone(), transitions).start();
+        if let (Some(cluster), Some(pending), Some(presence_link), Some(typing_inbox)) =
+            (&cluster, pending, presence_link, typing_inbox)
+        {
+            let typing_link =
+                typing::Link::new(typing_inbox, typing_announcer(cluster.clone(), rooms.clone()));
             let (broadcaster, rooms) = (broadcaster.clone(), rooms.clone());
-            cluster.run(pending, Arc::new(move |inbound| deliver(&broadcaster, &rooms, inbound)), link);
+            let deliver = Arc::new(move |inbound| deliver(&broadcaster, &rooms, inbound));
+            cluster.run(pending, deliver, presence_link, typing_link);
         }
         Self { broadcaster, rooms, presence, cluster }
     }
@@ -78,6 +83,16 @@ impl Fanout {
     pub fn push(&self) -> kit::Pusher {
         kit::Pusher::new(self.broadcaster.clone(), self.rooms.clone(), self.cluster.clone())
     }
+}
+
+/// How the cluster's typing link announces a state: to the room's members
+/// here and on every other node, but not to the typist's own sockets.
+fn typing_announcer(cluster: Arc<Cluster>, rooms: Arc<issue_room::RoomDirectory>) -> typing::Announce {
+    Arc::new(move |issue_id, user_id, display_name, is_typing| {
+        let frame = encode(USER_TYPING, user_typing(issue_id, user_id, display_name, is_typing));
+        cluster.publish(To::Room(issue_id.to_string()), Some(user_id), true, &frame);
+        rooms.send_to_members(issue_id, frame, Some(user_id.into()), fanout::Delivery::Droppable);
+    })
 }
 
 /// Hands what another node published to this node's sockets.

@@ -4,6 +4,7 @@
 //! - [`emitter`]: what `@socket.io/redis-emitter` publishes (pure);
 //! - [`presence`]: who is online cluster-wide, node heartbeats, and the
 //!   reaping of nodes that died without a goodbye (Lua scripts);
+//! - [`typing`]: one typing state per user per room for the cluster;
 //! - [`window`]: a sliding-window count shared by the nodes (trending);
 //! - this file: the [`Cluster`] handle, its Redis connection, the bus
 //!   (publishing and the delivery of what the others publish) and the
@@ -18,6 +19,7 @@
 
 pub mod emitter;
 pub mod presence;
+pub mod typing;
 pub mod window;
 pub mod wire;
 
@@ -62,6 +64,8 @@ pub type Deliver = Arc<dyn Fn(Inbound) + Send + Sync>;
 pub enum ClusterError {
     #[error("cannot use REDIS_URL: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Tag(#[from] actix_socketio::engineio::InvalidTag),
 }
 
 /// Redis keys and channels of one cluster. Keys share one hash tag, so the
@@ -113,6 +117,10 @@ impl Keys {
         self.key("presence:info")
     }
 
+    pub fn typing(&self, issue_id: &str, user_id: &str) -> String {
+        self.key(&format!("typing:{issue_id}:{user_id}"))
+    }
+
     pub fn window(&self, name: &str) -> String {
         self.key(&format!("window:{name}"))
     }
@@ -124,6 +132,21 @@ impl Keys {
 pub fn session_tag(node_id: &str) -> String {
     use sha2::Digest;
     hex::encode(&sha2::Sha256::digest(node_id.as_bytes())[..4])
+}
+
+/// How the Socket.IO engine finds the node that owns a session: sids
+/// carry the owner's tag, and [`Cluster::route`] knows every live node's.
+pub struct Router(pub Arc<Cluster>);
+
+impl actix_socketio::engineio::SessionRouter for Router {
+    fn local_tag(&self) -> &str {
+        &self.0.tag
+    }
+
+    fn resolve(&self, tag: &str) -> futures_util::future::BoxFuture<'static, Option<String>> {
+        let (cluster, tag) = (self.0.clone(), tag.to_string());
+        Box::pin(async move { cluster.route(&tag).await })
+    }
 }
 
 /// This node's membership of the cluster.
@@ -191,10 +214,17 @@ impl Cluster {
 
     /// Starts publishing, delivering what arrives through `deliver`, and
     /// the heartbeat (with presence). Must run inside the actix system.
-    pub fn run(self: &Arc<Self>, pending: Pending, deliver: Deliver, presence: presence::Link) {
+    pub fn run(
+        self: &Arc<Self>,
+        pending: Pending,
+        deliver: Deliver,
+        presence: presence::Link,
+        typing: typing::Link,
+    ) {
         actix_rt::spawn(self.clone().publish_loop(pending.outbox));
         actix_rt::spawn(self.clone().dispatch_loop(pending.pushes, deliver));
         actix_rt::spawn(presence.run(self.clone()));
+        actix_rt::spawn(typing.run(self.clone()));
     }
 
     pub fn connection(&self) -> ConnectionManager {

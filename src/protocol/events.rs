@@ -66,6 +66,11 @@ pub fn issue_trending(issue_id: &str, upvotes: i64, recent_upvotes: usize, windo
     json!({ "issueId": issue_id, "upvotes": upvotes, "recentUpvotes": recent_upvotes, "windowSecs": window_secs })
 }
 
+/// `user:typing`: a member of an issue's room started or stopped typing.
+pub fn user_typing(issue_id: &str, user_id: &str, display_name: &str, is_typing: bool) -> Value {
+    json!({ "issueId": issue_id, "userId": user_id, "displayName": display_name, "isTyping": is_typing })
+}
+
 /// `presence:update`: a user came online (first socket) or went offline
 /// (last socket gone).
 pub fn presence_update(user: &OnlineUser, online: bool) -> Value {

@@ -13,6 +13,7 @@ use crate::actors::Fanout;
 use crate::actors::broadcaster::{Broadcaster, Subscribe, Unsubscribe};
 use crate::actors::issue_room::{Member, RoomDirectory, Typing};
 use crate::actors::presence::{PresenceRegistry, SocketOffline, SocketOnline};
+use crate::cluster::{Cluster, ClusterError, Router};
 use crate::domain::presence::{self, OnlineUser};
 use crate::domain::{Domain, DomainError, Principal, WireError, issues, messages};
 use crate::ids::{self, IdKind};
@@ -55,7 +56,8 @@ pub fn start(
     fanout: &Fanout,
     metrics: &Arc<Metrics>,
     config: &crate::config::Config,
-) -> Arc<CivicEngine> {
+    cluster: Option<Arc<Cluster>>,
+) -> Result<Arc<CivicEngine>, ClusterError> {
     let push = fanout.push();
     domain.hub.subscribe(move |event| {
         let (audience, name, payload) = server_event(event);
@@ -79,10 +81,15 @@ pub fn start(
         stats: metrics.engine.clone(),
         ..EngineConfig::default()
     };
-    Engine::new(
-        engine_config,
-        SocketIoFactory { app: Arc::new(app), connect_timeout: config.connect_timeout },
-    )
+    let factory = SocketIoFactory { app: Arc::new(app), connect_timeout: config.connect_timeout };
+    match cluster {
+        // No sticky sessions: a request for another node's session is
+        // forwarded to it.
+        Some(cluster) => {
+            Engine::routed(engine_config, factory, Arc::new(Router(cluster))).map_err(ClusterError::from)
+        }
+        None => Ok(Engine::new(engine_config, factory)),
+    }
 }
 
 impl SocketApp for CivicApp {

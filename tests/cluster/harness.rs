@@ -231,16 +231,20 @@ impl Cluster {
         self.nodes.iter().flatten().map(|n| n.url().to_string()).collect()
     }
 
-    /// Registers a citizen on node `i % n`.
+    /// Registers a citizen of springfield on node `i % n`.
     pub fn register(&self, i: usize, name: &str) -> TestUser {
+        self.register_in(i, name, Some("springfield"))
+    }
+
+    /// Registers a citizen of `city` (or none) on node `i % n`.
+    pub fn register_in(&self, i: usize, name: &str, city: Option<&str>) -> TestUser {
         let node = self.node(i % self.nodes.len());
         let email = format!("{}-{}@example.test", name.to_lowercase(), rand::random::<u32>());
-        let (status, v) = node.request(
-            reqwest::Method::POST,
-            "/api/auth/register",
-            None,
-            json!({ "email": email, "password": PASSWORD, "displayName": name, "city": "springfield" }),
-        );
+        let mut body = json!({ "email": email, "password": PASSWORD, "displayName": name });
+        if let Some(city) = city {
+            body["city"] = city.into();
+        }
+        let (status, v) = node.request(reqwest::Method::POST, "/api/auth/register", None, body);
         assert_eq!(status, 201, "register {name}: {v}");
         TestUser {
             id: v["user"]["userId"].as_str().unwrap_or_default().to_string(),
@@ -249,7 +253,7 @@ impl Cluster {
             email,
             password: PASSWORD.to_string(),
             name: name.to_string(),
-            city: Some("springfield".into()),
+            city: city.map(str::to_string),
         }
     }
 

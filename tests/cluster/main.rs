@@ -150,3 +150,5 @@ fn the_npm_redis_emitter_reaches_every_node() {
     let cluster = Cluster::start(3);
     clients::js("cluster.mjs", "emitter", &fixture(&cluster));
 }
+
+mod proxy;

@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{TestApp, TestUser, absent_id};
+use civicpulse::auth::{Claims, TokenKeys};
+use civicpulse::domain::Role;
+
+use super::{ACCESS_TTL, SECRET, TestApp, TestUser, absent_id, claims_for, mint};
 
 /// The time limit a script enforces on itself unless told otherwise.
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(25);
@@ -66,6 +69,57 @@ pub fn input_with_issues(
         "otherIssueId": other_issue_id,
         "absentIssueId": absent_id("iss_"),
     })
+}
+
+/// An access token for `user` that expired an hour ago.
+pub fn expired_token(user: &TestUser) -> String {
+    let mut claims = claims_for(user, Role::Citizen);
+    claims.iat -= 3600;
+    claims.exp = claims.iat + 60;
+    mint(&claims)
+}
+
+/// Tokens of every kind the handshake must refuse, for `user` (the
+/// scripts' `badTokens`).
+pub fn bad_tokens(user: &TestUser) -> Value {
+    let claims = claims_for(user, Role::Citizen);
+    let other_secret = TokenKeys::new(b"not-the-secret-of-this-node-not-at-all!!", ACCESS_TTL);
+    let wrong_typ = Claims { typ: "refresh".into(), ..claims.clone() };
+    let no_typ = {
+        let mut v = serde_json::to_value(&claims).expect("claims as JSON");
+        v.as_object_mut().expect("claims object").remove("typ");
+        v
+    };
+    let hs512 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("HS512 token");
+    let no_typ = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &no_typ,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("token without typ");
+    json!({
+        "badlySigned": other_secret.sign(&claims),
+        "expired": expired_token(user),
+        "wrongTyp": mint(&wrong_typ),
+        "noTyp": no_typ,
+        "algNone": unsigned(&claims),
+        "hs512": hs512,
+        "refreshToken": user.refresh,
+    })
+}
+
+/// `alg: none`: the claims with no signature at all.
+fn unsigned(claims: &Claims) -> String {
+    use base64::Engine as _;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let header = json!({ "alg": "none", "typ": "JWT" });
+    let payload = serde_json::to_value(claims).expect("claims as JSON");
+    format!("{}.{}.", b64(&header), b64(&payload))
 }
 
 /// Runs `node tests/js/<script> <scenario>` with the official client.

@@ -410,21 +410,12 @@ impl TestApp {
 
     /// Signs `claims` with the node's secret.
     pub fn mint(&self, claims: &Claims) -> String {
-        TokenKeys::new(SECRET, ACCESS_TTL).sign(claims)
+        mint(claims)
     }
 
     /// Valid access claims for `user`, to be tampered with.
     pub fn claims_for(&self, user: &TestUser, role: Role) -> Claims {
-        let now = chrono::Utc::now().timestamp();
-        Claims {
-            sub: user.id.clone(),
-            name: user.name.clone(),
-            role,
-            city: user.city.clone(),
-            iat: now,
-            exp: now + ACCESS_TTL.as_secs() as i64,
-            typ: "access".into(),
-        }
+        claims_for(user, role)
     }
 
     /// Verifies an access token with the node's secret.
@@ -832,6 +823,25 @@ fn snapshot(conn: &mut AnyConnection, event: &DomainEvent) -> Value {
             }
             Value::Object(map)
         }
+    }
+}
+
+/// Signs `claims` with the test secret (every test node's).
+pub fn mint(claims: &Claims) -> String {
+    TokenKeys::new(SECRET, ACCESS_TTL).sign(claims)
+}
+
+/// Valid access claims for `user`, to be tampered with.
+pub fn claims_for(user: &TestUser, role: Role) -> Claims {
+    let now = chrono::Utc::now().timestamp();
+    Claims {
+        sub: user.id.clone(),
+        name: user.name.clone(),
+        role,
+        city: user.city.clone(),
+        iat: now,
+        exp: now + ACCESS_TTL.as_secs() as i64,
+        typ: "access".into(),
     }
 }
 

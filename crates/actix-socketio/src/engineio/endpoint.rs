@@ -2,18 +2,22 @@
 //! polling GET and POST. WebSocket upgrades never reach actix-web (see
 //! `upgrade`), but both go through [`route`], so clients and conformance
 //! suites see the reference server's checks, in its order, either way.
+//! A request for a session another node owns is passed to it (`forward`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::Addr;
+use actix_http::RequestHead;
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use super::SocketSession;
+use super::forward::Forward;
 use super::polling::{PollGet, PostBody, PostStart};
+use super::router::FORWARDED_HEADER;
 use super::{Engine, EngineHandler, HandlerFactory};
 use crate::protocol::engine::HttpError;
 
@@ -23,30 +27,33 @@ pub fn mount<F: HandlerFactory>(cfg: &mut web::ServiceConfig, path: &str, engine
 }
 
 /// Where a request goes: a new session (`None`) or an existing one, on
-/// polling or on a WebSocket.
+/// polling or on a WebSocket, or to the node that owns its session.
 pub(crate) enum Route<H: EngineHandler> {
     Polling(Option<Addr<SocketSession<H>>>),
     WebSocket(Option<Addr<SocketSession<H>>>),
+    Forward(Forward),
 }
 
 /// The reference server's checks, in its order. `upgrade` says whether the
-/// request asks for a WebSocket (`Upgrade: websocket`).
+/// request asks for a WebSocket (`Upgrade: websocket`). A session another
+/// node owns is left to that node to check.
 pub(crate) fn route<F: HandlerFactory>(
     engine: &Engine<F>,
-    method: &Method,
-    query: &str,
+    head: &RequestHead,
     upgrade: bool,
 ) -> Result<Route<F::Handler>, HttpError> {
-    let query =
-        web::Query::<HashMap<String, String>>::from_query(query).map(|q| q.into_inner()).unwrap_or_default();
+    let query = web::Query::<HashMap<String, String>>::from_query(head.uri.query().unwrap_or(""))
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
     let websocket = match query.get("transport").map(String::as_str) {
         Some("polling") => false,
         Some("websocket") => true,
         _ => return Err(HttpError::TransportUnknown),
     };
     if let Some(sid) = query.get("sid") {
-        let session =
-            engine.sessions.get(sid.as_str()).map(|s| s.clone()).ok_or(HttpError::SessionIdUnknown)?;
+        let Some(session) = engine.sessions.get(sid.as_str()).map(|s| s.clone()) else {
+            return forward(engine, head, sid).map(Route::Forward).ok_or(HttpError::SessionIdUnknown);
+        };
         return match (websocket, upgrade) {
             (true, true) => Ok(Route::WebSocket(Some(session))),
             (false, false) => Ok(Route::Polling(Some(session))),
@@ -54,7 +61,7 @@ pub(crate) fn route<F: HandlerFactory>(
             _ => Err(HttpError::BadRequest),
         };
     }
-    if method != Method::GET {
+    if head.method != Method::GET {
         return Err(HttpError::BadHandshakeMethod);
     }
     if websocket != upgrade {
@@ -64,6 +71,16 @@ pub(crate) fn route<F: HandlerFactory>(
         return Err(HttpError::UnsupportedProtocolVersion);
     }
     Ok(if websocket { Route::WebSocket(None) } else { Route::Polling(None) })
+}
+
+/// How to reach the owner of a sid this node does not know. Never for a
+/// request that was forwarded already: a sid its owner no longer knows is
+/// unknown, not a reason to go round the nodes.
+fn forward<F: HandlerFactory>(engine: &Engine<F>, head: &RequestHead, sid: &str) -> Option<Forward> {
+    if head.headers().contains_key(FORWARDED_HEADER) {
+        return None;
+    }
+    engine.routing.as_ref()?.forward(sid, &engine.config)
 }
 
 fn error(e: HttpError) -> HttpResponse {
@@ -77,8 +94,11 @@ async fn handle<F: HandlerFactory>(
     payload: web::Payload,
     engine: web::Data<Engine<F>>,
 ) -> HttpResponse {
-    match route(&engine, req.method(), req.query_string(), false) {
+    match route(&engine, req.head(), false) {
         Err(e) => error(e),
+        Ok(Route::Forward(forward)) => {
+            forward.polling(req.head(), payload).await.unwrap_or_else(|| error(HttpError::SessionIdUnknown))
+        }
         Ok(Route::Polling(Some(session))) => match *req.method() {
             Method::GET => poll(session).await,
             Method::POST => post(&req, payload, session, engine.config.max_payload).await,
@@ -134,7 +154,8 @@ async fn post<H: EngineHandler>(
         while let Some(chunk) = payload.next().await {
             match chunk {
                 Ok(chunk) if body.len() + chunk.len() <= max_payload => body.extend_from_slice(&chunk),
-                Ok(_) => {
+                Ok(chunk) => {
+                    discard(&mut payload, body.len() + chunk.len(), max_payload).await;
                     outcome = Some(PostBody::TooLarge);
                     break;
                 }
@@ -158,5 +179,20 @@ async fn post<H: EngineHandler>(
         }
         Ok(Err(e)) => error(e),
         Err(_) => error(HttpError::SessionIdUnknown),
+    }
+}
+
+/// Reads and drops the rest of a body over `max_payload`, of which `read`
+/// bytes are in: a 413 sent before the body is read closes the connection
+/// under a client, or a proxy, that sends the whole body before it reads,
+/// and it sees a reset (a proxy answers 502) instead. A body that goes on
+/// past the bound is cut off, connection and all.
+async fn discard(payload: &mut web::Payload, mut read: usize, max_payload: usize) {
+    let bound = max_payload.saturating_mul(4).max(16 << 20);
+    while read <= bound {
+        match payload.next().await {
+            Some(Ok(chunk)) => read += chunk.len(),
+            _ => return,
+        }
     }
 }

@@ -12,11 +12,16 @@
 //! - `endpoint`: the HTTP entry point (handshake, polling GET and POST).
 //! - `upgrade`: WebSocket upgrades, taken off the HTTP layer.
 //! - `server`: the HTTP server with that bypass built in.
+//! - `router`: which node owns a session, when several nodes serve one
+//!   endpoint without sticky sessions ([`SessionRouter`], the sid format).
+//! - `forward`: requests for another node's session, passed to it.
 
 pub mod endpoint;
+mod forward;
 mod inbound;
 mod polling;
 mod probe;
+pub mod router;
 pub mod server;
 pub mod session;
 pub mod upgrade;
@@ -33,6 +38,7 @@ use dashmap::DashMap;
 
 use crate::protocol::engine;
 pub use inbound::InboundPermit;
+pub use router::{FORWARDED_HEADER, InvalidTag, SessionRouter};
 pub use session::SocketSession;
 
 #[derive(Debug, Clone)]
@@ -60,11 +66,31 @@ pub struct EngineConfig {
 pub struct EngineStats {
     /// Sessions closed because their client stopped reading.
     pub slow_client_disconnects: AtomicU64,
+    /// Polling requests answered by the node that owns their session.
+    pub forwarded_requests: AtomicU64,
+    /// WebSocket upgrades handed to the node that owns their session.
+    pub forwarded_upgrades: AtomicU64,
+    /// Requests and upgrades for another node's session that could not be
+    /// forwarded (no live node with the tag, or it did not answer); they
+    /// were answered "Session ID unknown".
+    pub forward_failures: AtomicU64,
 }
 
 impl EngineStats {
     pub(crate) fn slow_client_disconnected(&self) {
         self.slow_client_disconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn forwarded_request(&self) {
+        self.forwarded_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn forwarded_upgrade(&self) {
+        self.forwarded_upgrades.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn forward_failed(&self) {
+        self.forward_failures.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -261,16 +287,41 @@ pub struct Engine<F: HandlerFactory> {
     pub config: Arc<EngineConfig>,
     pub factory: F,
     pub(crate) sessions: DashMap<Arc<str>, Addr<SocketSession<F::Handler>>>,
+    /// Set when the endpoint is served by several nodes (see `router`).
+    pub(crate) routing: Option<router::Routing>,
 }
 
 impl<F: HandlerFactory> Engine<F> {
+    /// An engine that serves its own sessions alone.
     pub fn new(config: EngineConfig, factory: F) -> Arc<Self> {
-        Arc::new(Self { config: Arc::new(config), factory, sessions: DashMap::new() })
+        Self::build(config, factory, None)
+    }
+
+    /// An engine that is one of several nodes of an endpoint: its sids
+    /// carry `router`'s local tag, and requests for the sessions of other
+    /// nodes are forwarded to them (see `router`). Fails when the local
+    /// tag does not fit the sid format.
+    pub fn routed(
+        config: EngineConfig,
+        factory: F,
+        router: Arc<dyn SessionRouter>,
+    ) -> Result<Arc<Self>, InvalidTag> {
+        Ok(Self::build(config, factory, Some(router::Routing::new(router)?)))
+    }
+
+    fn build(config: EngineConfig, factory: F, routing: Option<router::Routing>) -> Arc<Self> {
+        Arc::new(Self { config: Arc::new(config), factory, sessions: DashMap::new(), routing })
+    }
+
+    /// An id for a new session of this engine.
+    pub(crate) fn new_sid(&self) -> Arc<str> {
+        self.routing.as_ref().map_or_else(new_sid, router::Routing::new_sid)
     }
 }
 
 /// A new session id: 15 random bytes in URL-safe base64 (20 characters),
-/// as the reference server makes them.
+/// as the reference server makes them. A routed engine puts its tag in
+/// front (see `router`).
 pub fn new_sid() -> Arc<str> {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 15]>()).into()

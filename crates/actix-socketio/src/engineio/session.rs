@@ -53,7 +53,7 @@ impl<H: EngineHandler> SocketSession<H> {
     where
         F: HandlerFactory<Handler = H>,
     {
-        let sid = super::new_sid();
+        let sid = engine.new_sid();
         let handshake = engine::Handshake {
             sid: sid.to_string(),
             upgrades: if websocket.is_some() { vec![] } else { vec!["websocket".into()] },

@@ -3,7 +3,9 @@
 //! endpoint checks it exactly as a polling request is checked
 //! (`endpoint::route`), answers the handshake itself and serves the socket
 //! on the bare TCP stream (`ws::spawn`), so the HTTP/1 dispatcher and its
-//! buffers are gone for the life of the socket.
+//! buffers are gone for the life of the socket. An upgrade for a session
+//! another node owns is spliced onto a connection to that node, which
+//! answers it (`forward`).
 
 use std::sync::Arc;
 
@@ -61,8 +63,14 @@ impl WsRoutes {
 
 async fn accept<F: HandlerFactory>(engine: Arc<Engine<F>>, req: Request, mut io: TcpStream, early: BytesMut) {
     let head = req.head();
-    let session = match endpoint::route(&engine, &head.method, head.uri.query().unwrap_or(""), true) {
+    let session = match endpoint::route(&engine, head, true) {
         Ok(Route::WebSocket(session)) => session,
+        Ok(Route::Forward(forward)) => {
+            if let Err(io) = forward.upgrade(head, io, early).await {
+                refuse(io, HttpError::SessionIdUnknown).await;
+            }
+            return;
+        }
         Ok(Route::Polling(_)) => return refuse(io, HttpError::BadRequest).await,
         Err(e) => return refuse(io, e).await,
     };
