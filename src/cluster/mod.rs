@@ -167,6 +167,9 @@ pub struct Cluster {
     /// presence must be made again.
     lost: AtomicBool,
     healthy: AtomicBool,
+    /// No heartbeat has answered or failed yet: the first one is logged
+    /// either way.
+    first_beat: AtomicBool,
     /// tag → the node's URL (or none), and when it was looked up.
     routes: DashMap<String, (Option<String>, Instant)>,
     pub stats: Arc<ClusterStats>,
@@ -206,6 +209,7 @@ impl Cluster {
             heard: DashMap::new(),
             lost: AtomicBool::new(true),
             healthy: AtomicBool::new(false),
+            first_beat: AtomicBool::new(true),
             routes: DashMap::new(),
             stats: metrics.cluster.clone(),
         });
@@ -237,10 +241,11 @@ impl Cluster {
     }
 
     pub(crate) fn set_healthy(&self, healthy: bool) {
-        if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+        let first = self.first_beat.swap(false, Ordering::Relaxed);
+        if self.healthy.swap(healthy, Ordering::Relaxed) != healthy || first {
             self.stats.redis_up.store(i64::from(healthy), Ordering::Relaxed);
             if healthy {
-                log::info!(target: "civicpulse::cluster", "node={} Redis is back", self.node);
+                log::info!(target: "civicpulse::cluster", "node={} Redis answers: this node is in the cluster", self.node);
             } else {
                 log::warn!(target: "civicpulse::cluster", "node={} Redis does not answer; serving this node's sockets alone until it does", self.node);
             }

@@ -11,7 +11,9 @@
 //! key's own TTL is only a backstop for a node that died holding one.
 //!
 //! The [`Link`] task does this in order for the node's rooms, which hand it
-//! the typing of their member sockets (membership is checked there).
+//! the typing of their member sockets (membership is checked there). While
+//! Redis is away it falls back to what this node knows, so the node's own
+//! sockets still see each other type.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -127,28 +129,31 @@ impl Link {
                     .arg(BACKSTOP.as_millis() as u64)
                     .invoke_async(&mut cluster.connection())
                     .await;
-                match started {
-                    Ok(started) => {
-                        if started == 1 {
-                            (self.announce)(&issue_id, &user_id, &display_name, true);
-                        }
-                        let expires = Instant::now() + EXPIRY;
-                        owned.insert((issue_id, user_id), Owned { socket_id, display_name, expires });
-                    }
-                    Err(e) => failed(cluster, "typing", &e),
+                let key = (issue_id, user_id);
+                // Without Redis, as on one node: news unless this node
+                // already holds the state.
+                let started = started.unwrap_or_else(|e| {
+                    failed(cluster, "typing", &e);
+                    i64::from(!owned.contains_key(&key))
+                });
+                if started == 1 {
+                    (self.announce)(&key.0, &key.1, &display_name, true);
                 }
+                owned.insert(key, Owned { socket_id, display_name, expires: Instant::now() + EXPIRY });
             }
             Command::Typing { issue_id, user_id, display_name, is_typing: false, .. } => {
                 let key = (issue_id, user_id);
-                owned.remove(&key);
+                let held = owned.remove(&key).is_some();
                 let cleared: redis::RedisResult<i64> = redis::cmd("DEL")
                     .arg(cluster.keys.typing(&key.0, &key.1))
                     .query_async(&mut cluster.connection())
                     .await;
-                match cleared {
-                    Ok(1) => (self.announce)(&key.0, &key.1, &display_name, false),
-                    Ok(_) => {}
-                    Err(e) => failed(cluster, "typing", &e),
+                let cleared = cleared.unwrap_or_else(|e| {
+                    failed(cluster, "typing", &e);
+                    i64::from(held)
+                });
+                if cleared == 1 {
+                    (self.announce)(&key.0, &key.1, &display_name, false);
                 }
             }
             Command::Left { issue_id, socket_id } => {
@@ -181,10 +186,12 @@ impl Link {
             .arg(owner(cluster, &state.socket_id))
             .invoke_async(&mut cluster.connection())
             .await;
-        match cleared {
-            Ok(1) => (self.announce)(&key.0, &key.1, &state.display_name, false),
-            Ok(_) => {}
-            Err(e) => failed(cluster, "typing", &e),
+        let cleared = cleared.unwrap_or_else(|e| {
+            failed(cluster, "typing", &e);
+            1
+        });
+        if cleared == 1 {
+            (self.announce)(&key.0, &key.1, &state.display_name, false);
         }
     }
 }
