@@ -158,13 +158,13 @@ impl Config {
         let redis_key_prefix =
             checked_name("REDIS_KEY_PREFIX", get("REDIS_KEY_PREFIX").unwrap_or("civicpulse"))?;
         let host = get("HOST").unwrap_or("0.0.0.0").to_string();
-        let node_url = match get("NODE_URL") {
+        let node_url = match get("NODE_URL").map(|url| url.trim_end_matches('/')) {
             Some(url)
                 if url.starts_with("http://")
                     && url.len() > 7
                     && !url[7..].contains(['/', '?', '#', ' ']) =>
             {
-                url.trim_end_matches('/').to_string()
+                url.to_string()
             }
             Some(_) => {
                 return Err(ConfigError { var: "NODE_URL", reason: "expected http://host:port".into() });

@@ -420,9 +420,12 @@ impl Cluster {
     /// The URL of the live node whose sessions carry `tag`, looked up in
     /// Redis and kept for a moment (a polling client asks many times).
     pub async fn route(&self, tag: &str) -> Option<String> {
+        // A node that just started may not have registered yet: an unknown
+        // tag is asked again sooner.
         const FRESH: Duration = Duration::from_secs(2);
+        const FRESH_UNKNOWN: Duration = Duration::from_millis(250);
         if let Some(entry) = self.routes.get(tag)
-            && entry.1.elapsed() < FRESH
+            && entry.1.elapsed() < if entry.0.is_some() { FRESH } else { FRESH_UNKNOWN }
         {
             return entry.0.clone();
         }

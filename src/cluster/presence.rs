@@ -298,61 +298,59 @@ struct Scripts {
     reap: Script,
 }
 
+/// The two steps every script is made of, on KEYS[1] (a node's users),
+/// KEYS[2] (user → node count) and KEYS[3] (user → info): a user arrives on
+/// the node (true if they were on no node before), or leaves it (their info
+/// if they are now on no node).
+const STEPS: &str = r"
+local function arrive(user, info)
+    if redis.call('SADD', KEYS[1], user) == 0 then return false end
+    redis.call('HSET', KEYS[3], user, info)
+    return redis.call('HINCRBY', KEYS[2], user, 1) == 1
+end
+local function leave(user)
+    if redis.call('SREM', KEYS[1], user) == 0 then return nil end
+    if redis.call('HINCRBY', KEYS[2], user, -1) > 0 then return nil end
+    redis.call('HDEL', KEYS[2], user)
+    local info = redis.call('HGET', KEYS[3], user)
+    redis.call('HDEL', KEYS[3], user)
+    return info
+end
+";
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{STEPS}{body}"))
+}
+
 impl Default for Scripts {
     fn default() -> Self {
         Self {
-            online: Script::new(
-                r"
-                if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
-                redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-                if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 then return 1 end
-                return 0",
-            ),
-            offline: Script::new(
-                r"
-                if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return false end
-                if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) > 0 then return false end
-                redis.call('HDEL', KEYS[2], ARGV[1])
-                local info = redis.call('HGET', KEYS[3], ARGV[1])
-                redis.call('HDEL', KEYS[3], ARGV[1])
-                return info",
-            ),
-            sync: Script::new(
+            online: script("if arrive(ARGV[1], ARGV[2]) then return 1 end return 0"),
+            offline: script("return leave(ARGV[1]) or false"),
+            sync: script(
                 r"
                 local want = {}
                 for i = 1, #ARGV, 2 do want[ARGV[i]] = ARGV[i + 1] end
                 local came, went = {}, {}
                 for _, user in ipairs(redis.call('SMEMBERS', KEYS[1])) do
                     if want[user] == nil then
-                        redis.call('SREM', KEYS[1], user)
-                        if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
-                            redis.call('HDEL', KEYS[2], user)
-                            local info = redis.call('HGET', KEYS[3], user)
-                            redis.call('HDEL', KEYS[3], user)
-                            if info then table.insert(went, info) end
-                        end
+                        local info = leave(user)
+                        if info then table.insert(went, info) end
                     end
                 end
                 for user, info in pairs(want) do
-                    if redis.call('SADD', KEYS[1], user) == 1 then
-                        redis.call('HSET', KEYS[3], user, info)
-                        if redis.call('HINCRBY', KEYS[2], user, 1) == 1 then table.insert(came, info) end
-                    end
+                    if arrive(user, info) then table.insert(came, info) end
                 end
                 return {came, went}",
             ),
-            reap: Script::new(
+            reap: script(
                 r"
                 if redis.call('EXISTS', KEYS[4]) == 1 then return false end
                 if redis.call('HEXISTS', KEYS[5], ARGV[1]) == 0 then return false end
                 local gone = {}
                 for _, user in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-                    if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
-                        redis.call('HDEL', KEYS[2], user)
-                        local info = redis.call('HGET', KEYS[3], user)
-                        redis.call('HDEL', KEYS[3], user)
-                        if info then table.insert(gone, info) end
-                    end
+                    local info = leave(user)
+                    if info then table.insert(gone, info) end
                 end
                 local tag = redis.call('HGET', KEYS[5], ARGV[1])
                 if tag then redis.call('HDEL', KEYS[6], tag) end

@@ -103,42 +103,13 @@ impl Nginx {
         let port = binary::free_port();
         let servers: String =
             upstreams.iter().map(|u| format!("    server {};\n", u.trim_start_matches("http://"))).collect();
-        let root = dir.path().display();
-        let conf = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-error_log {root}/error.log warn;
-pid {root}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {root}/body;
-  proxy_temp_path {root}/proxy;
-  fastcgi_temp_path {root}/fastcgi;
-  uwsgi_temp_path {root}/uwsgi;
-  scgi_temp_path {root}/scgi;
-  upstream civicpulse {{
-{servers}  }}
-  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-  server {{
-    listen 127.0.0.1:{port};
-    client_max_body_size 10m;
-    location / {{
-      proxy_pass http://civicpulse;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_buffering off;
-      proxy_read_timeout 120s;
-      proxy_send_timeout 120s;
-    }}
-  }}
-}}
-"#
-        );
+        let template =
+            std::fs::read_to_string(crate::common::clients::root().join("deploy/nginx-round-robin.conf"))
+                .expect("deploy/nginx-round-robin.conf");
+        let conf = template
+            .replace("@ROOT@", &dir.path().display().to_string())
+            .replace("@PORT@", &port.to_string())
+            .replace("@SERVERS@", &servers);
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("write nginx.conf");
         let child = Command::new(&binary)
@@ -246,15 +217,7 @@ impl Cluster {
         }
         let (status, v) = node.request(reqwest::Method::POST, "/api/auth/register", None, body);
         assert_eq!(status, 201, "register {name}: {v}");
-        TestUser {
-            id: v["user"]["userId"].as_str().unwrap_or_default().to_string(),
-            token: v["accessToken"].as_str().unwrap_or_default().to_string(),
-            refresh: v["refreshToken"].as_str().unwrap_or_default().to_string(),
-            email,
-            password: PASSWORD.to_string(),
-            name: name.to_string(),
-            city: city.map(str::to_string),
-        }
+        signed_in(&v, email)
     }
 
     /// An official, made the way an operator does (`civicpulse user create`).
@@ -287,15 +250,7 @@ impl Cluster {
             json!({ "email": email, "password": PASSWORD }),
         );
         assert_eq!(status, 200, "login official: {v}");
-        TestUser {
-            id: v["user"]["userId"].as_str().unwrap_or_default().to_string(),
-            token: v["accessToken"].as_str().unwrap_or_default().to_string(),
-            refresh: v["refreshToken"].as_str().unwrap_or_default().to_string(),
-            email,
-            password: PASSWORD.to_string(),
-            name: "Olive Official".into(),
-            city: Some("springfield".into()),
-        }
+        signed_in(&v, email)
     }
 
     pub fn issue_id(&self, user: &TestUser) -> String {
@@ -338,6 +293,20 @@ impl Cluster {
     /// Node `i`'s /readyz status.
     pub fn ready(&self, i: usize) -> u16 {
         reqwest::blocking::get(format!("{}/readyz", self.node(i).url())).map_or(0, |r| r.status().as_u16())
+    }
+}
+
+/// The user of a register or login answer.
+fn signed_in(v: &Value, email: String) -> TestUser {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    TestUser {
+        id: text(&v["user"]["userId"]),
+        token: text(&v["accessToken"]),
+        refresh: text(&v["refreshToken"]),
+        email,
+        password: PASSWORD.to_string(),
+        name: text(&v["user"]["displayName"]),
+        city: v["user"]["city"].as_str().map(str::to_string),
     }
 }
 
