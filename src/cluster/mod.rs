@@ -10,10 +10,12 @@
 //!   (publishing and the delivery of what the others publish) and the
 //!   routes other nodes use to forward requests for this node's sessions.
 //!
-//! Nothing on a socket's or a request's path waits for Redis: publishing
-//! queues (bounded) for one task that pipelines, what arrives is handed to
-//! the actors with `do_send`, and the node keeps serving its own sockets
-//! while Redis is away. One connection (RESP3) carries commands and the
+//! Nothing on a socket's or a request's path waits for Redis but what must
+//! (a presence listing, the owner of a session another node made):
+//! publishing queues (bounded) for one task that pipelines, presence and
+//! typing changes go to tasks of their own, what arrives is handed to the
+//! actors with `do_send`, and the node keeps serving its own sockets while
+//! Redis is away. One connection (RESP3) carries commands and the
 //! subscriptions; `redis::aio::ConnectionManager` reconnects it, and the
 //! heartbeat subscribes again and re-announces this node's users.
 
@@ -57,7 +59,8 @@ pub struct Inbound {
     pub frame: Arc<SharedMessage>,
 }
 
-/// Hands what arrives to this node's sockets (the actors, wired in lib.rs).
+/// Hands what arrives to this node's sockets (the actors; see
+/// `actors::Fanout::start`).
 pub type Deliver = Arc<dyn Fn(Inbound) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]

@@ -9,11 +9,16 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use actix_socketio::engineio::endpoint::discard_body;
+
 use super::error::ApiError;
 use crate::domain::{Domain, DomainError, Principal};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A refused body is read out (so that the client, or a proxy, hears the
+/// 413 rather than a reset) up to this size; a bigger one is cut off.
+const DISCARD_BYTES: usize = 16 * MAX_BODY_BYTES;
 
 /// The user named by a valid `Authorization: Bearer` access token.
 pub struct Auth(pub Principal);
@@ -58,6 +63,9 @@ impl FromRequest for JsonBody {
         let mut payload = payload.take();
         Box::pin(async move {
             if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+                if declared.is_some_and(|n| n <= DISCARD_BYTES) {
+                    discard_body(&mut payload, 0, DISCARD_BYTES).await;
+                }
                 return Err(too_large());
             }
             let mut body = web::BytesMut::new();
@@ -65,6 +73,7 @@ impl FromRequest for JsonBody {
                 let chunk =
                     chunk.map_err(|e| ApiError::malformed(format!("could not read the body: {e}")))?;
                 if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    discard_body(&mut payload, body.len() + chunk.len(), DISCARD_BYTES).await;
                     return Err(too_large());
                 }
                 body.extend_from_slice(&chunk);

@@ -183,12 +183,21 @@ async fn post<H: EngineHandler>(
 }
 
 /// Reads and drops the rest of a body over `max_payload`, of which `read`
-/// bytes are in: a 413 sent before the body is read closes the connection
-/// under a client, or a proxy, that sends the whole body before it reads,
-/// and it sees a reset (a proxy answers 502) instead. A body that goes on
-/// past the bound is cut off, connection and all.
-async fn discard(payload: &mut web::Payload, mut read: usize, max_payload: usize) {
-    let bound = max_payload.saturating_mul(4).max(16 << 20);
+/// bytes are in.
+async fn discard(payload: &mut web::Payload, read: usize, max_payload: usize) {
+    discard_body(payload, read, max_payload.saturating_mul(4).max(16 << 20)).await;
+}
+
+/// Reads and drops the rest of a request body that is refused as too
+/// large, of which `read` bytes are in, up to `bound` bytes in all: a 413
+/// sent before the body is read closes the connection under a client, or a
+/// proxy, that sends the whole body before it reads, and it sees a reset (a
+/// proxy answers 502) instead. A body that goes on past the bound is cut
+/// off, connection and all.
+pub async fn discard_body<S, E>(payload: &mut S, mut read: usize, bound: usize)
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
     while read <= bound {
         match payload.next().await {
             Some(Ok(chunk)) => read += chunk.len(),
