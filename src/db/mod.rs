@@ -16,6 +16,9 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use crate::config::DatabaseUrl;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+/// The PostgreSQL advisory lock nodes take turns on to migrate (any number
+/// of CivicPulse's own; "civicpul" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6369_7669_6370_756c;
 
 /// A connection to whichever backend is configured. Query code is written
 /// once against this type; diesel generates the per-backend dispatch.
@@ -99,8 +102,23 @@ impl Db {
 
     pub fn migrate(&self) -> Result<(), DbError> {
         let mut conn = self.pool.get()?;
-        conn.run_pending_migrations(MIGRATIONS).map_err(|e| DbError::Migrate(e.to_string()))?;
-        Ok(())
+        // Nodes of a cluster start together on one database: on PostgreSQL
+        // they take turns (an advisory lock, held by this connection until
+        // it is released or closes), so that the first migrates and the
+        // others find nothing pending. SQLite's write lock does this alone.
+        let turns = matches!(&mut *conn, AnyConnection::Postgres(_));
+        if turns {
+            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                .execute(&mut *conn)
+                .map_err(|e| DbError::Migrate(format!("cannot take the migration lock: {e}")))?;
+        }
+        let migrated =
+            conn.run_pending_migrations(MIGRATIONS).map(|_| ()).map_err(|e| DbError::Migrate(e.to_string()));
+        if turns {
+            let _ =
+                diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(&mut *conn);
+        }
+        migrated
     }
 
     /// Runs `f` with a pooled connection on the blocking thread pool. `f`
