@@ -4,7 +4,7 @@
 //! without disturbing anything else), and optionally nginx in front in
 //! plain round-robin.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -54,7 +54,7 @@ impl Redis {
             .expect("redis-server (Debian package redis-server) on PATH");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.command(&["PING"]).is_ok_and(|r| r == "+PONG") {
+        while !self.command(&["PING"]).is_ok_and(|r| r == "PONG") {
             assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -67,18 +67,13 @@ impl Redis {
         }
     }
 
-    /// One command over RESP; the first line of the reply.
+    /// One command with `redis-cli`; its reply, trimmed.
     pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output()?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()));
         }
-        stream.write_all(request.as_bytes())?;
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line)?;
-        Ok(line.trim_end().to_string())
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }
 
