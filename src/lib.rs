@@ -101,7 +101,6 @@ impl Services {
             }
             None => None,
         };
-        let handle = cluster.as_ref().map(|(c, _)| c.clone());
         let fanout = actors::Fanout::start(&self.metrics, cluster);
         if self.domain.presence.attach(fanout.presence.clone()).is_err() {
             log::error!("presence directory attached twice; keeping the first");
@@ -109,13 +108,13 @@ impl Services {
         // Forwarding subscribes before the app's actors, so that a socket
         // hears a domain event before anything an actor says about it
         // (e.g. issue:upvoted before the issue:trending it caused).
-        let engine = realtime::start(&self.domain, &fanout, &self.metrics, &self.config, handle.clone())?;
+        let engine = realtime::start(&self.domain, &fanout, &self.metrics, &self.config)?;
         actors::start_all(&actors::kit::Kit::new(
             self.domain.hub.clone(),
             fanout.push(),
             self.config.clone(),
         ));
-        Ok((engine, handle))
+        Ok((engine, fanout.cluster()))
     }
 }
 

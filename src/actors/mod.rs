@@ -78,6 +78,11 @@ impl Fanout {
         Self { broadcaster, rooms, presence, cluster }
     }
 
+    /// The cluster this node is in, in cluster mode.
+    pub fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.cluster.clone()
+    }
+
     /// The handle through which actors (and the forwarding of domain
     /// events) send to sockets.
     pub fn push(&self) -> kit::Pusher {

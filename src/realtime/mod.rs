@@ -13,7 +13,7 @@ use crate::actors::Fanout;
 use crate::actors::broadcaster::{Broadcaster, Subscribe, Unsubscribe};
 use crate::actors::issue_room::{Member, RoomDirectory, Typing};
 use crate::actors::presence::{PresenceRegistry, SocketOffline, SocketOnline};
-use crate::cluster::{Cluster, ClusterError, Router};
+use crate::cluster::{ClusterError, Router};
 use crate::domain::presence::{self, OnlineUser};
 use crate::domain::{Domain, DomainError, Principal, WireError, issues, messages};
 use crate::ids::{self, IdKind};
@@ -56,7 +56,6 @@ pub fn start(
     fanout: &Fanout,
     metrics: &Arc<Metrics>,
     config: &crate::config::Config,
-    cluster: Option<Arc<Cluster>>,
 ) -> Result<Arc<CivicEngine>, ClusterError> {
     let push = fanout.push();
     domain.hub.subscribe(move |event| {
@@ -82,7 +81,7 @@ pub fn start(
         ..EngineConfig::default()
     };
     let factory = SocketIoFactory { app: Arc::new(app), connect_timeout: config.connect_timeout };
-    match cluster {
+    match fanout.cluster() {
         // No sticky sessions: a request for another node's session is
         // forwarded to it.
         Some(cluster) => {
