@@ -13,21 +13,26 @@ use super::Cluster;
 /// KEYS: the window's times (a sorted set), its "announced" flag. ARGV:
 /// window (ms), threshold, a member unique to this event. The clock is
 /// Redis's own, the same for every node. Answers the count when this event
-/// takes it to the threshold and it was not yet announced, else 0. As on
-/// one node, at most `threshold` times are kept, and the flag is cleared
-/// when the count is found below the threshold.
+/// takes it to the threshold, else 0: when it crosses the threshold (the
+/// count was below it), or, while it stays there, if it was not announced
+/// (the flag outlives every run at the threshold, so only a lost flag does
+/// that). As on one node, at most `threshold` times are kept. Five or six
+/// commands inside one script: this runs once per upvote.
 const RECORD: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window, threshold = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < threshold then redis.call('DEL', KEYS[2]) end
+local before = redis.call('ZCARD', KEYS[1])
 redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(threshold + 1))
 redis.call('PEXPIRE', KEYS[1], window)
-local n = redis.call('ZCARD', KEYS[1])
-if n < threshold then return 0 end
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', window) then return n end
+if before + 1 < threshold then return 0 end
+if before < threshold then
+    redis.call('SET', KEYS[2], '1', 'PX', window)
+    return threshold
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(threshold + 1))
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', window) then return threshold end
 redis.call('PEXPIRE', KEYS[2], window)
 return 0";
 

@@ -60,12 +60,18 @@ scenarios.events = async () => {
 
   await api(urls[1], 'POST', `/api/issues/${created.issueId}/upvote`, users.bob.token, undefined, 200);
   await exactlyOnce([a, b, c, outsider], 'issue:upvoted', (p) => p.issueId === created.issueId && p.upvotes === 1, 'issue:upvoted');
+  // The upvotes from here on go to three nodes; TRENDING_UPVOTES is 3.
 
   // Upvotes on three nodes count together: TRENDING_UPVOTES is 3 here.
   await api(urls[2], 'POST', `/api/issues/${created.issueId}/upvote`, users.carol.token, undefined, 200);
   nothing(a, 'issue:trending');
   await api(urls[0], 'POST', `/api/issues/${created.issueId}/upvote`, users.dave.token, undefined, 200);
   await exactlyOnce([a, b, c, outsider], 'issue:trending', (p) => p.issueId === created.issueId && p.recentUpvotes === 3 && p.upvotes === 3, 'issue:trending');
+  // Still at the threshold: not news again.
+  await api(urls[1], 'POST', `/api/issues/${created.issueId}/upvote`, users.erin.token, undefined, 200);
+  await received(a, 'issue:upvoted', (p) => p.issueId === created.issueId && p.upvotes === 4, 'the fourth upvote');
+  await sleep(QUIET_MS);
+  assert.equal(events(a, 'issue:trending').length, 1, 'trending announced once');
 
   await api(urls[2], 'PATCH', `/api/issues/${created.issueId}`, input.official.token, { status: 'in_progress' }, 200);
   await exactlyOnce([a, b, c, outsider], 'issue:updated', (p) => p.issueId === created.issueId && p.status === 'in_progress', 'issue:updated');
