@@ -2,6 +2,15 @@
 // the way a good Node engineer would (Express + Socket.IO 4.8 on one port,
 // jsonwebtoken at the handshake, rooms per issue, better-sqlite3 storage),
 // exposing the same events, payloads and the REST routes the benchmarks use.
+//
+// Cluster mode (bench/run.sh's cluster_* scenarios): with REDIS_URL set,
+// Socket.IO's own @socket.io/redis-adapter (over the `redis` client) joins
+// every process that names the same Redis and REDIS_KEY_PREFIX into one
+// cluster, so an emit on one process reaches the sockets of all of them.
+// Storage is shared the simplest way a Node team would: every process opens
+// the same better-sqlite3 file (DB_PATH) in WAL mode with a busy timeout,
+// and write transactions take the write lock up front (BEGIN IMMEDIATE), so
+// a writer waits for another process's commit instead of failing.
 'use strict';
 
 const http = require('node:http');
@@ -10,14 +19,20 @@ const express = require('express');
 const jwt = require('jsonwebtoken');
 const Database = require('better-sqlite3');
 const { Server } = require('socket.io');
+const { createAdapter } = require('@socket.io/redis-adapter');
+const { createClient } = require('redis');
 const { monotonicFactory } = require('ulid');
 
 const PORT = Number(process.env.PORT || 3002);
+const REDIS_URL = process.env.REDIS_URL || '';
+const NODE_ID = process.env.NODE_ID || `node-${process.pid}`;
 const JWT_SECRET = process.env.JWT_SECRET;
 if (!JWT_SECRET) throw new Error('JWT_SECRET is required');
 const ulid = monotonicFactory();
 
-const db = new Database(process.env.DB_PATH || 'node-peer.db');
+// timeout: how long a statement waits for another process's lock (SQLite's
+// busy handler; better-sqlite3's default is 5 s, said explicitly here).
+const db = new Database(process.env.DB_PATH || 'node-peer.db', { timeout: 10000 });
 db.pragma('journal_mode = WAL');
 db.pragma('synchronous = NORMAL');
 db.exec(`
@@ -89,7 +104,14 @@ app.post('/api/auth/register', (req, res) => {
     try {
       stmt.insertUser.run(user.id, email.toLowerCase(), salt.toString('hex') + ':' + key.toString('hex'),
         displayName, user.city, 'citizen', new Date().toISOString());
-    } catch {
+    } catch (e) {
+      // Inside scrypt's callback: a throw would end the process, so a
+      // failure that is not a taken e-mail (a lock held past the timeout)
+      // is a 500.
+      if (e.code !== 'SQLITE_CONSTRAINT_UNIQUE') {
+        console.error(`register: ${e.message}`);
+        return res.status(500).json({ error: { code: 'internal', message: e.code || 'storage' } });
+      }
       return res.status(409).json({ error: { code: 'email_taken', message: 'email taken' } });
     }
     res.status(201).json({ user: { userId: user.id, displayName, city: user.city, role: 'citizen' },
@@ -128,7 +150,7 @@ app.post('/api/issues/:id/upvote', auth, (req, res) => {
   if (!stmt.issueExists.get(req.params.id)) {
     return res.status(404).json({ error: { code: 'not_found', message: 'issue not found' } });
   }
-  const { changed, upvotes } = upvoteTx(req.params.id, req.user.sub);
+  const { changed, upvotes } = upvoteTx.immediate(req.params.id, req.user.sub);
   if (changed) io.emit('issue:upvoted', { issueId: req.params.id, upvotes, upvotedBy: req.user.sub, upvoted: true });
   res.json({ issueId: req.params.id, upvotes, upvoted: true });
 });
@@ -204,4 +226,19 @@ io.on('connection', (socket) => {
   });
 });
 
-server.listen(PORT, '127.0.0.1', () => console.log(`node peer listening on 127.0.0.1:${PORT}`));
+async function main() {
+  if (REDIS_URL) {
+    const prefix = process.env.REDIS_KEY_PREFIX || 'socket.io';
+    const pubClient = createClient({ url: REDIS_URL });
+    const subClient = pubClient.duplicate();
+    for (const c of [pubClient, subClient]) c.on('error', (e) => console.error(`redis: ${e.message}`));
+    await Promise.all([pubClient.connect(), subClient.connect()]);
+    io.adapter(createAdapter(pubClient, subClient, { key: prefix }));
+    console.log(`node peer ${NODE_ID}: redis adapter on ${REDIS_URL.replace(/\/\/[^@]*@/, '//***@')} (key ${prefix})`);
+  }
+  server.listen(PORT, '127.0.0.1', () => console.log(`node peer ${NODE_ID} listening on 127.0.0.1:${PORT}`));
+}
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
