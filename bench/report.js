@@ -83,7 +83,56 @@ const TITLES = {
   typing: `typing: ${env.TYPING_ROOMS} rooms × ${env.TYPING_MEMBERS} members, each toggling ${env.TYPING_RATE}/s for ${env.TYPING_DURATION} s`,
   rooms_sweep: `rooms, rate sweep: ${env.ROOMS} × ${env.ROOM_MEMBERS}, ${env.ROOMS_SWEEP_DURATION} s at each of ${(env.ROOMS_SWEEP_RATES || '').trim().split(/\s+/).join(', ')} messages/s per room`,
   rest: `rest: wrk -t${env.REST_THREADS} -c${env.REST_CONNECTIONS}, ${env.REST_DURATION} s per route, one user's token on every request`,
+  cluster_broadcast: `cluster broadcast: ${env.CLUSTER_BROADCAST_CONNECTIONS} sockets, ${env.CLUSTER_BROADCAST_RATE} upvotes/s for ${env.CLUSTER_BROADCAST_DURATION} s (upvotes to ${env.CLUSTER_TRIGGERS === 'first' ? 'the first node' : 'node k mod N'})`,
+  cluster_rooms: `cluster rooms: ${env.CLUSTER_ROOMS} rooms × ${env.CLUSTER_ROOM_MEMBERS} members, ${env.CLUSTER_ROOM_RATE} messages/s per room for ${env.CLUSTER_ROOM_DURATION} s`,
 };
+
+// Cluster mode: the same scenario per server on each topology of
+// CLUSTER_TOPOLOGIES (`1` one node, `1r` one node with Redis, `3` three
+// nodes sharing Redis and storage); medians per server and topology.
+const redisAt = (key) => (r) => r.redis?.[key];
+const redisUsecPerEvent = (r) => {
+  const by = r.redis?.by_command;
+  if (!by || !r.redis.events) return null;
+  return Object.values(by).reduce((a, c) => a + (c.usec || 0), 0) / r.redis.events;
+};
+const REDIS_METRICS = [
+  ['redis_commands_per_event', 'Redis commands per event', 'lower', redisAt('commands_per_event')],
+  ['redis_publishes_per_event', 'Redis PUBLISH per event', 'lower', redisAt('publishes_per_event')],
+  ['redis_in_bytes_per_event', 'bytes into Redis per event', 'lower', redisAt('input_bytes_per_event')],
+  ['redis_out_bytes_per_event', 'bytes out of Redis per event', 'lower', redisAt('output_bytes_per_event')],
+  ['redis_usec_per_event', 'Redis command time per event (µs)', 'lower', redisUsecPerEvent],
+  ['redis_cpu_pct', 'Redis CPU (% of a core)', 'lower', redisAt('redis_cpu_pct')],
+];
+const deliveredPct = (r) => (r.expected ? (100 * r.delivered) / r.expected : null);
+METRICS.cluster_broadcast = [
+  ['p50_ms', 'latency p50 (ms)', 'lower', ms('p50_ms')],
+  ['p99_ms', 'latency p99 (ms)', 'lower', ms('p99_ms')],
+  ['max_ms', 'latency max (ms)', 'lower', ms('max_ms')],
+  ['frames_per_s', 'delivered frames/s', 'higher', (r) => r.frames_per_s],
+  ['delivered_pct', 'frames delivered (% of expected)', 'higher', deliveredPct],
+  ['faults', 'lost + duplicated + failed upvotes', 'lower', sum('lost', 'duplicated', 'upvotes_failed')],
+  ['server_cpu_pct', 'server CPU, all nodes (% of a core)', 'lower', (r) => r.server_cpu_pct],
+  ['loadgen_cpu_pct', 'load generator CPU (% of a core)', 'lower', (r) => r.loadgen_cpu_pct],
+  ...REDIS_METRICS,
+];
+METRICS.cluster_rooms = [
+  ['p50_ms', 'delivery latency p50 (ms)', 'lower', ms('p50_ms')],
+  ['p99_ms', 'delivery latency p99 (ms)', 'lower', ms('p99_ms')],
+  ['max_ms', 'delivery latency max (ms)', 'lower', ms('max_ms')],
+  ['messages_per_s', 'messages stored/s', 'higher', (r) => r.messages_per_s],
+  ['deliveries_per_s', 'deliveries/s', 'higher', (r) => r.deliveries_per_s],
+  ['delivered_pct', 'deliveries (% of acked × members)', 'higher',
+    (r) => (r.acked && r.members ? (100 * (r.delivered - (r.unacked_deliveries || 0))) / (r.acked * r.members) : null)],
+  ['faults', 'lost + duplicated + reordered + misrouted + refused', 'lower',
+    sum('lost', 'duplicated', 'reordered', 'misrouted', 'refused')],
+  ['server_cpu_pct', 'server CPU, all nodes (% of a core)', 'lower', (r) => r.server_cpu_pct],
+  ['loadgen_cpu_pct', 'load generator CPU (% of a core)', 'lower', (r) => r.loadgen_cpu_pct],
+  ...REDIS_METRICS,
+];
+const CLUSTER = new Set(['cluster_broadcast', 'cluster_rooms']);
+const TOPOLOGY_NAMES = { 1: '1 node', '1r': '1 node + Redis' };
+const topologyName = (t) => TOPOLOGY_NAMES[t] || `${t} nodes`;
 
 // rest: one set of rows per route that ran (REST_ROUTES picks them).
 const ROUTES = {
@@ -122,16 +171,32 @@ function median(values) {
 
 const benches = [...new Set(runs.map((r) => r.bench))];
 const medians = {};
-for (const bench of benches) {
+const medianOf = (bench, results) => {
+  const m = { runs: results.length, ok_runs: results.filter((r) => r.ok).length };
+  for (const [key, , , extract] of METRICS[bench] || []) {
+    m[key] = median(results.map((r) => { try { return extract(r); } catch { return null; } }));
+  }
+  return m;
+};
+// Cluster scenarios: medians[bench][server][topology].
+const topologies = [...new Set(runs.filter((r) => CLUSTER.has(r.bench)).map((r) => r.topology))]
+  .sort((a, b) => parseInt(a, 10) - parseInt(b, 10) || a.length - b.length);
+for (const bench of benches.filter((b) => CLUSTER.has(b))) {
+  medians[bench] = {};
+  for (const server of SERVERS) {
+    for (const t of topologies) {
+      const mine = runs.filter((r) => r.bench === bench && r.server === server && r.topology === t).map((r) => r.result);
+      if (mine.length === 0) continue;
+      (medians[bench][server] ??= {})[t] = medianOf(bench, mine);
+    }
+  }
+}
+for (const bench of benches.filter((b) => !CLUSTER.has(b))) {
   medians[bench] = {};
   for (const server of SERVERS) {
     const mine = runs.filter((r) => r.bench === bench && r.server === server).map((r) => r.result);
     if (mine.length === 0) continue;
-    const m = { runs: mine.length, ok_runs: mine.filter((r) => r.ok).length };
-    for (const [key, , , extract] of METRICS[bench] || []) {
-      m[key] = median(mine.map((r) => { try { return extract(r); } catch { return null; } }));
-    }
-    medians[bench][server] = m;
+    medians[bench][server] = medianOf(bench, mine);
   }
 }
 
@@ -205,8 +270,12 @@ if (medians.idle) {
   target('idle RSS per session vs Node', r == null ? null : `${(r * 100).toFixed(0)} % of Node's`, '≤ 25 %', r != null && r <= 0.25,
     r == null ? '' : `Node ${fmt(node / 1024)} KiB/session`);
 }
-target('100,000 sessions held 60 s', null, 'none dropped', null,
-  `not run: this machine's RLIMIT_NOFILE hard limit is ${env.NOFILE_HARD || '?'} per process (see BENCHMARKS.md)`);
+// Only runs with issue-5 scenarios carry the targets (a cluster-only run has none).
+const ISSUE5 = ['idle', 'broadcast', 'broadcast_max', 'rooms', 'rooms_max', 'rooms_sweep', 'handshake'];
+if (benches.some((b) => ISSUE5.includes(b))) {
+  target('100,000 sessions held 60 s', null, 'none dropped', null,
+    `not run: this machine's RLIMIT_NOFILE hard limit is ${env.NOFILE_HARD || '?'} per process (see BENCHMARKS.md)`);
+}
 if (medians.broadcast) {
   const p99 = get('broadcast', 'civicpulse', 'p99_ms');
   target(`broadcast p99 (at ${env.BROADCAST_CONNECTIONS} sockets; target is at 50,000)`, p99 == null ? null : `${fmt(p99)} ms`,
@@ -268,7 +337,7 @@ const meta = {
   rounds: Number(env.ROUNDS),
   host: { cores: os.cpus().length, memory_gib: Math.round(os.totalmem() / 2 ** 30), loadavg_end: os.loadavg(), node: process.version },
   ping_interval_ms: Number(env.PING_INTERVAL_MS),
-  sizes: Object.fromEntries(Object.entries(env).filter(([k]) => /^(IDLE|BROADCAST|ROOM|ROOMS|HANDSHAKE|TYPING|REST)_?/.test(k))),
+  sizes: Object.fromEntries(Object.entries(env).filter(([k]) => /^(IDLE|BROADCAST|ROOM|ROOMS|HANDSHAKE|TYPING|REST|CLUSTER)_/.test(k))),
 };
 fs.writeFileSync(jsonPath, JSON.stringify({ meta, medians, targets, runs }, null, 2) + '\n');
 
@@ -277,13 +346,15 @@ md.push('# CivicPulse benchmark results', '');
 md.push(`Run ${meta.started} → ${meta.finished} by \`bench/run.sh\`: ${meta.rounds} rounds, servers interleaved, each run on a freshly started server with a fresh database.`);
 md.push(`Machine: ${meta.host.cores} cores, ${meta.host.memory_gib} GiB, Node ${meta.host.node}; heartbeat interval ${meta.ping_interval_ms} ms on every server; load average at the end ${meta.host.loadavg_end.map((x) => x.toFixed(2)).join(' ')}.`);
 md.push('Figures are medians over the rounds; ratios are civicpulse ÷ the other (↑ higher is better, ↓ lower is better). What every figure means: BENCHMARKS.md.', '');
-md.push('## Targets (issue 5)', '');
-md.push('| target | civicpulse | goal | met? | note |', '|---|---|---|---|---|');
-for (const t of targets) {
-  const met = t.met == null ? 'not measured' : t.met ? 'met' : '**missed**';
-  md.push(`| ${t.name} | ${t.value ?? '–'} | ${t.goal} | ${met} | ${t.note || ''} |`);
+if (targets.length) {
+  md.push('## Targets (issue 5)', '');
+  md.push('| target | civicpulse | goal | met? | note |', '|---|---|---|---|---|');
+  for (const t of targets) {
+    const met = t.met == null ? 'not measured' : t.met ? 'met' : '**missed**';
+    md.push(`| ${t.name} | ${t.value ?? '–'} | ${t.goal} | ${met} | ${t.note || ''} |`);
+  }
+  md.push('');
 }
-md.push('');
 function sweepTable() {
   const present = SERVERS.filter((s) => medians.rooms_sweep[s]);
   const rooms = Number(env.ROOMS);
@@ -309,10 +380,46 @@ function sweepTable() {
   md.push('');
 }
 
+// Cluster scenarios: one column per server and topology, then the ratios
+// the issue asks for: N nodes ÷ 1 node of the same server, and civicpulse
+// ÷ the Node peer on the same topology.
+function clusterTable(bench) {
+  const present = SERVERS.filter((s) => medians[bench][s]);
+  const cols = present.flatMap((s) => topologies.filter((t) => medians[bench][s][t]).map((t) => [s, t]));
+  const at = (s, t, key) => medians[bench]?.[s]?.[t]?.[key] ?? null;
+  const multi = topologies.filter((t) => parseInt(t, 10) > 1);
+  const ratios = [];
+  for (const s of present) {
+    for (const t of multi) {
+      if (medians[bench][s][t] && medians[bench][s]['1']) ratios.push([`${s}: ${topologyName(t)} ÷ 1 node`, (k) => ratio(at(s, t, k), at(s, '1', k))]);
+      if (medians[bench][s][t] && medians[bench][s]['1r']) ratios.push([`${s}: ${topologyName(t)} ÷ 1 node + Redis`, (k) => ratio(at(s, t, k), at(s, '1r', k))]);
+    }
+  }
+  if (present.includes('civicpulse') && present.includes('node')) {
+    for (const t of topologies) {
+      if (medians[bench].civicpulse[t] && medians[bench].node[t]) ratios.push([`civicpulse ÷ node, ${topologyName(t)}`, (k) => ratio(at('civicpulse', t, k), at('node', t, k))]);
+    }
+  }
+  const head = ['metric', ...cols.map(([s, t]) => `${s}, ${topologyName(t)}`), ...ratios.map(([name]) => name)];
+  md.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`);
+  for (const [key, label, better] of METRICS[bench]) {
+    const row = [`${label} ${better === 'higher' ? '↑' : '↓'}`];
+    for (const [s, t] of cols) row.push(fmt(at(s, t, key)));
+    for (const [, r] of ratios) row.push(fmtRatio(r(key)));
+    md.push(`| ${row.join(' | ')} |`);
+  }
+  md.push(`| runs (ok) | ${cols.map(([s, t]) => `${at(s, t, 'runs')} (${at(s, t, 'ok_runs')})`).join(' | ')} |${ratios.map(() => ' |').join('')}`);
+  md.push('');
+}
+
 for (const bench of benches) {
   md.push(`## ${TITLES[bench] || bench}`, '');
   if (bench === 'rooms_sweep') {
     sweepTable();
+    continue;
+  }
+  if (CLUSTER.has(bench)) {
+    clusterTable(bench);
     continue;
   }
   const present = SERVERS.filter((s) => medians[bench][s]);

@@ -11,10 +11,20 @@
 #   SCENARIOS=rooms_sweep ROOMS_SWEEP_RATES="20 40 80" bench/run.sh
 #   BEFORE_BIN=/path/to/older/civicpulse SERVERS="civicpulse before node limit" bench/run.sh
 #                                     # `before`: an older civicpulse binary beside this one
+#   OUT=bench/results/cluster SCENARIOS="cluster_broadcast cluster_rooms" SERVERS="civicpulse node" bench/run.sh
+#                                     # cluster mode: 1 node, 1 node + Redis, 3 nodes (~8 minutes)
 #
 # Every size is an environment variable (defaults below). Traffic goes to
 # 127.0.0.x only, and every run is bounded in time. The `rest` scenario needs
 # wrk (Debian package `wrk`) and is skipped without it.
+#
+# The cluster_* scenarios (not in the default list) run broadcast and rooms
+# against each server as one node, one node with Redis, and three nodes
+# sharing Redis and storage (CLUSTER_TOPOLOGIES): civicpulse on a fresh
+# PostgreSQL database per run (PG_URL), the Node peer on one shared SQLite
+# file with @socket.io/redis-adapter. They need redis-server (Debian package
+# `redis-server`): the script starts its own on a free port (nothing is
+# saved, it is shut down on exit), so no other Redis is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -63,6 +73,23 @@ REST_DURATION=${REST_DURATION:-5}
 REST_THREADS=${REST_THREADS:-2}
 REST_CONNECTIONS=${REST_CONNECTIONS:-64}
 DRAIN=${DRAIN:-6}
+# Cluster mode. Topologies: `1` one node without Redis, `1r` one node with
+# Redis (every emit goes through it, all sockets local), `3` three nodes
+# sharing Redis and storage (sockets placed round-robin, so 2/3 of every
+# room and of every broadcast are on other nodes than the emitter).
+CLUSTER_TOPOLOGIES=${CLUSTER_TOPOLOGIES:-"1 1r 3"}
+CLUSTER_BROADCAST_CONNECTIONS=${CLUSTER_BROADCAST_CONNECTIONS:-1500}
+CLUSTER_BROADCAST_RATE=${CLUSTER_BROADCAST_RATE:-20}     # upvotes/s
+CLUSTER_BROADCAST_DURATION=${CLUSTER_BROADCAST_DURATION:-5}
+CLUSTER_TRIGGERS=${CLUSTER_TRIGGERS:-all}                # all: upvote k to node k mod N; first: all to node 1
+CLUSTER_ROOMS=${CLUSTER_ROOMS:-60}
+CLUSTER_ROOM_MEMBERS=${CLUSTER_ROOM_MEMBERS:-20}
+CLUSTER_ROOM_RATE=${CLUSTER_ROOM_RATE:-5}                # messages/s per room
+CLUSTER_ROOM_DURATION=${CLUSTER_ROOM_DURATION:-5}
+CLUSTER_DRAIN=${CLUSTER_DRAIN:-4}
+# civicpulse's cluster storage: a fresh database per run on this server
+# (CREATE DATABASE before the run, DROP DATABASE … WITH (FORCE) after it).
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 
 CP_BIN=$ROOT/target/release/civicpulse
 BEFORE_BIN=${BEFORE_BIN:-}
@@ -106,6 +133,28 @@ if [[ " $SCENARIOS " == *" rest "* ]] && ! command -v wrk >/dev/null; then
   log "wrk not found (apt-get install wrk): skipping the rest scenario"
   SCENARIOS=$(printf '%s\n' $SCENARIOS | { grep -vx rest || true; } | tr '\n' ' ')
 fi
+HAS_CLUSTER=0
+[[ " $SCENARIOS " == *" cluster_"* ]] && HAS_CLUSTER=1
+if [[ $HAS_CLUSTER == 1 ]] && ! command -v redis-server >/dev/null; then
+  log "redis-server not found (apt-get install redis-server): skipping the cluster scenarios"
+  SCENARIOS=$(printf '%s\n' $SCENARIOS | { grep -v '^cluster_' || true; } | tr '\n' ' ')
+  HAS_CLUSTER=0
+fi
+for topology in $CLUSTER_TOPOLOGIES; do
+  case $topology in
+    1 | 1r | [2-9]) ;;
+    *) log "unknown cluster topology $topology (CLUSTER_TOPOLOGIES: 1 1r 3; N nodes for 2-9)"; exit 2 ;;
+  esac
+done
+# civicpulse's cluster runs need PostgreSQL (a database per run).
+PG_OK=0
+if [[ $HAS_CLUSTER == 1 && " $SERVERS " == *" civicpulse "* ]]; then
+  if command -v psql >/dev/null && psql "$PG_URL/postgres" -Atqc 'select 1' >/dev/null 2>&1; then
+    PG_OK=1
+  else
+    log "PostgreSQL not reachable at $PG_URL (or no psql): civicpulse sits out the cluster scenarios"
+  fi
+fi
 
 # Sockets need file descriptors on both sides.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -114,69 +163,167 @@ log "file limit $(ulimit -n); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loada
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/civicpulse-bench.XXXXXX")
 RAW=$WORK/runs.jsonl
 : >"$RAW"
-SERVER_PID=""
+SERVER_PID=""   # the first node
+SERVER_PIDS=()  # every node of the server under test
+PORTS=()
+RUN_DB=""       # the PostgreSQL database of the current run, if any
+REDIS_PORT=""
+REDIS_PID=""
 cleanup() {
-  if [[ -n $SERVER_PID ]]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+  local pid
+  for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [[ -n $RUN_DB ]]; then drop_db; fi
+  if [[ -n $REDIS_PID ]]; then kill "$REDIS_PID" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 PORT_BASE=${PORT_BASE:-39100}
 RUN_NO=0
 
-start_server() { # name -> sets SERVER_PID and PORT
-  local name=$1
-  RUN_NO=$((RUN_NO + 1))
-  PORT=$((PORT_BASE + RUN_NO % 500))
-  local dir=$WORK/run-$RUN_NO
-  mkdir -p "$dir"
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The script's own Redis for the cluster scenarios: a free port, no
+# persistence, gone on exit. Every run starts from an empty Redis with
+# zeroed statistics (FLUSHALL + CONFIG RESETSTAT) and a key prefix of its own.
+start_redis() {
+  local port
+  for port in $(seq $((PORT_BASE + 1700)) $((PORT_BASE + 1799))); do
+    port_free "$port" || continue
+    if redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+      --dir "$WORK" --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log" >/dev/null 2>&1; then
+      for _ in $(seq 1 50); do
+        if [[ $(redis-cli -p "$port" ping 2>/dev/null) == PONG && -s $WORK/redis.pid ]]; then
+          REDIS_PORT=$port
+          REDIS_PID=$(cat "$WORK/redis.pid")
+          log "redis-server $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-) on 127.0.0.1:$port (pid $REDIS_PID)"
+          return 0
+        fi
+        sleep 0.1
+      done
+    fi
+  done
+  log "could not start redis-server; its log:"
+  cat "$WORK/redis.log" >&2 2>/dev/null || true
+  return 1
+}
+
+drop_db() {
+  timeout 30 psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS \"$RUN_DB\" WITH (FORCE)" >/dev/null 2>&1 ||
+    log "could not drop database $RUN_DB"
+  RUN_DB=""
+}
+
+redis_reset() {
+  redis-cli -p "$REDIS_PORT" flushall >/dev/null
+  redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+}
+
+# One node of a server: name index port dir, then KEY=VALUE environment
+# for it; sets NODE_PID.
+start_node() {
+  local name=$1 i=$2 port=$3 dir=$4
+  shift 4
   case $name in
     civicpulse | before)
       local bin=$CP_BIN
       [[ $name == before ]] && bin=$BEFORE_BIN
-      HOST=127.0.0.1 PORT=$PORT DATABASE_URL="sqlite://$dir/civicpulse.db" JWT_SECRET=$JWT_SECRET \
-        PING_INTERVAL_MS=$PING_INTERVAL_MS PING_TIMEOUT_MS=$PING_TIMEOUT_MS RUST_LOG=${SERVER_LOG:-warn} \
-        "$bin" >"$dir/server.log" 2>&1 &
+      env HOST=127.0.0.1 PORT="$port" DATABASE_URL="sqlite://$dir/civicpulse.db" JWT_SECRET="$JWT_SECRET" \
+        PING_INTERVAL_MS="$PING_INTERVAL_MS" PING_TIMEOUT_MS="$PING_TIMEOUT_MS" RUST_LOG="${SERVER_LOG:-warn}" \
+        "$@" "$bin" >"$dir/server-$i.log" 2>&1 &
       ;;
     node)
-      (cd "$NODE_DIR" && JWT_SECRET=$JWT_SECRET PORT=$PORT DB_PATH="$dir/node.db" \
-        PING_INTERVAL_MS=$PING_INTERVAL_MS PING_TIMEOUT_MS=$PING_TIMEOUT_MS NODE_ENV=production \
-        exec node server.js) >"$dir/server.log" 2>&1 &
+      (cd "$NODE_DIR" && exec env JWT_SECRET="$JWT_SECRET" PORT="$port" DB_PATH="$dir/node.db" \
+        PING_INTERVAL_MS="$PING_INTERVAL_MS" PING_TIMEOUT_MS="$PING_TIMEOUT_MS" NODE_ENV=production \
+        "$@" node server.js) >"$dir/server-$i.log" 2>&1 &
       ;;
     limit)
-      HOST=127.0.0.1 PORT=$PORT PING_INTERVAL_MS=$PING_INTERVAL_MS PING_TIMEOUT_MS=$PING_TIMEOUT_MS \
-        "$LIMIT_BIN" >"$dir/server.log" 2>&1 &
+      env HOST=127.0.0.1 PORT="$port" PING_INTERVAL_MS="$PING_INTERVAL_MS" PING_TIMEOUT_MS="$PING_TIMEOUT_MS" \
+        "$@" "$LIMIT_BIN" >"$dir/server-$i.log" 2>&1 &
       ;;
   esac
-  SERVER_PID=$!
-  for _ in $(seq 1 100); do
-    if curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz"; then return 0; fi
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
-    sleep 0.1
+  NODE_PID=$!
+}
+
+# start_server name [nodes] [redis: 0|1] [shared storage: 0|1] -> sets
+# SERVER_PIDS, PORTS, URLS and PIDS (comma-separated) and, for the first
+# node, SERVER_PID and PORT. With redis=1 the nodes use the script's Redis
+# (REDIS_URL, and REDIS_KEY_PREFIX of the run's own). With shared storage,
+# civicpulse runs on a fresh PostgreSQL database; the Node peer's nodes
+# always share the run's one SQLite file (DB_PATH). Nodes start one after
+# the other, each once the previous answers /healthz, so the schema is made
+# once.
+start_server() {
+  local name=$1 nodes=${2:-1} redis=${3:-0} pg=${4:-0} i port pid
+  RUN_NO=$((RUN_NO + 1))
+  local dir=$WORK/run-$RUN_NO
+  mkdir -p "$dir"
+  SERVER_PIDS=() PORTS=()
+  local shared=()
+  if [[ $redis == 1 ]]; then
+    redis_reset
+    shared+=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT" REDIS_KEY_PREFIX="cpbench-$$-$RUN_NO")
+  fi
+  if [[ $pg == 1 && ( $name == civicpulse || $name == before ) ]]; then
+    RUN_DB="cpbench_$$_$RUN_NO"
+    if ! timeout 30 psql "$PG_URL/postgres" -qc "CREATE DATABASE \"$RUN_DB\"" >"$dir/createdb.err" 2>&1; then
+      log "could not create database $RUN_DB:"
+      cat "$dir/createdb.err" >&2
+      RUN_DB=""
+      return 1
+    fi
+    shared+=(DATABASE_URL="$PG_URL/$RUN_DB")
+  fi
+  for i in $(seq 1 "$nodes"); do
+    port=$((PORT_BASE + (RUN_NO * 3 + i) % 1500))
+    start_node "$name" "$i" "$port" "$dir" "${shared[@]}" NODE_ID="$name-$i"
+    pid=$NODE_PID
+    SERVER_PIDS+=("$pid") PORTS+=("$port")
+    local up=0
+    for _ in $(seq 1 150); do
+      if curl -sf -o /dev/null "http://127.0.0.1:$port/healthz"; then up=1; break; fi
+      if ! kill -0 "$pid" 2>/dev/null; then break; fi
+      sleep 0.1
+    done
+    if [[ $up == 0 ]]; then
+      log "$name node $i did not start; its log:"
+      cat "$dir/server-$i.log" >&2
+      return 1
+    fi
   done
-  log "$name did not start; its log:"
-  cat "$dir/server.log" >&2
-  return 1
+  SERVER_PID=${SERVER_PIDS[0]} PORT=${PORTS[0]}
+  URLS="" PIDS=""
+  for i in "${!PORTS[@]}"; do
+    URLS+="${URLS:+,}http://127.0.0.1:${PORTS[$i]}"
+    PIDS+="${PIDS:+,}${SERVER_PIDS[$i]}"
+  done
 }
 
 stop_server() {
-  [[ -n $SERVER_PID ]] || return 0
-  kill "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
+  local pid
+  for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${SERVER_PIDS[@]}"; do
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
   done
-  kill -9 "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=""
+  SERVER_PIDS=() PORTS=() SERVER_PID=""
+  if [[ -n $RUN_DB ]]; then drop_db; fi
 }
 
 # Which servers take part in a scenario: the limit server has no real REST
-# (no storage), so it sits out `rest`.
+# (no storage), so it sits out `rest`; it has no cluster mode, and neither
+# has an older civicpulse, so both sit out the cluster scenarios (as does
+# civicpulse without PostgreSQL).
 servers_for() {
   local s
   for s in $SERVERS; do
     case $1:$s in
-      rest:limit) ;;
+      rest:limit | cluster_*:limit | cluster_*:before) ;;
+      cluster_*:civicpulse) if [[ $PG_OK == 1 ]]; then printf '%s ' "$s"; fi ;;
       *) printf '%s ' "$s" ;;
     esac
   done
@@ -187,6 +334,7 @@ servers_for() {
 variants_for() {
   case $1 in
     rooms_sweep) echo "$ROOMS_SWEEP_RATES" ;;
+    cluster_*) echo "$CLUSTER_TOPOLOGIES" ;;
     *) echo "-" ;;
   esac
 }
@@ -201,6 +349,8 @@ loadgen_args() { # scenario variant -> arguments
     handshake) echo "handshake --connections $HANDSHAKES --concurrency $HANDSHAKE_CONCURRENCY" ;;
     rooms_sweep) echo "rooms --rooms $ROOMS --members $ROOM_MEMBERS --rate $2 --duration $ROOMS_SWEEP_DURATION" ;;
     typing) echo "typing --rooms $TYPING_ROOMS --members $TYPING_MEMBERS --rate $TYPING_RATE --duration $TYPING_DURATION" ;;
+    cluster_broadcast) echo "broadcast --connections $CLUSTER_BROADCAST_CONNECTIONS --rate $CLUSTER_BROADCAST_RATE --duration $CLUSTER_BROADCAST_DURATION --triggers $CLUSTER_TRIGGERS" ;;
+    cluster_rooms) echo "rooms --rooms $CLUSTER_ROOMS --members $CLUSTER_ROOM_MEMBERS --rate $CLUSTER_ROOM_RATE --duration $CLUSTER_ROOM_DURATION" ;;
     *) log "unknown scenario $1"; exit 2 ;;
   esac
 }
@@ -208,6 +358,7 @@ loadgen_args() { # scenario variant -> arguments
 drain_for() {
   case $1 in
     rooms_sweep) echo "$ROOMS_SWEEP_DRAIN" ;;
+    cluster_*) echo "$CLUSTER_DRAIN" ;;
     *) echo "$DRAIN" ;;
   esac
 }
@@ -276,6 +427,8 @@ LUA
   [[ $ok == true ]]
 }
 
+if [[ $HAS_CLUSTER == 1 ]]; then start_redis; fi
+
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 for round in $(seq 1 "$ROUNDS"); do
   for scenario in $SCENARIOS; do
@@ -285,23 +438,34 @@ for round in $(seq 1 "$ROUNDS"); do
       # Rotate the order every round so no server always goes first.
       for i in $(seq 0 $((n - 1))); do
         server=${order[$(((i + round - 1) % n))]}
-        extra="" label=$scenario
-        if [[ $variant != - ]]; then
+        extra="" label=$scenario nodes=1 redis=0 pg=0
+        if [[ $scenario == cluster_* ]]; then
+          nodes=${variant%r} redis=0 pg=1
+          [[ $variant == *r || $nodes -gt 1 ]] && redis=1
+          extra=",\"topology\":\"$variant\",\"nodes\":$nodes,\"redis\":$([[ $redis == 1 ]] && echo true || echo false)"
+          label+=" on $nodes node(s)$([[ $redis == 1 ]] && echo ' with Redis')"
+        elif [[ $variant != - ]]; then
           extra=",\"rate\":$variant"
           label+=" at $variant/s per room"
         fi
         log "round $round/$ROUNDS: $label against $server"
-        start_server "$server"
-        dir=$WORK/run-$RUN_NO
+        dir=$WORK/run-$((RUN_NO + 1))
         status=0
+        if ! start_server "$server" "$nodes" "$redis" "$pg"; then
+          stop_server
+          printf '{"round":%d,"bench":"%s","server":"%s"%s,"exit":%d,"result":%s}\n' \
+            "$round" "$scenario" "$server" "$extra" 1 '{"ok":false,"error":"server did not start"}' >>"$RAW"
+          continue
+        fi
         if [[ $scenario == rest ]]; then
           result=$(run_rest "$dir") || status=$?
           stop_server
         else
           read -r -a args <<<"$(loadgen_args "$scenario" "$variant")"
           out=$dir/loadgen.out
-          timeout 600 "$LG_BIN" "${args[@]}" --url "http://127.0.0.1:$PORT" --secret "$JWT_SECRET" \
-            --pid "$SERVER_PID" --label "$server" --drain "$(drain_for "$scenario")" >"$out" 2>"$dir/loadgen.err" || status=$?
+          [[ $redis == 1 ]] && args+=(--redis "redis://127.0.0.1:$REDIS_PORT")
+          timeout 600 "$LG_BIN" "${args[@]}" --url "$URLS" --secret "$JWT_SECRET" \
+            --pid "$PIDS" --label "$server" --drain "$(drain_for "$scenario")" >"$out" 2>"$dir/loadgen.err" || status=$?
           stop_server
           grep -v '^RESULT ' "$out" >&2 || true
           result=$(grep '^RESULT ' "$out" | tail -n1 | cut -c8-)
@@ -325,5 +489,7 @@ export IDLE_CONNECTIONS IDLE_HOLD BROADCAST_CONNECTIONS BROADCAST_RATE BROADCAST
   BROADCAST_MAX_DURATION ROOMS ROOM_MEMBERS ROOM_RATE ROOM_DURATION ROOMS_MAX_RATE ROOMS_MAX_DURATION HANDSHAKES \
   HANDSHAKE_CONCURRENCY TYPING_ROOMS TYPING_MEMBERS TYPING_RATE TYPING_DURATION ROOMS_SWEEP_RATES ROOMS_SWEEP_DURATION \
   ROOMS_SWEEP_DRAIN REST_ROUTES REST_DURATION REST_THREADS REST_CONNECTIONS
+export CLUSTER_TOPOLOGIES CLUSTER_BROADCAST_CONNECTIONS CLUSTER_BROADCAST_RATE CLUSTER_BROADCAST_DURATION CLUSTER_TRIGGERS \
+  CLUSTER_ROOMS CLUSTER_ROOM_MEMBERS CLUSTER_ROOM_RATE CLUSTER_ROOM_DURATION CLUSTER_DRAIN
 node "$ROOT/bench/report.js" "$RAW" "$OUT/latest.json" "$OUT/latest.md"
 log "wrote $OUT/latest.md and $OUT/latest.json (raw runs and server logs in $WORK)"

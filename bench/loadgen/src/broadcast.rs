@@ -14,8 +14,9 @@ use tokio::sync::watch;
 use crate::fleet::{self, Fleet, Phase};
 use crate::net::{self, Http, Incoming, Target, event_name, str_field};
 use crate::setup::Fixture;
-use crate::stats::{CpuWindow, Histogram, now_us, round3, rss_bytes};
-use crate::{Args, Report};
+use crate::stats::{CpuWindow, Histogram, now_us, round3, rss_total};
+use crate::redis::RedisWindow;
+use crate::{Args, Report, Triggers};
 
 const EVENT: &str = "issue:upvoted";
 
@@ -74,7 +75,8 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
         let mut phase = phase_rx.clone();
         async move {
             let started = now_us();
-            let mut conn = match net::connect(&target, &fixture.token(i)).await {
+            // Socket i on node i mod N (one node unless a cluster).
+            let mut conn = match net::connect_to(&target, target.node(i), &fixture.token(i)).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     fleet.fail(e);
@@ -124,17 +126,24 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Open-loop triggers: upvote k is due at start + k / rate, sent by the
-    // first free one of `http_connections` keep-alive connections.
-    // One keep-alive client per trigger, each from its own source address.
+    // first free one of `http_connections` triggers, each with one
+    // keep-alive client per node (each from its own source address). With
+    // several nodes, upvote k goes to node k mod N (`--triggers all`) or to
+    // the first (`--triggers first`).
+    let trigger_nodes = match args.triggers {
+        Triggers::All => target.nodes.len(),
+        Triggers::First => 1,
+    };
     let clients = (0..args.http_connections.max(1))
-        .map(|_| Http::new(&target))
+        .map(|_| (0..trigger_nodes).map(|node| Http::to(&target, target.node(node))).collect::<Result<Vec<_>, _>>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("HTTP client: {e}"))?;
+    let redis = RedisWindow::start(args.redis.as_deref()).await;
     let rest_latency = Arc::new(Histogram::default());
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let next = Arc::new(AtomicUsize::new(0));
     let start = tokio::time::Instant::now();
-    let cpu = CpuWindow::start(args.pid);
+    let cpu = CpuWindow::start(&args.pid);
     let own_cpu = CpuWindow::self_process();
     let interval = 1.0 / args.rate.max(1e-3);
     let cutoff = start + args.duration() + Duration::from_secs(2);
@@ -162,7 +171,7 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
                     let sent = now_us();
                     shared.triggered[k].store(sent, Ordering::Relaxed);
                     shared.first_trigger_us.fetch_min(sent, Ordering::Relaxed);
-                    match http.post(&path, Some(&tokens[k % users]), None).await {
+                    match http[k % http.len()].post(&path, Some(&tokens[k % users]), None).await {
                         Ok(res) if res.status == 200 => {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
@@ -199,8 +208,14 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let server_cpu = cpu.percent();
+    let server_cpu_each = cpu.percent_each();
     let loadgen_cpu = own_cpu.percent();
-    let rss = args.pid.and_then(rss_bytes);
+    let ok_now = ok.load(Ordering::Relaxed);
+    let redis = match redis {
+        Some(w) => Some(w.finish(ok_now).await),
+        None => None,
+    };
+    let rss = rss_total(&args.pid);
     let _ = phase_tx.send(Phase::Stop);
     let results = fleet::collect(handles, Duration::from_secs(20)).await;
 
@@ -245,7 +260,13 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     if let Some(cpu) = server_cpu {
         r.row("server CPU", format!("{cpu:.1} % of a core"));
     }
+    if let Some(redis) = &redis {
+        r.row("redis per upvote", crate::redis::line(redis));
+    }
     r.set("connections", n);
+    r.set("triggers", if trigger_nodes > 1 { "round-robin" } else { "first node" });
+    r.set("server_cpu_pct_per_node", server_cpu_each);
+    r.set("redis", redis);
     r.set("ready", ready);
     r.set("failed", fleet.failed.load(Ordering::Relaxed));
     r.set("dropped", fleet.dropped.load(Ordering::Relaxed));

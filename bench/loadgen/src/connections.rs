@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use crate::fleet::{self, Fleet, Phase};
 use crate::net::{self, Conn, Incoming, Target};
 use crate::setup::Fixture;
-use crate::stats::{CpuWindow, Histogram, now_us, round3, rss_bytes};
+use crate::stats::{CpuWindow, Histogram, now_us, round3, rss_total};
 use crate::{Args, Report};
 
 /// Holds a connected socket until `Stop`, answering pings; returns the
@@ -37,7 +37,7 @@ fn mib(bytes: u64) -> f64 {
 pub async fn idle(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     let n = args.connections;
     let fixture = Arc::new(Fixture::synthetic(&args.secret, args.users));
-    let rss_before = args.pid.and_then(rss_bytes);
+    let rss_before = rss_total(&args.pid);
 
     let fleet = Arc::new(Fleet::default());
     let (phase_tx, phase_rx) = watch::channel(Phase::Connect);
@@ -65,14 +65,14 @@ pub async fn idle(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     let ready = fleet.ready.load(Ordering::Relaxed);
 
     tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
-    let rss_connected = args.pid.and_then(rss_bytes);
+    let rss_connected = rss_total(&args.pid);
     let dropped_before = fleet.dropped.load(Ordering::Relaxed);
-    let cpu = CpuWindow::start(args.pid);
+    let cpu = CpuWindow::start(&args.pid);
     let own_cpu = CpuWindow::self_process();
     tokio::time::sleep(args.duration()).await;
     let server_cpu = cpu.percent();
     let loadgen_cpu = own_cpu.percent();
-    let rss_after = args.pid.and_then(rss_bytes);
+    let rss_after = rss_total(&args.pid);
     let dropped_during_hold = fleet.dropped.load(Ordering::Relaxed) - dropped_before;
     let still_open = ready - fleet.dropped.load(Ordering::Relaxed);
 
@@ -133,7 +133,7 @@ pub async fn handshake(args: &Args, target: Arc<Target>) -> Result<Report, Strin
     let latency = Arc::new(Histogram::default());
     let next = Arc::new(AtomicUsize::new(0));
 
-    let cpu = CpuWindow::start(args.pid);
+    let cpu = CpuWindow::start(&args.pid);
     let own_cpu = CpuWindow::self_process();
     let start_us = now_us();
     let start = Instant::now();
@@ -176,7 +176,7 @@ pub async fn handshake(args: &Args, target: Arc<Target>) -> Result<Report, Strin
     let last_us = fleet.last_ready_us.load(Ordering::Relaxed);
     let span = if last_us > start_us { (last_us - start_us) as f64 / 1e6 } else { elapsed };
     let rate = ready as f64 / span.max(1e-6);
-    let rss = args.pid.and_then(rss_bytes);
+    let rss = rss_total(&args.pid);
     let _ = phase_tx.send(Phase::Stop);
     fleet::collect(holders, Duration::from_secs(20)).await;
 

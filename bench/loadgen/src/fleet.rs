@@ -15,7 +15,8 @@ use civicpulse::protocol::events;
 
 use crate::Args;
 use crate::net::{Conn, Incoming};
-use crate::stats::{CpuWindow, Histogram, rss_bytes};
+use crate::redis::RedisWindow;
+use crate::stats::{CpuWindow, Histogram, rss_total};
 
 /// Where a run is. Socket tasks watch it: senders send only in `Run`, and
 /// every task ends at `Stop`.
@@ -35,15 +36,26 @@ pub struct Window {
     /// of a core.
     pub server_cpu: Option<f64>,
     pub loadgen_cpu: Option<f64>,
+    /// The same per node (one entry per `--pid`).
+    pub server_cpu_each: Vec<Option<f64>>,
     /// The server's RSS at the end of the drain.
     pub rss: Option<u64>,
+    /// What Redis did over the window, per event (with `--redis`).
+    pub redis: Option<Value>,
 }
 
 /// The sending window of a run: `Run` for the duration, then `Drain` until
 /// `drained()` says everything expected has arrived (or the drain time is
-/// up), then `Stop`.
-pub async fn send_and_drain(args: &Args, phase: &watch::Sender<Phase>, drained: impl Fn() -> bool) -> Window {
-    let cpu = CpuWindow::start(args.pid);
+/// up), then `Stop`. `events()` is how many events the run triggered, for
+/// the Redis cost per event.
+pub async fn send_and_drain(
+    args: &Args,
+    phase: &watch::Sender<Phase>,
+    drained: impl Fn() -> bool,
+    events: impl Fn() -> u64,
+) -> Window {
+    let redis = RedisWindow::start(args.redis.as_deref()).await;
+    let cpu = CpuWindow::start(&args.pid);
     let own_cpu = CpuWindow::self_process();
     let start = Instant::now();
     let _ = phase.send(Phase::Run);
@@ -54,12 +66,12 @@ pub async fn send_and_drain(args: &Args, phase: &watch::Sender<Phase>, drained: 
     while !drained() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let window = Window {
-        send_secs,
-        server_cpu: cpu.percent(),
-        loadgen_cpu: own_cpu.percent(),
-        rss: args.pid.and_then(rss_bytes),
+    let (server_cpu, server_cpu_each, loadgen_cpu) = (cpu.percent(), cpu.percent_each(), own_cpu.percent());
+    let redis = match redis {
+        Some(w) => Some(w.finish(events()).await),
+        None => None,
     };
+    let window = Window { send_secs, server_cpu, server_cpu_each, loadgen_cpu, rss: rss_total(&args.pid), redis };
     let _ = phase.send(Phase::Stop);
     window
 }

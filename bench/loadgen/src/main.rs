@@ -22,6 +22,7 @@ mod broadcast;
 mod connections;
 mod fleet;
 mod net;
+mod redis;
 mod rooms;
 mod setup;
 mod stats;
@@ -48,12 +49,25 @@ pub enum Scenario {
     Typing,
 }
 
+/// Which nodes receive the REST writes that trigger broadcast events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Triggers {
+    /// Round-robin: upvote k goes to node k mod N.
+    All,
+    /// Every upvote goes to the first node.
+    First,
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "civicpulse-loadgen", version, about = "Socket.IO load generator for CivicPulse benchmarks")]
 pub struct Args {
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// Server base URL; must be a loopback address.
+    /// Server base URL; must be a loopback address. Several, comma-separated,
+    /// are the nodes of one cluster: broadcast, rooms and typing place
+    /// socket i on node i mod N (so the members of a room sit on different
+    /// nodes); set-up data goes to the first; idle and handshake use only the
+    /// first.
     #[arg(long, default_value = "http://127.0.0.1:3001")]
     pub url: String,
     /// The server's JWT_SECRET, to mint access tokens.
@@ -73,9 +87,10 @@ pub struct Args {
     pub rooms: usize,
     #[arg(long, default_value_t = 10)]
     pub members: usize,
-    /// The server's process id, to read its RSS and CPU from /proc.
-    #[arg(long)]
-    pub pid: Option<u32>,
+    /// The server's process id, to read its RSS and CPU from /proc; several,
+    /// comma-separated, for a cluster's nodes (CPU and RSS are their sum).
+    #[arg(long, value_delimiter = ',')]
+    pub pid: Vec<u32>,
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
@@ -85,6 +100,15 @@ pub struct Args {
     /// HTTP connections triggering upvotes (broadcast).
     #[arg(long, default_value_t = 8)]
     pub http_connections: usize,
+    /// Where broadcast's upvotes go with several nodes: `all` sends upvote k
+    /// to node k mod N, `first` sends every upvote to the first node.
+    #[arg(long, value_enum, default_value_t = Triggers::All)]
+    pub triggers: Triggers,
+    /// A Redis the servers use (redis://127.0.0.1:PORT, loopback only): its
+    /// `INFO stats commandstats cpu` is read when sending starts and after
+    /// the drain, and the deltas are reported per event.
+    #[arg(long)]
+    pub redis: Option<String>,
     /// Seconds to wait for stragglers after the sending stops.
     #[arg(long, default_value_t = 10.0)]
     pub drain: f64,
@@ -206,6 +230,7 @@ fn main() -> ExitCode {
         Ok(mut report) => {
             report.set("nofile_limit", soft);
             report.set("source_addresses", target.source_count());
+            report.set("nodes", target.nodes.len());
             report.print(&args);
             if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }

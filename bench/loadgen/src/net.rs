@@ -19,29 +19,48 @@ use actix_socketio::protocol::socket::{self, Decoded, PacketKind};
 
 /// Where the load goes, and from where.
 pub struct Target {
+    /// The first node: set-up data, and every connection of the scenarios
+    /// that do not spread.
     pub addr: SocketAddr,
+    /// Every node of the server under test (one unless it is a cluster).
+    pub nodes: Vec<SocketAddr>,
     sources: Vec<Ipv4Addr>,
     next_source: AtomicUsize,
     pub connect_timeout: Duration,
 }
 
+/// `http://HOST:PORT` with a loopback HOST, as a socket address.
+pub fn loopback_addr(url: &str, scheme: &str) -> Result<SocketAddr, String> {
+    let rest = url.strip_prefix(scheme).ok_or_else(|| format!("{url}: must start with {scheme}"))?;
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let hostport = hostport.replace("localhost", "127.0.0.1");
+    let addr: SocketAddr =
+        hostport.parse().map_err(|_| format!("expected {scheme}127.0.0.x:PORT, got {url}"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!("refusing to load {}: only loopback targets (127.0.0.0/8) are allowed", addr.ip()));
+    }
+    Ok(addr)
+}
+
 impl Target {
-    /// `url` is `http://HOST:PORT` with a loopback HOST; `sources` source
+    /// `url` is `http://HOST:PORT` with a loopback HOST, or several such
+    /// separated by commas (the nodes of a cluster); `sources` source
     /// addresses 127.0.0.2, 127.0.0.3, … are used in turn.
     pub fn parse(url: &str, sources: usize, connect_timeout: Duration) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or("--url must start with http://")?;
-        let hostport = rest.split('/').next().unwrap_or(rest);
-        let hostport = hostport.replace("localhost", "127.0.0.1");
-        let addr: SocketAddr =
-            hostport.parse().map_err(|_| format!("--url: expected http://127.0.0.x:PORT, got {url}"))?;
-        if !addr.ip().is_loopback() {
-            return Err(format!(
-                "refusing to load {}: only loopback targets (127.0.0.0/8) are allowed",
-                addr.ip()
-            ));
-        }
+        let nodes = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| loopback_addr(u, "http://").map_err(|e| format!("--url: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let addr = *nodes.first().ok_or("--url: no address")?;
         let sources = (0..sources.clamp(1, 250)).map(|i| Ipv4Addr::new(127, 0, 0, 2 + i as u8)).collect();
-        Ok(Self { addr, sources, next_source: AtomicUsize::new(0), connect_timeout })
+        Ok(Self { addr, nodes, sources, next_source: AtomicUsize::new(0), connect_timeout })
+    }
+
+    /// Node `i mod N`.
+    pub fn node(&self, i: usize) -> SocketAddr {
+        self.nodes[i % self.nodes.len()]
     }
 
     pub fn source_count(&self) -> usize {
@@ -58,13 +77,13 @@ impl Target {
         }
     }
 
-    /// A TCP connection from the next source address (bound before connect,
-    /// so each source address has its own ephemeral port range).
-    pub async fn tcp(&self) -> io::Result<TcpStream> {
+    /// A TCP connection to `to` from the next source address (bound before
+    /// connect, so each source address has its own ephemeral port range).
+    pub async fn tcp_to(&self, to: SocketAddr) -> io::Result<TcpStream> {
         let source = self.next_source();
         let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
         socket.bind(SocketAddr::new(source, 0))?;
-        let stream = tokio::time::timeout(self.connect_timeout, socket.connect(self.addr))
+        let stream = tokio::time::timeout(self.connect_timeout, socket.connect(to))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??;
         stream.set_nodelay(true)?;
@@ -139,7 +158,13 @@ impl From<reqwest::Error> for HttpError {
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Http {
+    /// A client for the first node.
     pub fn new(target: &Target) -> Result<Self, HttpError> {
+        Self::to(target, target.addr)
+    }
+
+    /// A client for node `to` of the target.
+    pub fn to(target: &Target, to: SocketAddr) -> Result<Self, HttpError> {
         let client = reqwest::Client::builder()
             .local_address(target.next_source())
             .connect_timeout(target.connect_timeout)
@@ -150,7 +175,7 @@ impl Http {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { client, base: format!("http://{}", target.addr) })
+        Ok(Self { client, base: format!("http://{to}") })
     }
 
     /// POSTs `body` as JSON (or nothing) to `path`, with a bearer token if
@@ -216,17 +241,23 @@ pub fn sio_message(packet: &socket::Packet) -> Message {
     text(engine::Packet::Message(packet.encode()).encode_ws())
 }
 
-/// Opens an Engine.IO WebSocket session and joins `/` with `auth.token`:
-/// TCP connect, upgrade, `open` packet, CONNECT, CONNECT reply.
+/// Opens an Engine.IO WebSocket session on the first node and joins `/`
+/// with `auth.token`: TCP connect, upgrade, `open` packet, CONNECT, CONNECT
+/// reply.
 pub async fn connect(target: &Target, token: &str) -> Result<Conn, ConnectError> {
-    tokio::time::timeout(target.connect_timeout, connect_inner(target, token))
+    connect_to(target, target.addr, token).await
+}
+
+/// [`connect`] to node `to` of the target.
+pub async fn connect_to(target: &Target, to: SocketAddr, token: &str) -> Result<Conn, ConnectError> {
+    tokio::time::timeout(target.connect_timeout, connect_inner(target, to, token))
         .await
         .unwrap_or(Err(ConnectError::Timeout))
 }
 
-async fn connect_inner(target: &Target, token: &str) -> Result<Conn, ConnectError> {
-    let stream = target.tcp().await?;
-    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", target.addr);
+async fn connect_inner(target: &Target, to: SocketAddr, token: &str) -> Result<Conn, ConnectError> {
+    let stream = target.tcp_to(to).await?;
+    let url = format!("ws://{to}/socket.io/?EIO=4&transport=websocket");
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await?;
     let mut conn = Conn { ws, pings: 0 };
     // The `open` packet comes first.
@@ -482,5 +513,10 @@ mod tests {
         assert!(Target::parse("http://localhost:3001", 4, t).is_ok());
         assert!(Target::parse("http://10.0.0.1:3001", 4, t).is_err());
         assert!(Target::parse("http://192.168.1.1:80", 4, t).is_err());
+        let cluster = Target::parse("http://127.0.0.1:3001,http://127.0.0.1:3002, http://localhost:3003", 4, t).unwrap();
+        assert_eq!(cluster.nodes.len(), 3);
+        assert_eq!(cluster.addr, cluster.nodes[0]);
+        assert_eq!(cluster.node(4).port(), 3002);
+        assert!(Target::parse("http://127.0.0.1:3001,http://10.0.0.1:3002", 4, t).is_err());
     }
 }

@@ -105,9 +105,17 @@ async fn tick(interval: &mut Option<Interval>) {
     }
 }
 
-/// Connects member `j` of `room` and joins the room.
-async fn connect_member(target: &Target, fixture: &Fixture, room: usize, j: usize) -> Result<Conn, String> {
-    let mut conn = net::connect(target, &fixture.token(j)).await.map_err(|e| e.to_string())?;
+/// Connects member `j` of `room` (socket `i`, on node i mod N) and joins
+/// the room.
+async fn connect_member(
+    target: &Target,
+    fixture: &Fixture,
+    i: usize,
+    room: usize,
+    j: usize,
+) -> Result<Conn, String> {
+    let mut conn =
+        net::connect_to(target, target.node(i), &fixture.token(j)).await.map_err(|e| e.to_string())?;
     fleet::join_issue(&mut conn, &fixture.issues[room], target.connect_timeout).await?;
     Ok(conn)
 }
@@ -138,7 +146,7 @@ pub async fn rooms(args: &Args, target: Arc<Target>) -> Result<Report, String> {
         async move {
             let mut member = Member { room, ..Member::default() };
             let started = now_us();
-            let mut conn = match connect_member(&target, &fixture, room, j).await {
+            let mut conn = match connect_member(&target, &fixture, i, room, j).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     fleet.fail(e);
@@ -259,8 +267,9 @@ pub async fn rooms(args: &Args, target: Arc<Target>) -> Result<Report, String> {
         );
         acked + errors >= sent && counters.delivered.load(Ordering::Relaxed) >= acked * members as u64
     };
-    let Window { send_secs, server_cpu, loadgen_cpu, rss } =
-        fleet::send_and_drain(args, &phase_tx, drained).await;
+    let events = || counters.acked.load(Ordering::Relaxed);
+    let Window { send_secs, server_cpu, server_cpu_each, loadgen_cpu, rss, redis } =
+        fleet::send_and_drain(args, &phase_tx, drained, events).await;
     let results = fleet::collect(handles, Duration::from_secs(20)).await;
 
     // Per room: what the sender had acknowledged; then what each member lacks.
@@ -325,6 +334,9 @@ pub async fn rooms(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     if let Some(cpu) = server_cpu {
         r.row("server CPU", format!("{cpu:.1} % of a core"));
     }
+    if let Some(redis) = &redis {
+        r.row("redis per event", crate::redis::line(redis));
+    }
     r.set("rooms", rooms);
     r.set("members", members);
     r.set("rate_per_room", rate);
@@ -346,6 +358,8 @@ pub async fn rooms(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     r.set("latency", summary.json());
     r.set("ack_latency", counters.ack_latency.summary().json());
     r.set("server_cpu_pct", server_cpu);
+    r.set("server_cpu_pct_per_node", server_cpu_each);
+    r.set("redis", redis);
     r.set("loadgen_cpu_pct", loadgen_cpu);
     r.set("rss_end_bytes", rss);
     r.set("errors", fleet.errors());
@@ -397,7 +411,7 @@ pub async fn typing(args: &Args, target: Arc<Target>) -> Result<Report, String> 
         let (room, j) = (i / members, i % members);
         async move {
             let started = now_us();
-            let mut conn = match connect_member(&target, &fixture, room, j).await {
+            let mut conn = match connect_member(&target, &fixture, i, room, j).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     fleet.fail(e);
@@ -500,8 +514,9 @@ pub async fn typing(args: &Args, target: Arc<Target>) -> Result<Report, String> 
         let expected = counters.sent.load(Ordering::Relaxed) * (members as u64 - 1);
         senders_done && counters.delivered.load(Ordering::Relaxed) >= expected
     };
-    let Window { send_secs, server_cpu, loadgen_cpu, rss } =
-        fleet::send_and_drain(args, &phase_tx, drained).await;
+    let events = || counters.sent.load(Ordering::Relaxed);
+    let Window { send_secs, server_cpu, server_cpu_each, loadgen_cpu, rss, redis } =
+        fleet::send_and_drain(args, &phase_tx, drained, events).await;
     fleet::collect(handles, Duration::from_secs(20)).await;
 
     let sent = counters.sent.load(Ordering::Relaxed);
@@ -535,6 +550,9 @@ pub async fn typing(args: &Args, target: Arc<Target>) -> Result<Report, String> 
     if let Some(cpu) = server_cpu {
         r.row("server CPU", format!("{cpu:.1} % of a core"));
     }
+    if let Some(redis) = &redis {
+        r.row("redis per event", crate::redis::line(redis));
+    }
     r.set("rooms", rooms);
     r.set("members", members);
     r.set("rate_per_member", rate);
@@ -551,6 +569,8 @@ pub async fn typing(args: &Args, target: Arc<Target>) -> Result<Report, String> 
     r.set("unexpected", mismatched);
     r.set("latency", summary.json());
     r.set("server_cpu_pct", server_cpu);
+    r.set("server_cpu_pct_per_node", server_cpu_each);
+    r.set("redis", redis);
     r.set("loadgen_cpu_pct", loadgen_cpu);
     r.set("rss_end_bytes", rss);
     r.set("errors", fleet.errors());

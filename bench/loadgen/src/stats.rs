@@ -174,28 +174,53 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / ticks)
 }
 
-/// CPU used by a process over a window, as a percentage of one core.
+/// Resident set size of several processes together (one server's nodes);
+/// `None` when there are none or one cannot be read.
+pub fn rss_total(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| rss_bytes(pid)).sum()
+}
+
+/// CPU used by one or more processes (a server's nodes) over a window, as a
+/// percentage of one core.
 pub struct CpuWindow {
-    pid: Option<u32>,
-    start_cpu: Option<f64>,
+    pids: Vec<u32>,
+    start_cpu: Vec<Option<f64>>,
     start: Instant,
 }
 
 impl CpuWindow {
-    pub fn start(pid: Option<u32>) -> Self {
-        Self { pid, start_cpu: pid.and_then(cpu_seconds), start: Instant::now() }
+    pub fn start(pids: &[u32]) -> Self {
+        Self { pids: pids.to_vec(), start_cpu: pids.iter().map(|&p| cpu_seconds(p)).collect(), start: Instant::now() }
     }
 
-    /// Percent of one core since [`CpuWindow::start`]; `None` without a pid.
-    pub fn percent(&self) -> Option<f64> {
-        let now = cpu_seconds(self.pid?)?;
-        let start = self.start_cpu?;
+    /// Percent of one core per process since [`CpuWindow::start`].
+    pub fn percent_each(&self) -> Vec<Option<f64>> {
         let wall = self.start.elapsed().as_secs_f64();
-        (wall > 0.0).then(|| round3(100.0 * (now - start) / wall))
+        self.pids
+            .iter()
+            .zip(&self.start_cpu)
+            .map(|(&pid, start)| {
+                let (now, start) = (cpu_seconds(pid)?, (*start)?);
+                (wall > 0.0).then(|| round3(100.0 * (now - start) / wall))
+            })
+            .collect()
+    }
+
+    /// Percent of one core since [`CpuWindow::start`], all processes
+    /// together; `None` without a pid (or when one cannot be read).
+    pub fn percent(&self) -> Option<f64> {
+        let each = self.percent_each();
+        if each.is_empty() {
+            return None;
+        }
+        each.into_iter().sum::<Option<f64>>().map(round3)
     }
 
     pub fn self_process() -> Self {
-        Self::start(Some(std::process::id()))
+        Self::start(&[std::process::id()])
     }
 }
 
