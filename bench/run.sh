@@ -102,13 +102,15 @@ log() { echo "bench: $*" >&2; }
 if [[ $BUILD == 1 ]]; then
   log "building release binaries (cargo -j $JOBS)"
   cargo build -j "$JOBS" --release -p civicpulse -p civicpulse-loadgen
-  cargo build -j "$JOBS" --release --manifest-path bench/peers/limit/Cargo.toml --target-dir "$ROOT/target/limit"
+  if [[ " $SERVERS " == *" limit "* ]]; then
+    cargo build -j "$JOBS" --release --manifest-path bench/peers/limit/Cargo.toml --target-dir "$ROOT/target/limit"
+  fi
   # npm ci builds better-sqlite3 from source when no prebuilt binary can be
   # fetched (a minute or two): skip it while node_modules matches the lock
   # file, unless NPM_CI=1.
   if [[ " $SERVERS " == *" node "* ]]; then
     if [[ ${NPM_CI:-0} == 1 || ! "$NODE_DIR/node_modules/.package-lock.json" -nt "$NODE_DIR/package-lock.json" ]] ||
-      ! (cd "$NODE_DIR" && node -e "require('better-sqlite3'); require('socket.io'); require('express')" 2>/dev/null); then
+      ! (cd "$NODE_DIR" && node -e "require('better-sqlite3'); require('socket.io'); require('express'); require('@socket.io/redis-adapter'); require('redis')" 2>/dev/null); then
       log "npm ci (bench/peers/node)"
       (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
     fi
@@ -118,7 +120,9 @@ if [[ " $SERVERS " == *" before "* && ! -x $BEFORE_BIN ]]; then
   log "SERVERS names before: set BEFORE_BIN to an older civicpulse binary"
   exit 2
 fi
-for bin in "$CP_BIN" "$LG_BIN" "$LIMIT_BIN"; do
+NEEDED=("$CP_BIN" "$LG_BIN")
+if [[ " $SERVERS " == *" limit "* ]]; then NEEDED+=("$LIMIT_BIN"); fi
+for bin in "${NEEDED[@]}"; do
   [[ -x $bin ]] || { log "missing $bin (run with BUILD=1)"; exit 1; }
 done
 for route in $REST_ROUTES; do
@@ -134,7 +138,7 @@ if [[ " $SCENARIOS " == *" rest "* ]] && ! command -v wrk >/dev/null; then
   SCENARIOS=$(printf '%s\n' $SCENARIOS | { grep -vx rest || true; } | tr '\n' ' ')
 fi
 HAS_CLUSTER=0
-[[ " $SCENARIOS " == *" cluster_"* ]] && HAS_CLUSTER=1
+if [[ " $SCENARIOS " == *" cluster_"* ]]; then HAS_CLUSTER=1; fi
 if [[ $HAS_CLUSTER == 1 ]] && ! command -v redis-server >/dev/null; then
   log "redis-server not found (apt-get install redis-server): skipping the cluster scenarios"
   SCENARIOS=$(printf '%s\n' $SCENARIOS | { grep -v '^cluster_' || true; } | tr '\n' ' ')
@@ -173,7 +177,10 @@ cleanup() {
   local pid
   for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   if [[ -n $RUN_DB ]]; then drop_db; fi
-  if [[ -n $REDIS_PID ]]; then kill "$REDIS_PID" 2>/dev/null || true; fi
+  if [[ -n $REDIS_PID ]]; then
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -183,25 +190,41 @@ RUN_NO=0
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Ports for the servers' nodes: PORT_BASE … PORT_BASE+1499 in turn, skipping
+# any that something else on the machine listens on.
+NEXT_PORT=$((PORT_BASE - 1))
+next_port() {
+  for _ in $(seq 1 1500); do
+    NEXT_PORT=$((NEXT_PORT + 1))
+    if ((NEXT_PORT >= PORT_BASE + 1500)); then NEXT_PORT=$PORT_BASE; fi
+    if port_free "$NEXT_PORT"; then return 0; fi
+  done
+  log "no free port in $PORT_BASE…$((PORT_BASE + 1499))"
+  return 1
+}
+
 # The script's own Redis for the cluster scenarios: a free port, no
-# persistence, gone on exit. Every run starts from an empty Redis with
+# persistence, a child of this script, gone on exit. Every run starts from an empty Redis with
 # zeroed statistics (FLUSHALL + CONFIG RESETSTAT) and a key prefix of its own.
 start_redis() {
   local port
   for port in $(seq $((PORT_BASE + 1700)) $((PORT_BASE + 1799))); do
     port_free "$port" || continue
-    if redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
-      --dir "$WORK" --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log" >/dev/null 2>&1; then
-      for _ in $(seq 1 50); do
-        if [[ $(redis-cli -p "$port" ping 2>/dev/null) == PONG && -s $WORK/redis.pid ]]; then
-          REDIS_PORT=$port
-          REDIS_PID=$(cat "$WORK/redis.pid")
-          log "redis-server $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-) on 127.0.0.1:$port (pid $REDIS_PID)"
-          return 0
-        fi
-        sleep 0.1
-      done
-    fi
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
+      --dir "$WORK" --logfile "$WORK/redis.log" >/dev/null 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 1 50); do
+      if [[ $(redis-cli -p "$port" ping 2>/dev/null) == PONG ]]; then
+        REDIS_PORT=$port
+        log "redis-server $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-) on 127.0.0.1:$port (pid $REDIS_PID)"
+        return 0
+      fi
+      kill -0 "$REDIS_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    REDIS_PID=""
   done
   log "could not start redis-server; its log:"
   cat "$WORK/redis.log" >&2 2>/dev/null || true
@@ -275,7 +298,8 @@ start_server() {
     shared+=(DATABASE_URL="$PG_URL/$RUN_DB")
   fi
   for i in $(seq 1 "$nodes"); do
-    port=$((PORT_BASE + (RUN_NO * 3 + i) % 1500))
+    next_port
+    port=$NEXT_PORT
     start_node "$name" "$i" "$port" "$dir" "${shared[@]}" NODE_ID="$name-$i"
     pid=$NODE_PID
     SERVER_PIDS+=("$pid") PORTS+=("$port")
@@ -441,9 +465,14 @@ for round in $(seq 1 "$ROUNDS"); do
         extra="" label=$scenario nodes=1 redis=0 pg=0
         if [[ $scenario == cluster_* ]]; then
           nodes=${variant%r} redis=0 pg=1
-          [[ $variant == *r || $nodes -gt 1 ]] && redis=1
-          extra=",\"topology\":\"$variant\",\"nodes\":$nodes,\"redis\":$([[ $redis == 1 ]] && echo true || echo false)"
-          label+=" on $nodes node(s)$([[ $redis == 1 ]] && echo ' with Redis')"
+          if [[ $variant == *r || $nodes -gt 1 ]]; then redis=1; fi
+          if [[ $redis == 1 ]]; then
+            extra=",\"topology\":\"$variant\",\"nodes\":$nodes,\"redis\":true"
+            label+=" on $nodes node(s) with Redis"
+          else
+            extra=",\"topology\":\"$variant\",\"nodes\":$nodes,\"redis\":false"
+            label+=" on $nodes node(s)"
+          fi
         elif [[ $variant != - ]]; then
           extra=",\"rate\":$variant"
           label+=" at $variant/s per room"
@@ -463,7 +492,7 @@ for round in $(seq 1 "$ROUNDS"); do
         else
           read -r -a args <<<"$(loadgen_args "$scenario" "$variant")"
           out=$dir/loadgen.out
-          [[ $redis == 1 ]] && args+=(--redis "redis://127.0.0.1:$REDIS_PORT")
+          if [[ $redis == 1 ]]; then args+=(--redis "redis://127.0.0.1:$REDIS_PORT"); fi
           timeout 600 "$LG_BIN" "${args[@]}" --url "$URLS" --secret "$JWT_SECRET" \
             --pid "$PIDS" --label "$server" --drain "$(drain_for "$scenario")" >"$out" 2>"$dir/loadgen.err" || status=$?
           stop_server

@@ -22,6 +22,7 @@ use crate::stats::round3;
 
 const REQUEST: &[u8] = b"INFO stats commandstats cpu\r\n";
 const TIMEOUT: Duration = Duration::from_secs(5);
+const SETTLE: Duration = Duration::from_millis(250);
 
 /// One reading of INFO.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -126,7 +127,11 @@ impl RedisWindow {
     }
 
     /// The deltas since [`RedisWindow::start`] and per event, as JSON.
+    /// Read [`SETTLE`] after the call: a server may deliver to its own
+    /// sockets before it publishes (the Node adapter does), so the last
+    /// event's PUBLISH can trail its last receipt.
     pub async fn finish(self, events: u64) -> Value {
+        tokio::time::sleep(SETTLE).await;
         let wall = self.start.elapsed().as_secs_f64();
         let after = self.redis.info().await;
         match (self.before, after) {
