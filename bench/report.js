@@ -98,11 +98,13 @@ const redisUsecPerEvent = (r) => {
 };
 const REDIS_METRICS = [
   ['redis_commands_per_event', 'Redis commands per event', 'lower', redisAt('commands_per_event')],
+  ['redis_commands_per_event_net', 'Redis commands per event, less the idle background', 'lower', redisAt('commands_per_event_net')],
   ['redis_publishes_per_event', 'Redis PUBLISH per event', 'lower', redisAt('publishes_per_event')],
-  ['redis_in_bytes_per_event', 'bytes into Redis per event', 'lower', redisAt('input_bytes_per_event')],
-  ['redis_out_bytes_per_event', 'bytes out of Redis per event', 'lower', redisAt('output_bytes_per_event')],
+  ['redis_in_bytes_per_event', 'bytes into Redis per event, less background', 'lower', redisAt('input_bytes_per_event_net')],
+  ['redis_out_bytes_per_event', 'bytes out of Redis per event, less background', 'lower', redisAt('output_bytes_per_event_net')],
   ['redis_usec_per_event', 'Redis command time per event (µs)', 'lower', redisUsecPerEvent],
   ['redis_cpu_pct', 'Redis CPU (% of a core)', 'lower', redisAt('redis_cpu_pct')],
+  ['redis_background_commands_per_s', 'Redis commands/s with no events (background)', 'lower', (r) => r.redis?.background?.commands_per_s],
 ];
 const deliveredPct = (r) => (r.expected ? (100 * r.delivered) / r.expected : null);
 METRICS.cluster_broadcast = [

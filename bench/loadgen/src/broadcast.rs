@@ -264,7 +264,14 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
         r.row("redis per upvote", crate::redis::line(redis));
     }
     r.set("connections", n);
-    r.set("triggers", if trigger_nodes > 1 { "round-robin" } else { "first node" });
+    r.set(
+        "triggers",
+        match (target.nodes.len(), trigger_nodes) {
+            (1, _) => "the only node",
+            (_, 1) => "the first node",
+            _ => "round-robin",
+        },
+    );
     r.set("server_cpu_pct_per_node", server_cpu_each);
     r.set("redis", redis);
     r.set("ready", ready);

@@ -23,6 +23,7 @@ use crate::stats::round3;
 const REQUEST: &[u8] = b"INFO stats commandstats cpu\r\n";
 const TIMEOUT: Duration = Duration::from_secs(5);
 const SETTLE: Duration = Duration::from_millis(250);
+const IDLE: Duration = Duration::from_secs(1);
 
 /// One reading of INFO.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -107,8 +108,12 @@ impl Redis {
 }
 
 /// INFO at the start of a window; [`RedisWindow::finish`] reads it again.
+/// Before the window, [`IDLE`] with no events shows what the nodes do in
+/// Redis anyway (heartbeats, presence): the background rate, which is also
+/// taken out of the per-event figures as `*_net`.
 pub struct RedisWindow {
     redis: Redis,
+    background: Result<Value, String>,
     before: Result<Info, String>,
     start: Instant,
 }
@@ -122,8 +127,15 @@ impl RedisWindow {
                 return None;
             }
         };
+        let idle = redis.info().await;
+        let idle_start = Instant::now();
+        tokio::time::sleep(IDLE).await;
         let before = redis.info().await;
-        Some(Self { redis, before, start: Instant::now() })
+        let background = match (&idle, &before) {
+            (Ok(idle), Ok(before)) => Ok(delta(idle, before, idle_start.elapsed().as_secs_f64(), 0)),
+            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+        };
+        Some(Self { redis, background, before, start: Instant::now() })
     }
 
     /// The deltas since [`RedisWindow::start`] and per event, as JSON.
@@ -134,10 +146,33 @@ impl RedisWindow {
         tokio::time::sleep(SETTLE).await;
         let wall = self.start.elapsed().as_secs_f64();
         let after = self.redis.info().await;
-        match (self.before, after) {
-            (Ok(before), Ok(after)) => delta(&before, &after, wall, events),
-            (Err(e), _) | (_, Err(e)) => json!({ "error": e }),
+        let (mut v, background) = match (self.before, after, self.background) {
+            (Ok(before), Ok(after), Ok(background)) => (delta(&before, &after, wall, events), background),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return json!({ "error": e }),
+        };
+        // Per event, less what the same time would have cost with no events.
+        let window = v["window_s"].as_f64().unwrap_or(wall);
+        let idle_s = background["window_s"].as_f64().unwrap_or(0.0);
+        for (key, total) in [
+            ("commands_per_event_net", "commands"),
+            ("input_bytes_per_event_net", "net_input_bytes"),
+            ("output_bytes_per_event_net", "net_output_bytes"),
+        ] {
+            let (Some(t), Some(b)) = (v[total].as_f64(), background[total].as_f64()) else { continue };
+            if events > 0 && idle_s > 0.0 {
+                let net = (t - b / idle_s * window).max(0.0) / events as f64;
+                v[key] = json!(round3(net));
+            }
         }
+        let per_s = |k: &str| background[k].as_f64().filter(|_| idle_s > 0.0).map(|x| round3(x / idle_s));
+        v["background"] = json!({
+            "window_s": idle_s,
+            "commands_per_s": per_s("commands"),
+            "input_bytes_per_s": per_s("net_input_bytes"),
+            "output_bytes_per_s": per_s("net_output_bytes"),
+            "by_command": background["by_command"],
+        });
+        v
     }
 }
 
@@ -193,12 +228,16 @@ pub fn line(v: &Value) -> String {
         return format!("not measured ({e})");
     }
     let f = |k: &str| v.get(k).and_then(Value::as_f64).map_or("–".to_owned(), |x| format!("{x:.1}"));
+    let bg = v.get("background").and_then(|b| b.get("commands_per_s")).and_then(Value::as_f64);
     format!(
-        "{} commands, {} B in, {} B out per event; Redis CPU {} % of a core",
+        "{} commands ({} net of background), {} B in, {} B out per event; Redis CPU {} % of a core; \
+         background {} commands/s",
         f("commands_per_event"),
+        f("commands_per_event_net"),
         f("input_bytes_per_event"),
         f("output_bytes_per_event"),
-        f("redis_cpu_pct")
+        f("redis_cpu_pct"),
+        bg.map_or("–".to_owned(), |x| format!("{x:.1}"))
     )
 }
 
