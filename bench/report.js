@@ -339,7 +339,7 @@ const meta = {
   rounds: Number(env.ROUNDS),
   host: { cores: os.cpus().length, memory_gib: Math.round(os.totalmem() / 2 ** 30), loadavg_end: os.loadavg(), node: process.version },
   ping_interval_ms: Number(env.PING_INTERVAL_MS),
-  sizes: Object.fromEntries(Object.entries(env).filter(([k]) => /^(IDLE|BROADCAST|ROOM|ROOMS|HANDSHAKE|TYPING|REST|CLUSTER)_/.test(k))),
+  sizes: Object.fromEntries(Object.entries(env).filter(([k]) => /^(IDLE|BROADCAST|ROOM|ROOMS|HANDSHAKE|TYPING|REST|CLUSTER|PG_SYNCHRONOUS)_/.test(k))),
 };
 fs.writeFileSync(jsonPath, JSON.stringify({ meta, medians, targets, runs }, null, 2) + '\n');
 

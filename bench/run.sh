@@ -90,6 +90,12 @@ CLUSTER_DRAIN=${CLUSTER_DRAIN:-4}
 # civicpulse's cluster storage: a fresh database per run on this server
 # (CREATE DATABASE before the run, DROP DATABASE … WITH (FORCE) after it).
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+# synchronous_commit of those databases. `off` by default: a commit does not
+# wait for its WAL flush, the durability the Node peer's SQLite has in WAL
+# mode with synchronous=NORMAL (a crash may lose the last commits, never
+# corrupts). With `on`, every batch waits for an fdatasync, which on this
+# shared machine's disk (other builds writing) took up to a second.
+PG_SYNCHRONOUS_COMMIT=${PG_SYNCHRONOUS_COMMIT:-off}
 
 CP_BIN=$ROOT/target/release/civicpulse
 BEFORE_BIN=${BEFORE_BIN:-}
@@ -295,6 +301,8 @@ start_server() {
       RUN_DB=""
       return 1
     fi
+    timeout 30 psql "$PG_URL/postgres" -qc "ALTER DATABASE \"$RUN_DB\" SET synchronous_commit = $PG_SYNCHRONOUS_COMMIT" \
+      >>"$dir/createdb.err" 2>&1 || { log "could not set synchronous_commit:"; cat "$dir/createdb.err" >&2; return 1; }
     shared+=(DATABASE_URL="$PG_URL/$RUN_DB")
   fi
   for i in $(seq 1 "$nodes"); do
@@ -518,7 +526,7 @@ export IDLE_CONNECTIONS IDLE_HOLD BROADCAST_CONNECTIONS BROADCAST_RATE BROADCAST
   BROADCAST_MAX_DURATION ROOMS ROOM_MEMBERS ROOM_RATE ROOM_DURATION ROOMS_MAX_RATE ROOMS_MAX_DURATION HANDSHAKES \
   HANDSHAKE_CONCURRENCY TYPING_ROOMS TYPING_MEMBERS TYPING_RATE TYPING_DURATION ROOMS_SWEEP_RATES ROOMS_SWEEP_DURATION \
   ROOMS_SWEEP_DRAIN REST_ROUTES REST_DURATION REST_THREADS REST_CONNECTIONS
-export CLUSTER_TOPOLOGIES CLUSTER_BROADCAST_CONNECTIONS CLUSTER_BROADCAST_RATE CLUSTER_BROADCAST_DURATION CLUSTER_TRIGGERS \
+export PG_SYNCHRONOUS_COMMIT CLUSTER_TOPOLOGIES CLUSTER_BROADCAST_CONNECTIONS CLUSTER_BROADCAST_RATE CLUSTER_BROADCAST_DURATION CLUSTER_TRIGGERS \
   CLUSTER_ROOMS CLUSTER_ROOM_MEMBERS CLUSTER_ROOM_RATE CLUSTER_ROOM_DURATION CLUSTER_DRAIN
 node "$ROOT/bench/report.js" "$RAW" "$OUT/latest.json" "$OUT/latest.md"
 log "wrote $OUT/latest.md and $OUT/latest.json (raw runs and server logs in $WORK)"
