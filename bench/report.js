@@ -84,6 +84,7 @@ const TITLES = {
   rooms_sweep: `rooms, rate sweep: ${env.ROOMS} × ${env.ROOM_MEMBERS}, ${env.ROOMS_SWEEP_DURATION} s at each of ${(env.ROOMS_SWEEP_RATES || '').trim().split(/\s+/).join(', ')} messages/s per room`,
   rest: `rest: wrk -t${env.REST_THREADS} -c${env.REST_CONNECTIONS}, ${env.REST_DURATION} s per route, one user's token on every request`,
   cluster_broadcast: `cluster broadcast: ${env.CLUSTER_BROADCAST_CONNECTIONS} sockets, ${env.CLUSTER_BROADCAST_RATE} upvotes/s for ${env.CLUSTER_BROADCAST_DURATION} s (upvotes to ${env.CLUSTER_TRIGGERS === 'first' ? 'the first node' : 'node k mod N'})`,
+  cluster_broadcast_max: `cluster broadcast, saturated: ${env.CLUSTER_BROADCAST_CONNECTIONS} sockets, upvotes asked at ${env.CLUSTER_BROADCAST_MAX_RATE}/s for ${env.CLUSTER_BROADCAST_MAX_DURATION} s (to ${env.CLUSTER_TRIGGERS === 'first' ? 'the first node' : 'node k mod N'})`,
   cluster_rooms: `cluster rooms: ${env.CLUSTER_ROOMS} rooms × ${env.CLUSTER_ROOM_MEMBERS} members, ${env.CLUSTER_ROOM_RATE} messages/s per room for ${env.CLUSTER_ROOM_DURATION} s`,
 };
 
@@ -118,6 +119,16 @@ METRICS.cluster_broadcast = [
   ['loadgen_cpu_pct', 'load generator CPU (% of a core)', 'lower', (r) => r.loadgen_cpu_pct],
   ...REDIS_METRICS,
 ];
+METRICS.cluster_broadcast_max = [
+  ['frames_per_s', 'delivered frames/s (saturated)', 'higher', (r) => r.frames_per_s],
+  ['upvotes_per_s', 'upvotes/s accepted', 'higher', (r) => r.upvotes_per_s],
+  ['p50_ms', 'latency p50 (ms)', 'lower', ms('p50_ms')],
+  ['p99_ms', 'latency p99 (ms)', 'lower', ms('p99_ms')],
+  ['delivered_pct', 'frames delivered by the end of the drain (% of expected)', 'higher', deliveredPct],
+  ['server_cpu_pct', 'server CPU, all nodes (% of a core)', 'lower', (r) => r.server_cpu_pct],
+  ['loadgen_cpu_pct', 'load generator CPU (% of a core)', 'lower', (r) => r.loadgen_cpu_pct],
+  ...REDIS_METRICS,
+];
 METRICS.cluster_rooms = [
   ['p50_ms', 'delivery latency p50 (ms)', 'lower', ms('p50_ms')],
   ['p99_ms', 'delivery latency p99 (ms)', 'lower', ms('p99_ms')],
@@ -132,7 +143,7 @@ METRICS.cluster_rooms = [
   ['loadgen_cpu_pct', 'load generator CPU (% of a core)', 'lower', (r) => r.loadgen_cpu_pct],
   ...REDIS_METRICS,
 ];
-const CLUSTER = new Set(['cluster_broadcast', 'cluster_rooms']);
+const CLUSTER = new Set(['cluster_broadcast', 'cluster_broadcast_max', 'cluster_rooms']);
 const TOPOLOGY_NAMES = { 1: '1 node', '1r': '1 node + Redis' };
 const topologyName = (t) => TOPOLOGY_NAMES[t] || `${t} nodes`;
 

@@ -11,14 +11,15 @@
 #   SCENARIOS=rooms_sweep ROOMS_SWEEP_RATES="20 40 80" bench/run.sh
 #   BEFORE_BIN=/path/to/older/civicpulse SERVERS="civicpulse before node limit" bench/run.sh
 #                                     # `before`: an older civicpulse binary beside this one
-#   OUT=bench/results/cluster SCENARIOS="cluster_broadcast cluster_rooms" SERVERS="civicpulse node" bench/run.sh
-#                                     # cluster mode: 1 node, 1 node + Redis, 3 nodes (~8 minutes)
+#   OUT=bench/results/cluster SCENARIOS="cluster_broadcast cluster_broadcast_max cluster_rooms" SERVERS="civicpulse node" bench/run.sh
+#                                     # cluster mode: 1 node, 1 node + Redis, 3 nodes (~9 minutes)
 #
 # Every size is an environment variable (defaults below). Traffic goes to
 # 127.0.0.x only, and every run is bounded in time. The `rest` scenario needs
 # wrk (Debian package `wrk`) and is skipped without it.
 #
-# The cluster_* scenarios (not in the default list) run broadcast and rooms
+# The cluster_* scenarios (not in the default list) run broadcast (at a set
+# rate, and saturated) and rooms
 # against each server as one node, one node with Redis, and three nodes
 # sharing Redis and storage (CLUSTER_TOPOLOGIES): civicpulse on a fresh
 # PostgreSQL database per run (PG_URL), the Node peer on one shared SQLite
@@ -82,6 +83,8 @@ CLUSTER_BROADCAST_CONNECTIONS=${CLUSTER_BROADCAST_CONNECTIONS:-1500}
 CLUSTER_BROADCAST_RATE=${CLUSTER_BROADCAST_RATE:-20}     # upvotes/s
 CLUSTER_BROADCAST_DURATION=${CLUSTER_BROADCAST_DURATION:-5}
 CLUSTER_TRIGGERS=${CLUSTER_TRIGGERS:-all}                # all: upvote k to node k mod N; first: all to node 1
+CLUSTER_BROADCAST_MAX_RATE=${CLUSTER_BROADCAST_MAX_RATE:-1000} # cluster_broadcast_max: far beyond what any topology sustains
+CLUSTER_BROADCAST_MAX_DURATION=${CLUSTER_BROADCAST_MAX_DURATION:-3}
 CLUSTER_ROOMS=${CLUSTER_ROOMS:-60}
 CLUSTER_ROOM_MEMBERS=${CLUSTER_ROOM_MEMBERS:-20}
 CLUSTER_ROOM_RATE=${CLUSTER_ROOM_RATE:-5}                # messages/s per room
@@ -382,6 +385,7 @@ loadgen_args() { # scenario variant -> arguments
     rooms_sweep) echo "rooms --rooms $ROOMS --members $ROOM_MEMBERS --rate $2 --duration $ROOMS_SWEEP_DURATION" ;;
     typing) echo "typing --rooms $TYPING_ROOMS --members $TYPING_MEMBERS --rate $TYPING_RATE --duration $TYPING_DURATION" ;;
     cluster_broadcast) echo "broadcast --connections $CLUSTER_BROADCAST_CONNECTIONS --rate $CLUSTER_BROADCAST_RATE --duration $CLUSTER_BROADCAST_DURATION --triggers $CLUSTER_TRIGGERS" ;;
+    cluster_broadcast_max) echo "broadcast --connections $CLUSTER_BROADCAST_CONNECTIONS --rate $CLUSTER_BROADCAST_MAX_RATE --duration $CLUSTER_BROADCAST_MAX_DURATION --http-connections 16 --triggers $CLUSTER_TRIGGERS" ;;
     cluster_rooms) echo "rooms --rooms $CLUSTER_ROOMS --members $CLUSTER_ROOM_MEMBERS --rate $CLUSTER_ROOM_RATE --duration $CLUSTER_ROOM_DURATION" ;;
     *) log "unknown scenario $1"; exit 2 ;;
   esac
@@ -527,6 +531,7 @@ export IDLE_CONNECTIONS IDLE_HOLD BROADCAST_CONNECTIONS BROADCAST_RATE BROADCAST
   HANDSHAKE_CONCURRENCY TYPING_ROOMS TYPING_MEMBERS TYPING_RATE TYPING_DURATION ROOMS_SWEEP_RATES ROOMS_SWEEP_DURATION \
   ROOMS_SWEEP_DRAIN REST_ROUTES REST_DURATION REST_THREADS REST_CONNECTIONS
 export PG_SYNCHRONOUS_COMMIT CLUSTER_TOPOLOGIES CLUSTER_BROADCAST_CONNECTIONS CLUSTER_BROADCAST_RATE CLUSTER_BROADCAST_DURATION CLUSTER_TRIGGERS \
+  CLUSTER_BROADCAST_MAX_RATE CLUSTER_BROADCAST_MAX_DURATION \
   CLUSTER_ROOMS CLUSTER_ROOM_MEMBERS CLUSTER_ROOM_RATE CLUSTER_ROOM_DURATION CLUSTER_DRAIN
 node "$ROOT/bench/report.js" "$RAW" "$OUT/latest.json" "$OUT/latest.md"
 log "wrote $OUT/latest.md and $OUT/latest.json (raw runs and server logs in $WORK)"

@@ -13,9 +13,9 @@ use tokio::sync::watch;
 
 use crate::fleet::{self, Fleet, Phase};
 use crate::net::{self, Http, Incoming, Target, event_name, str_field};
+use crate::redis::RedisWindow;
 use crate::setup::Fixture;
 use crate::stats::{CpuWindow, Histogram, now_us, round3, rss_total};
-use crate::redis::RedisWindow;
 use crate::{Args, Report, Triggers};
 
 const EVENT: &str = "issue:upvoted";
@@ -135,7 +135,9 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
         Triggers::First => 1,
     };
     let clients = (0..args.http_connections.max(1))
-        .map(|_| (0..trigger_nodes).map(|node| Http::to(&target, target.node(node))).collect::<Result<Vec<_>, _>>())
+        .map(|_| {
+            (0..trigger_nodes).map(|node| Http::to(&target, target.node(node))).collect::<Result<Vec<_>, _>>()
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("HTTP client: {e}"))?;
     let redis = RedisWindow::start(args.redis.as_deref()).await;

@@ -71,7 +71,8 @@ pub async fn send_and_drain(
         Some(w) => Some(w.finish(events()).await),
         None => None,
     };
-    let window = Window { send_secs, server_cpu, server_cpu_each, loadgen_cpu, rss: rss_total(&args.pid), redis };
+    let window =
+        Window { send_secs, server_cpu, server_cpu_each, loadgen_cpu, rss: rss_total(&args.pid), redis };
     let _ = phase.send(Phase::Stop);
     window
 }

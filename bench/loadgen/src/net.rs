@@ -37,7 +37,10 @@ pub fn loopback_addr(url: &str, scheme: &str) -> Result<SocketAddr, String> {
     let addr: SocketAddr =
         hostport.parse().map_err(|_| format!("expected {scheme}127.0.0.x:PORT, got {url}"))?;
     if !addr.ip().is_loopback() {
-        return Err(format!("refusing to load {}: only loopback targets (127.0.0.0/8) are allowed", addr.ip()));
+        return Err(format!(
+            "refusing to load {}: only loopback targets (127.0.0.0/8) are allowed",
+            addr.ip()
+        ));
     }
     Ok(addr)
 }
@@ -513,7 +516,9 @@ mod tests {
         assert!(Target::parse("http://localhost:3001", 4, t).is_ok());
         assert!(Target::parse("http://10.0.0.1:3001", 4, t).is_err());
         assert!(Target::parse("http://192.168.1.1:80", 4, t).is_err());
-        let cluster = Target::parse("http://127.0.0.1:3001,http://127.0.0.1:3002, http://localhost:3003", 4, t).unwrap();
+        let cluster =
+            Target::parse("http://127.0.0.1:3001,http://127.0.0.1:3002, http://localhost:3003", 4, t)
+                .unwrap();
         assert_eq!(cluster.nodes.len(), 3);
         assert_eq!(cluster.addr, cluster.nodes[0]);
         assert_eq!(cluster.node(4).port(), 3002);

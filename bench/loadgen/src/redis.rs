@@ -51,7 +51,8 @@ impl Info {
                 let field = |k: &str| {
                     value.split(',').find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse::<u64>().ok())
                 };
-                info.commands.insert(name.to_owned(), (field("calls").unwrap_or(0), field("usec").unwrap_or(0)));
+                info.commands
+                    .insert(name.to_owned(), (field("calls").unwrap_or(0), field("usec").unwrap_or(0)));
             } else {
                 info.fields.insert(key.to_owned(), value.to_owned());
             }
@@ -202,10 +203,8 @@ pub fn delta(before: &Info, after: &Info, wall_s: f64, events: u64) -> Value {
             continue;
         }
         let usec = usec.saturating_sub(usec0);
-        by_command.insert(
-            name.clone(),
-            json!({ "calls": calls, "usec": usec, "per_event": per(calls as f64) }),
-        );
+        by_command
+            .insert(name.clone(), json!({ "calls": calls, "usec": usec, "per_event": per(calls as f64) }));
     }
     json!({
         "events": events,

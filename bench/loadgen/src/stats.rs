@@ -193,7 +193,11 @@ pub struct CpuWindow {
 
 impl CpuWindow {
     pub fn start(pids: &[u32]) -> Self {
-        Self { pids: pids.to_vec(), start_cpu: pids.iter().map(|&p| cpu_seconds(p)).collect(), start: Instant::now() }
+        Self {
+            pids: pids.to_vec(),
+            start_cpu: pids.iter().map(|&p| cpu_seconds(p)).collect(),
+            start: Instant::now(),
+        }
     }
 
     /// Percent of one core per process since [`CpuWindow::start`].
