@@ -165,12 +165,22 @@ impl RedisWindow {
                 v[key] = json!(round3(net));
             }
         }
+        // Redis's CPU per event, less its CPU when idle (its timers run
+        // whether or not events come).
+        if let (Some(cpu), Some(idle_cpu)) =
+            (v["redis_cpu_pct"].as_f64(), background["redis_cpu_pct"].as_f64())
+            && events > 0
+        {
+            let us = (cpu - idle_cpu).max(0.0) / 100.0 * window * 1e6 / events as f64;
+            v["redis_cpu_us_per_event_net"] = json!(round3(us));
+        }
         let per_s = |k: &str| background[k].as_f64().filter(|_| idle_s > 0.0).map(|x| round3(x / idle_s));
         v["background"] = json!({
             "window_s": idle_s,
             "commands_per_s": per_s("commands"),
             "input_bytes_per_s": per_s("net_input_bytes"),
             "output_bytes_per_s": per_s("net_output_bytes"),
+            "redis_cpu_pct": background["redis_cpu_pct"],
             "by_command": background["by_command"],
         });
         v
