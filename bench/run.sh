@@ -191,8 +191,17 @@ cleanup() {
     wait "$REDIS_PID" 2>/dev/null || true
   fi
 }
+LG_PID=""       # the running load generator (its timeout), if any
+on_signal() {
+  log "interrupted: stopping"
+  if [[ -n $LG_PID ]]; then
+    kill "$LG_PID" 2>/dev/null || true
+    wait "$LG_PID" 2>/dev/null || true
+  fi
+  exit 130
+}
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap on_signal INT TERM
 
 PORT_BASE=${PORT_BASE:-39100}
 RUN_NO=0
@@ -505,8 +514,14 @@ for round in $(seq 1 "$ROUNDS"); do
           read -r -a args <<<"$(loadgen_args "$scenario" "$variant")"
           out=$dir/loadgen.out
           if [[ $redis == 1 ]]; then args+=(--redis "redis://127.0.0.1:$REDIS_PORT"); fi
+          # In the background and waited for, so that Ctrl-C or TERM runs
+          # on_signal at once (timeout puts the load generator in a process
+          # group of its own, out of reach of the terminal's Ctrl-C).
           timeout 600 "$LG_BIN" "${args[@]}" --url "$URLS" --secret "$JWT_SECRET" \
-            --pid "$PIDS" --label "$server" --drain "$(drain_for "$scenario")" >"$out" 2>"$dir/loadgen.err" || status=$?
+            --pid "$PIDS" --label "$server" --drain "$(drain_for "$scenario")" >"$out" 2>"$dir/loadgen.err" &
+          LG_PID=$!
+          wait "$LG_PID" || status=$?
+          LG_PID=""
           stop_server
           grep -v '^RESULT ' "$out" >&2 || true
           result=$(grep '^RESULT ' "$out" | tail -n1 | cut -c8-)
