@@ -105,8 +105,9 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Triggers::All)]
     pub triggers: Triggers,
     /// A Redis the servers use (redis://127.0.0.1:PORT, loopback only): its
-    /// `INFO stats commandstats cpu` is read when sending starts and after
-    /// the drain, and the deltas are reported per event.
+    /// `INFO stats commandstats cpu` is read 1 s before sending starts (the
+    /// idle background), when it starts and after the drain, and the deltas
+    /// are reported per event.
     #[arg(long)]
     pub redis: Option<String>,
     /// Seconds to wait for stragglers after the sending stops.
