@@ -351,7 +351,7 @@ const meta = {
   rounds: Number(env.ROUNDS),
   host: { cores: os.cpus().length, memory_gib: Math.round(os.totalmem() / 2 ** 30), loadavg_end: os.loadavg(), node: process.version },
   ping_interval_ms: Number(env.PING_INTERVAL_MS),
-  sizes: Object.fromEntries(Object.entries(env).filter(([k]) => /^(IDLE|BROADCAST|ROOM|ROOMS|HANDSHAKE|TYPING|REST|CLUSTER|PG_SYNCHRONOUS)_/.test(k))),
+  sizes: Object.fromEntries(Object.entries(env).filter(([k]) => /^(IDLE|BROADCAST|ROOM|ROOMS|HANDSHAKE|TYPING|REST|CLUSTER|PG_SYNCHRONOUS)_?/.test(k))),
 };
 fs.writeFileSync(jsonPath, JSON.stringify({ meta, medians, targets, runs }, null, 2) + '\n');
 
@@ -359,7 +359,7 @@ const md = [];
 md.push('# CivicPulse benchmark results', '');
 md.push(`Run ${meta.started} → ${meta.finished} by \`bench/run.sh\`: ${meta.rounds} rounds, servers interleaved, each run on a freshly started server with a fresh database.`);
 md.push(`Machine: ${meta.host.cores} cores, ${meta.host.memory_gib} GiB, Node ${meta.host.node}; heartbeat interval ${meta.ping_interval_ms} ms on every server; load average at the end ${meta.host.loadavg_end.map((x) => x.toFixed(2)).join(' ')}.`);
-md.push('Figures are medians over the rounds; ratios are civicpulse ÷ the other (↑ higher is better, ↓ lower is better). What every figure means: BENCHMARKS.md.', '');
+md.push(`Figures are medians over the rounds; ratios are civicpulse ÷ the other (↑ higher is better, ↓ lower is better)${benches.some((b) => CLUSTER.has(b)) ? '; the cluster tables name each ratio in its column' : ''}. What every figure means: BENCHMARKS.md.`, '');
 if (targets.length) {
   md.push('## Targets (issue 5)', '');
   md.push('| target | civicpulse | goal | met? | note |', '|---|---|---|---|---|');
