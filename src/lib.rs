@@ -118,18 +118,23 @@ impl Services {
     }
 }
 
-/// Builds the HTTP server on `addr`; the caller runs it.
+/// Binds `addr` (`host:port`). Done before anything starts, so that a port
+/// in use stops the start with one clear line and nothing to wind down.
+fn listen(addr: &str) -> Result<std::net::TcpListener, StartError> {
+    actix_socketio::engineio::server::bind(addr)
+        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })
+}
+
+/// Builds the HTTP server on `listener`; the caller runs it.
 fn http_server(
     services: &Services,
     (socket_io, cluster): (Arc<realtime::CivicEngine>, Option<Arc<cluster::Cluster>>),
-    addr: &str,
+    listener: std::net::TcpListener,
 ) -> Result<(actix_web::dev::Server, SocketAddr), StartError> {
     let s = services.clone();
     let readiness = web::Data::new(http::handlers::ops::Readiness { cluster });
     let auth_limit =
         web::Data::new(http::rate_limit::AuthRateLimit::new(services.config.auth_rate_per_minute));
-    let listener = actix_socketio::engineio::server::bind(addr)
-        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
     let bound = listener.local_addr()?;
     let ws = actix_socketio::engineio::upgrade::WsRoutes::default().engine("/socket.io/", socket_io.clone());
     let server = actix_socketio::engineio::server::start(listener, services.config.workers, ws, move || {
@@ -175,8 +180,9 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 pub async fn serve(config: Config) -> Result<(), StartError> {
     let addr = format!("{}:{}", config.host, config.port);
     let services = Services::build(config)?;
+    let listener = listen(&addr)?;
     let realtime = services.start_actors()?;
-    let (server, _) = http_server(&services, realtime, &addr)?;
+    let (server, _) = http_server(&services, realtime, listener)?;
     log::info!("civicpulse listening on http://{addr} (node {})", services.config.node_id);
     server.await?;
     Ok(())
@@ -201,7 +207,10 @@ impl RunningNode {
         let s = services.clone();
         let thread = std::thread::spawn(move || {
             let system = actix_rt::System::new();
-            let started = system.block_on(async { http_server(&s, s.start_actors()?, &addr) });
+            let started = system.block_on(async {
+                let listener = listen(&addr)?;
+                http_server(&s, s.start_actors()?, listener)
+            });
             match started {
                 Ok((server, bound)) => {
                     let handle = server.handle();

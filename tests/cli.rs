@@ -137,3 +137,19 @@ fn bad_configuration_is_reported_in_exactly_one_line() {
         assert_eq!(lines.len(), 1, "{var}={value}: expected one line, got {lines:#?}");
     }
 }
+
+/// A port in use stops the start with one line naming the address, and
+/// nothing else: no actor was started to wind down without a runtime.
+#[test]
+fn a_port_in_use_is_one_clear_line_and_no_panic() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let vars =
+        [("HOST", "127.0.0.1"), ("PORT", port.as_str()), ("JWT_SECRET", secret()), ("RUST_LOG", "warn")];
+    let out = run(dir.path(), &[], &vars);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
