@@ -79,6 +79,14 @@ pub struct Config {
     /// Upvotes within `trending_window` that make an issue trend.
     pub trending_upvotes: u32,
     pub trending_window: Duration,
+    /// Client events per second a socket may send, sustained, and at once.
+    pub socket_event_rate: u32,
+    pub socket_event_burst: u32,
+    /// Refusals a socket may collect (one more each second) before it is
+    /// disconnected as a flooder.
+    pub socket_flood_strikes: u32,
+    /// Issue rooms one socket may be in at once.
+    pub max_rooms_per_socket: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -223,6 +231,30 @@ impl Config {
                 1..=86_400,
             )
             .map(Duration::from_secs)?,
+            socket_event_rate: parse_num(
+                get("SOCKET_EVENT_RATE"),
+                "SOCKET_EVENT_RATE",
+                50u32,
+                1..=1_000_000,
+            )?,
+            socket_event_burst: parse_num(
+                get("SOCKET_EVENT_BURST"),
+                "SOCKET_EVENT_BURST",
+                200u32,
+                1..=1_000_000,
+            )?,
+            socket_flood_strikes: parse_num(
+                get("SOCKET_FLOOD_STRIKES"),
+                "SOCKET_FLOOD_STRIKES",
+                100u32,
+                1..=1_000_000,
+            )?,
+            max_rooms_per_socket: parse_num(
+                get("MAX_ROOMS_PER_SOCKET"),
+                "MAX_ROOMS_PER_SOCKET",
+                100usize,
+                1..=100_000,
+            )?,
         })
     }
 }
@@ -297,6 +329,10 @@ mod tests {
             ("TRENDING_WINDOW_SECS", "0"),
             ("TRENDING_WINDOW_SECS", "86401"),
             ("TRENDING_WINDOW_SECS", "1.5"),
+            ("SOCKET_EVENT_RATE", "0"),
+            ("SOCKET_EVENT_BURST", "x"),
+            ("SOCKET_FLOOD_STRIKES", "0"),
+            ("MAX_ROOMS_PER_SOCKET", "0"),
         ] {
             let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{var}={value}");

@@ -16,6 +16,12 @@ pub struct Metrics {
     pub online_users: AtomicI64,
     pub open_rooms: AtomicI64,
     pub handshake_failures: AtomicU64,
+    /// Client events answered `rate_limited`.
+    pub socket_events_refused: AtomicU64,
+    /// Sockets disconnected for flooding past their refusals.
+    pub flood_disconnects: AtomicU64,
+    /// `join:issue`s refused at MAX_ROOMS_PER_SOCKET.
+    pub room_cap_refusals: AtomicU64,
     /// Handed to the Socket.IO engine, which counts into it.
     pub engine: Arc<EngineStats>,
     /// Cluster mode's counters (all zero on a single node).
@@ -132,6 +138,17 @@ impl Metrics {
             "Socket handshakes refused.",
             self.handshake_failures.load(Ordering::Relaxed),
         );
+        for (name, help, value) in [
+            (
+                "socket_events_rate_limited",
+                "Client events answered rate_limited.",
+                &self.socket_events_refused,
+            ),
+            ("socket_flood_disconnects", "Sockets disconnected for flooding.", &self.flood_disconnects),
+            ("room_cap_refusals", "join:issue refused at MAX_ROOMS_PER_SOCKET.", &self.room_cap_refusals),
+        ] {
+            counter(&mut out, &format!("civicpulse_{name}_total"), help, value.load(Ordering::Relaxed));
+        }
         counter(
             &mut out,
             "civicpulse_slow_client_disconnects_total",

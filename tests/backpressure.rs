@@ -103,7 +103,12 @@ fn a_client_that_stops_reading_is_disconnected_and_the_room_carries_on() {
 fn a_client_that_floods_without_reading_is_not_read_past_its_bound() {
     use diesel::RunQueryDsl;
 
-    let app = TestApp::sqlite();
+    let app = TestApp::builder()
+        // This test is about the inbound bound, not the rate limits that
+        // would cut the flooder off first (tests/limits.rs).
+        .env("SOCKET_EVENT_RATE", 1_000_000)
+        .env("SOCKET_EVENT_BURST", 1_000_000)
+        .sqlite();
     let (alice, bob) = (app.register("alice"), app.register("bob"));
     let issue_id = app.issue_id(&alice);
     let mut flooder = app.socket_labelled(&alice, "alice (floods)");

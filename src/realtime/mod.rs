@@ -2,6 +2,8 @@
 //! (join:issue, leave:issue, message:send, …) and the forwarding of domain
 //! events to their audience (everyone, or an issue's room).
 
+mod limits;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,6 +33,8 @@ pub struct CivicApp {
     broadcaster: Addr<Broadcaster>,
     presence: Addr<PresenceRegistry>,
     metrics: Arc<Metrics>,
+    limits: limits::EventLimits,
+    max_rooms: usize,
 }
 
 /// What a connected socket carries: who it is and the rooms it is in.
@@ -38,6 +42,8 @@ pub struct CivicSocket {
     user: Principal,
     user_id: Arc<str>,
     rooms: HashSet<String>,
+    /// What this socket may still send (see `limits`).
+    buckets: limits::Buckets,
     /// Held while one of this socket's events that depend on each other
     /// (join, leave, message:send, typing) is handled, to its end. The lock
     /// is FIFO, so they take effect in the order the client sent them: a
@@ -71,6 +77,8 @@ pub fn start(
         broadcaster: fanout.broadcaster.clone(),
         presence: fanout.presence.clone(),
         metrics: metrics.clone(),
+        limits: limits::EventLimits::from_config(config),
+        max_rooms: config.max_rooms_per_socket,
     };
     let engine_config = EngineConfig {
         ping_interval: config.ping_interval,
@@ -124,12 +132,30 @@ impl SocketApp for CivicApp {
             user_id: user.user_id.as_str().into(),
             user,
             rooms: HashSet::new(),
+            buckets: limits::Buckets::new(&self.limits),
             turn: Arc::default(),
         })
     }
 
     fn event(&self, state: &mut CivicSocket, socket: &SocketRef<Self>, event: Event) {
         let reply = Reply { socket: socket.clone(), ack: event.ack, _permit: event.permit };
+        let (verdict, first_refusal) = state.buckets.check();
+        if first_refusal {
+            log::warn!(target: "civicpulse::limits", "socket={} user={} is over its event rate; its events are refused", socket.id, state.user.user_id);
+        }
+        match verdict {
+            limits::Verdict::Pass => {}
+            limits::Verdict::Refuse => {
+                self.metrics.socket_events_refused.fetch_add(1, Ordering::Relaxed);
+                return reply.error("rate_limited", "too many events: slow down");
+            }
+            limits::Verdict::Disconnect => {
+                self.metrics.flood_disconnects.fetch_add(1, Ordering::Relaxed);
+                log::warn!(target: "civicpulse::limits", "socket={} user={} kept flooding; disconnected", socket.id, state.user.user_id);
+                return socket.close(actix_socketio::engineio::CloseReason::ForcedClose);
+            }
+            limits::Verdict::Gone => return,
+        }
         let first = event.args.first().cloned().unwrap_or(Value::Null);
         match event.name.as_str() {
             names::JOIN_ISSUE => self.join(state, socket, reply, first),
@@ -179,10 +205,15 @@ impl CivicApp {
         let rooms = self.rooms.clone();
         let socket = socket.clone();
         let turn = state.turn.clone();
+        let (max_rooms, metrics) = (self.max_rooms, self.metrics.clone());
         actix::spawn(async move {
             let _turn = turn.lock().await;
             match issues::get(&domain, issue_id.clone()).await {
                 Ok(_) => socket.update(move |state, socket| {
+                    if !state.rooms.contains(&issue_id) && state.rooms.len() >= max_rooms {
+                        metrics.room_cap_refusals.fetch_add(1, Ordering::Relaxed);
+                        return reply.error("limit_reached", "in too many rooms: leave one first");
+                    }
                     if state.rooms.insert(issue_id.clone()) {
                         let member = Member {
                             socket_id: socket.id.clone(),
