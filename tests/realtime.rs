@@ -53,7 +53,21 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let app = TestApp::sqlite();
+        Self::on(TestApp::sqlite())
+    }
+
+    /// A fixture whose sockets may send as fast as they like (for tests of
+    /// what happens at volume, not of the rate limits: tests/limits.rs).
+    fn unlimited() -> Self {
+        Self::on(
+            TestApp::builder()
+                .env("SOCKET_EVENT_RATE", 1_000_000)
+                .env("SOCKET_EVENT_BURST", 1_000_000)
+                .sqlite(),
+        )
+    }
+
+    fn on(app: TestApp) -> Self {
         let alice = app.register("Alice");
         let bob = app.register("Bob");
         let issue = app.issue_id(&alice);
@@ -877,7 +891,7 @@ fn presence_updates_on_first_and_last_socket_and_lists_agree_with_rest() {
 #[test]
 fn a_thousand_messages_from_one_socket_arrive_in_order() {
     const N: usize = 1000;
-    let f = Fixture::new();
+    let f = Fixture::unlimited();
     let issue = f.issue.clone();
     let mut a = f.socket(&f.alice, "alice (sender, member)");
     let mut b = f.socket(&f.bob, "bob (member)");
