@@ -47,6 +47,7 @@ use crate::cluster::{Cluster, To};
 use crate::config::Config;
 use crate::domain::events::{DomainEvent, EventHub};
 use crate::protocol::events::encode;
+use actix_socketio::engineio::SharedMessage;
 
 /// A domain event handed to an actor that subscribed to it.
 #[derive(Message, Clone)]
@@ -124,28 +125,30 @@ impl Pusher {
 
     /// To every connected socket.
     pub fn to_everyone(&self, event: &str, payload: Value) {
-        let frame = encode(event, payload);
-        if let Some(cluster) = &self.cluster {
-            cluster.publish(To::Everyone, None, false, &frame);
-        }
+        let frame = self.publish(|| To::Everyone, event, payload);
         self.broadcaster.do_send(Broadcast(frame));
     }
 
     /// To the members of `room:issue:<issue_id>`.
     pub fn to_room(&self, issue_id: &str, event: &str, payload: Value) {
-        let frame = encode(event, payload);
-        if let Some(cluster) = &self.cluster {
-            cluster.publish(To::Room(issue_id.to_string()), None, false, &frame);
-        }
+        let frame = self.publish(|| To::Room(issue_id.to_string()), event, payload);
         self.rooms.send_to_room(issue_id, frame);
     }
 
     /// To every socket of one user (all their tabs).
     pub fn to_user(&self, user_id: &str, event: &str, payload: Value) {
+        let frame = self.publish(|| To::User(user_id.to_string()), event, payload);
+        self.broadcaster.do_send(ToUser { user_id: user_id.into(), frame });
+    }
+
+    /// Encodes the event once, for the other nodes (in cluster mode) and
+    /// for this node's recipients, which the caller hands it to (`to` is
+    /// made only in cluster mode).
+    fn publish(&self, to: impl FnOnce() -> To, event: &str, payload: Value) -> Arc<SharedMessage> {
         let frame = encode(event, payload);
         if let Some(cluster) = &self.cluster {
-            cluster.publish(To::User(user_id.to_string()), None, false, &frame);
+            cluster.publish(to(), None, false, &frame);
         }
-        self.broadcaster.do_send(ToUser { user_id: user_id.into(), frame });
+        frame
     }
 }

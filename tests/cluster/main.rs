@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod proxy;
 
 use std::time::{Duration, Instant};
 
@@ -153,8 +154,6 @@ fn the_npm_redis_emitter_reaches_every_node() {
     let cluster = Cluster::start(3);
     clients::js("cluster.mjs", "emitter", &fixture(&cluster));
 }
-
-mod proxy;
 
 /// Nodes of a new cluster start together on an empty database: they take
 /// turns to migrate, and all come up (none fails on a half-made schema).
