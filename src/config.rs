@@ -87,6 +87,23 @@ pub struct Config {
     pub socket_flood_strikes: u32,
     /// Issue rooms one socket may be in at once.
     pub max_rooms_per_socket: usize,
+    /// Client events per second all of one user's sockets on a node may
+    /// send, and at once (rate 0: no such limit).
+    pub socket_user_event_rate: u32,
+    pub socket_user_event_burst: u32,
+    /// The same for the sockets from one address.
+    pub socket_address_event_rate: u32,
+    pub socket_address_event_burst: u32,
+    /// Sockets one user may hold on a node at once.
+    pub max_sockets_per_user: usize,
+    /// How long a socket outlives its access token without `auth:refresh`.
+    pub socket_token_grace: Duration,
+    /// REST writes per second (and at once) per user and per address
+    /// (rate 0: no such limit).
+    pub rest_user_write_rate: u32,
+    pub rest_user_write_burst: u32,
+    pub rest_address_write_rate: u32,
+    pub rest_address_write_burst: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -255,8 +272,51 @@ impl Config {
                 100usize,
                 1..=100_000,
             )?,
+            socket_user_event_rate: rate(get("SOCKET_USER_EVENT_RATE"), "SOCKET_USER_EVENT_RATE", 100)?,
+            socket_user_event_burst: burst(get("SOCKET_USER_EVENT_BURST"), "SOCKET_USER_EVENT_BURST", 400)?,
+            socket_address_event_rate: rate(
+                get("SOCKET_ADDRESS_EVENT_RATE"),
+                "SOCKET_ADDRESS_EVENT_RATE",
+                1000,
+            )?,
+            socket_address_event_burst: burst(
+                get("SOCKET_ADDRESS_EVENT_BURST"),
+                "SOCKET_ADDRESS_EVENT_BURST",
+                4000,
+            )?,
+            max_sockets_per_user: parse_num(
+                get("MAX_SOCKETS_PER_USER"),
+                "MAX_SOCKETS_PER_USER",
+                20usize,
+                1..=1_000_000,
+            )?,
+            socket_token_grace: parse_num(
+                get("SOCKET_TOKEN_GRACE_SECS"),
+                "SOCKET_TOKEN_GRACE_SECS",
+                10u64,
+                0..=3600,
+            )
+            .map(Duration::from_secs)?,
+            rest_user_write_rate: rate(get("REST_USER_WRITE_RATE"), "REST_USER_WRITE_RATE", 10)?,
+            rest_user_write_burst: burst(get("REST_USER_WRITE_BURST"), "REST_USER_WRITE_BURST", 60)?,
+            rest_address_write_rate: rate(get("REST_ADDRESS_WRITE_RATE"), "REST_ADDRESS_WRITE_RATE", 50)?,
+            rest_address_write_burst: burst(
+                get("REST_ADDRESS_WRITE_BURST"),
+                "REST_ADDRESS_WRITE_BURST",
+                300,
+            )?,
         })
     }
+}
+
+/// A token-bucket rate per second; 0 turns that limit off.
+fn rate(raw: Option<&str>, var: &'static str, default: u32) -> Result<u32, ConfigError> {
+    parse_num(raw, var, default, 0..=1_000_000)
+}
+
+/// A token bucket's size.
+fn burst(raw: Option<&str>, var: &'static str, default: u32) -> Result<u32, ConfigError> {
+    parse_num(raw, var, default, 1..=1_000_000)
 }
 
 /// A name that goes into Redis keys and channels: 1 to 64 of

@@ -5,7 +5,7 @@
 //! actors and the socket app (subscribers of domain events) → HTTP.
 //!
 //! Modules depend only on those below them: ids, timestamp, config,
-//! metrics → auth → db → domain → protocol → cluster → actors → realtime →
+//! metrics, limits → auth → db → domain → protocol → cluster → actors → realtime →
 //! http → this file (and main.rs).
 
 pub mod actors;
@@ -16,6 +16,7 @@ pub mod db;
 pub mod domain;
 pub mod http;
 pub mod ids;
+pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod realtime;
@@ -51,6 +52,7 @@ pub struct Services {
     pub config: Arc<Config>,
     pub domain: Domain,
     pub metrics: Arc<Metrics>,
+    pub write_limits: web::Data<http::rate_limit::WriteLimits>,
 }
 
 impl Services {
@@ -76,11 +78,14 @@ impl Services {
             hub,
             presence: Default::default(),
             refresh_ttl: config.refresh_token_ttl,
+            revocations: Default::default(),
         };
         let metrics = Arc::new(Metrics::default());
         let metrics_sub = metrics.clone();
         domain.hub.subscribe(move |event| metrics_sub.record_event(event.name()));
-        Ok(Self { config: Arc::new(config), domain, metrics })
+        let write_limits =
+            web::Data::new(http::rate_limit::WriteLimits::from_config(&config, metrics.clone()));
+        Ok(Self { config: Arc::new(config), domain, metrics, write_limits })
     }
 
     /// Joins the cluster (with `REDIS_URL`), starts the actors and
@@ -91,7 +96,8 @@ impl Services {
     ) -> Result<(Arc<realtime::CivicEngine>, Option<Arc<cluster::Cluster>>), StartError> {
         let cluster = match &self.config.redis_url {
             Some(url) => {
-                let (cluster, pending) = cluster::Cluster::new(&self.config, url, &self.metrics)?;
+                let (cluster, pending) =
+                    cluster::Cluster::new(&self.config, url, &self.metrics, self.domain.revocations.clone())?;
                 log::info!(
                     target: "civicpulse::cluster",
                     "cluster mode: node={} tag={} url={} prefix={}",
@@ -135,12 +141,14 @@ fn http_server(
     let readiness = web::Data::new(http::handlers::ops::Readiness { cluster });
     let auth_limit =
         web::Data::new(http::rate_limit::AuthRateLimit::new(services.config.auth_rate_per_minute));
+    let write_limits = services.write_limits.clone();
     let bound = listener.local_addr()?;
     let ws = actix_socketio::engineio::upgrade::WsRoutes::default().engine("/socket.io/", socket_io.clone());
     let server = actix_socketio::engineio::server::start(listener, services.config.workers, ws, move || {
         App::new()
             .app_data(web::Data::new(s.domain.clone()))
             .app_data(auth_limit.clone())
+            .app_data(write_limits.clone())
             .app_data(readiness.clone())
             .app_data(web::Data::from(s.metrics.clone()))
             .wrap(cors(&s.config.cors_origins))
@@ -169,6 +177,8 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     let cors = actix_cors::Cors::default()
         .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
         .allowed_headers([actix_web::http::header::AUTHORIZATION, actix_web::http::header::CONTENT_TYPE])
+        // So that a page can read how long to wait after a 429.
+        .expose_headers([actix_web::http::header::RETRY_AFTER])
         .max_age(3600);
     if origins.iter().any(|o| o == "*") {
         return cors.allow_any_origin();

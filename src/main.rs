@@ -142,7 +142,7 @@ fn token(config: &Config, user_id: &str) -> Result<(), String> {
     let user = users::find_user(&mut conn, user_id).map_err(describe)?.ok_or("no such user")?;
     let keys = civicpulse::auth::TokenKeys::new(&config.jwt_secret, config.access_token_ttl);
     let role = Role::parse(&user.role).unwrap_or(Role::Citizen);
-    println!("{}", keys.issue(&user.id, &user.display_name, role, user.city.as_deref()));
+    println!("{}", keys.issue(&user.id, &user.display_name, role, user.city.as_deref(), None));
     Ok(())
 }
 

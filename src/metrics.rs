@@ -22,6 +22,14 @@ pub struct Metrics {
     pub flood_disconnects: AtomicU64,
     /// `join:issue`s refused at MAX_ROOMS_PER_SOCKET.
     pub room_cap_refusals: AtomicU64,
+    /// Socket handshakes refused at MAX_SOCKETS_PER_USER.
+    pub socket_cap_refusals: AtomicU64,
+    /// REST writes answered 429 (per user or per address).
+    pub rest_writes_refused: AtomicU64,
+    /// Sockets ended because their token expired / their sign-in was
+    /// revoked or their role changed.
+    pub sockets_expired: AtomicU64,
+    pub sockets_revoked: AtomicU64,
     /// Handed to the Socket.IO engine, which counts into it.
     pub engine: Arc<EngineStats>,
     /// Cluster mode's counters (all zero on a single node).
@@ -146,6 +154,18 @@ impl Metrics {
             ),
             ("socket_flood_disconnects", "Sockets disconnected for flooding.", &self.flood_disconnects),
             ("room_cap_refusals", "join:issue refused at MAX_ROOMS_PER_SOCKET.", &self.room_cap_refusals),
+            (
+                "socket_cap_refusals",
+                "Socket handshakes refused at MAX_SOCKETS_PER_USER.",
+                &self.socket_cap_refusals,
+            ),
+            ("rest_writes_rate_limited", "REST writes answered 429.", &self.rest_writes_refused),
+            ("sockets_expired", "Sockets ended when their access token expired.", &self.sockets_expired),
+            (
+                "sockets_revoked",
+                "Sockets ended by a logout, a revocation or a role change.",
+                &self.sockets_revoked,
+            ),
         ] {
             counter(&mut out, &format!("civicpulse_{name}_total"), help, value.load(Ordering::Relaxed));
         }

@@ -21,6 +21,7 @@ diesel::table! {
         expires_at -> BigInt,
         rotated_at -> Nullable<BigInt>,
         revoked_at -> Nullable<BigInt>,
+        session_id -> Nullable<Text>,
     }
 }
 

@@ -3,8 +3,10 @@
 
 pub mod password;
 pub mod refresh;
+pub mod revocations;
 mod role;
 pub mod tokens;
 
+pub use revocations::Revocations;
 pub use role::Role;
 pub use tokens::{Claims, TokenKeys};

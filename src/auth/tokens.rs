@@ -19,6 +19,10 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub typ: String,
+    /// The sign-in this token belongs to (see `revocations`); none for
+    /// tokens made by the command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,7 +40,7 @@ pub struct TokenKeys {
 impl TokenKeys {
     pub fn new(secret: &[u8], ttl: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = Self::LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "sub", "iat"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
@@ -46,7 +50,14 @@ impl TokenKeys {
         }
     }
 
-    pub fn issue(&self, user_id: &str, name: &str, role: Role, city: Option<&str>) -> String {
+    pub fn issue(
+        &self,
+        user_id: &str,
+        name: &str,
+        role: Role,
+        city: Option<&str>,
+        session: Option<&str>,
+    ) -> String {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user_id.to_string(),
@@ -56,8 +67,13 @@ impl TokenKeys {
             iat: now,
             exp: now + self.ttl.as_secs() as i64,
             typ: ACCESS_TYP.to_string(),
+            sid: session.map(str::to_string),
         };
         self.sign(&claims)
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Signs arbitrary claims; `issue` is the normal path, this one lets
@@ -67,7 +83,12 @@ impl TokenKeys {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).unwrap_or_default()
     }
 
-    /// Checks signature, algorithm, expiry and token type.
+    /// Seconds a token is still accepted after its `exp`, for clocks that
+    /// differ between the nodes that issue and check it.
+    pub const LEEWAY_SECS: u64 = 5;
+
+    /// Checks signature, algorithm, expiry and token type (not whether it
+    /// was revoked: see `Domain::verify_access`).
     pub fn verify(&self, token: &str) -> Result<Claims, InvalidToken> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| InvalidToken)?;
@@ -89,18 +110,20 @@ mod tests {
     #[test]
     fn issued_tokens_verify() {
         let k = keys();
-        let t = k.issue("usr_01HN5K7ZQ4X9J8W2V3B6C1D0EF", "Priya", Role::Citizen, Some("bangalore"));
+        let t =
+            k.issue("usr_01HN5K7ZQ4X9J8W2V3B6C1D0EF", "Priya", Role::Citizen, Some("bangalore"), Some("s1"));
         let c = k.verify(&t).unwrap();
         assert_eq!(c.name, "Priya");
         assert_eq!(c.city.as_deref(), Some("bangalore"));
         assert_eq!(c.exp - c.iat, 60);
+        assert_eq!(c.sid.as_deref(), Some("s1"));
     }
 
     #[test]
     fn forged_expired_and_wrong_type_tokens_fail() {
         let k = keys();
         let other = TokenKeys::new(&[8u8; 32], Duration::from_secs(60));
-        let t = other.issue("usr_x", "X", Role::Admin, None);
+        let t = other.issue("usr_x", "X", Role::Admin, None, None);
         assert_eq!(k.verify(&t), Err(InvalidToken));
 
         let now = chrono::Utc::now().timestamp();
@@ -112,6 +135,7 @@ mod tests {
             iat: now - 100,
             exp: now - 60,
             typ: ACCESS_TYP.into(),
+            sid: None,
         };
         assert_eq!(k.verify(&k.sign(&claims)), Err(InvalidToken), "expired");
         claims.exp = now + 60;

@@ -6,6 +6,7 @@
 //!   reaping of nodes that died without a goodbye (Lua scripts);
 //! - [`typing`]: one typing state per user per room for the cluster;
 //! - [`window`]: a sliding-window count shared by the nodes (trending);
+//! - `revocations`: logouts and revoked tokens, for every node;
 //! - this file: the [`Cluster`] handle, its Redis connection, the bus
 //!   (publishing and the delivery of what the others publish) and the
 //!   routes other nodes use to forward requests for this node's sessions.
@@ -21,6 +22,7 @@
 
 pub mod emitter;
 pub mod presence;
+mod revocations;
 pub mod typing;
 pub mod window;
 pub mod wire;
@@ -35,6 +37,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
+use crate::auth::Revocations;
 use crate::config::Config;
 use crate::metrics::{ClusterStats, Metrics};
 use crate::protocol::events::{ISSUE_ROOM_PREFIX, NAMESPACE};
@@ -127,6 +130,16 @@ impl Keys {
     pub fn window(&self, name: &str) -> String {
         self.key(&format!("window:{name}"))
     }
+
+    /// Revocations still in force, scored by when they lapse.
+    pub fn revoked(&self) -> String {
+        self.key("revoked")
+    }
+
+    /// The channel revocations are published on.
+    pub fn revocations(&self) -> String {
+        format!("{}:revocations", self.prefix)
+    }
 }
 
 /// The session tag of a node: a short, stable digest of its id, which every
@@ -176,6 +189,8 @@ pub struct Cluster {
     /// tag → the node's URL (or none), and when it was looked up.
     routes: DashMap<String, (Option<String>, Instant)>,
     pub stats: Arc<ClusterStats>,
+    /// This node's revocations, shared with the others.
+    revoked: Arc<Revocations>,
 }
 
 /// What `Cluster::new` leaves for `Cluster::run`.
@@ -188,7 +203,12 @@ impl Cluster {
     /// Connects lazily: a node starts (and serves its own sockets) while
     /// Redis is away, and joins the cluster when it comes. Runs nothing yet
     /// ([`Cluster::run`] does, inside the actix system).
-    pub fn new(config: &Config, url: &str, metrics: &Metrics) -> Result<(Arc<Self>, Pending), ClusterError> {
+    pub fn new(
+        config: &Config,
+        url: &str,
+        metrics: &Metrics,
+        revoked: Arc<Revocations>,
+    ) -> Result<(Arc<Self>, Pending), ClusterError> {
         let info = redis::IntoConnectionInfo::into_connection_info(url)?;
         let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings))?;
@@ -215,6 +235,7 @@ impl Cluster {
             first_beat: AtomicBool::new(true),
             routes: DashMap::new(),
             stats: metrics.cluster.clone(),
+            revoked,
         });
         Ok((cluster, Pending { outbox: outbox_rx, pushes }))
     }
@@ -232,6 +253,7 @@ impl Cluster {
         actix_rt::spawn(self.clone().dispatch_loop(pending.pushes, deliver));
         actix_rt::spawn(presence.run(self.clone()));
         actix_rt::spawn(typing.run(self.clone()));
+        actix_rt::spawn(revocations::publish_loop(self.clone(), self.revoked.clone()));
     }
 
     pub fn connection(&self) -> ConnectionManager {
@@ -313,7 +335,7 @@ impl Cluster {
     }
 
     async fn dispatch_loop(self: Arc<Self>, mut pushes: mpsc::UnboundedReceiver<PushInfo>, deliver: Deliver) {
-        let events = self.keys.events();
+        let (events, revocations) = (self.keys.events(), self.keys.revocations());
         while let Some(push) = pushes.recv().await {
             match push.kind {
                 PushKind::Message => {
@@ -323,6 +345,8 @@ impl Cluster {
                     };
                     if channel.as_slice() == events.as_bytes() {
                         self.on_bus_message(payload, &deliver);
+                    } else if channel.as_slice() == revocations.as_bytes() {
+                        revocations::on_message(&self, &self.revoked, payload);
                     }
                 }
                 PushKind::PMessage => {
@@ -412,12 +436,15 @@ impl Cluster {
         log::warn!(target: "civicpulse::cluster", "node={} ignored an emitter message: {why}", self.node);
     }
 
-    /// Subscribes to the bus and the emitters' channels (again, after a
-    /// reconnect: subscribing twice is harmless).
+    /// Subscribes to the bus, the revocations and the emitters' channels
+    /// (again, after a reconnect: subscribing twice is harmless), then reads
+    /// the revocations made while this node was not listening.
     pub(crate) async fn subscribe(&self) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         conn.subscribe(self.keys.events()).await?;
-        conn.psubscribe(emitter::broadcast_pattern(emitter::DEFAULT_KEY, NAMESPACE)).await
+        conn.subscribe(self.keys.revocations()).await?;
+        conn.psubscribe(emitter::broadcast_pattern(emitter::DEFAULT_KEY, NAMESPACE)).await?;
+        revocations::catch_up(self, &self.revoked).await
     }
 
     /// The URL of the live node whose sessions carry `tag`, looked up in

@@ -14,7 +14,7 @@ pub mod wire;
 use std::sync::Arc;
 
 pub use crate::auth::Role;
-use crate::auth::{Claims, TokenKeys};
+use crate::auth::{Claims, Revocations, TokenKeys};
 use crate::db::{AnyConnection, Db};
 pub use error::{DomainError, DomainResult, WireError};
 use events::EventHub;
@@ -46,9 +46,31 @@ pub struct Domain {
     /// Who is online, as the realtime side knows it.
     pub presence: presence::Presence,
     pub refresh_ttl: std::time::Duration,
+    /// Access tokens revoked before their expiry (logout, stolen refresh
+    /// tokens), and who ends the sockets they carried.
+    pub revocations: Arc<Revocations>,
 }
 
 impl Domain {
+    /// Checks an access token as every request and socket must: signed,
+    /// unexpired, and not revoked.
+    pub fn verify_access(&self, token: &str) -> DomainResult<Claims> {
+        let claims = self.tokens.verify(token).map_err(|_| DomainError::invalid_token())?;
+        if self.revocations.is_revoked(&claims) {
+            return Err(DomainError::Unauthorized {
+                code: "token_revoked",
+                message: "this sign-in has ended",
+            });
+        }
+        Ok(claims)
+    }
+
+    /// Until when a token issued now may be accepted (a revocation must
+    /// be kept that long).
+    pub fn tokens_live_until(&self) -> i64 {
+        chrono::Utc::now().timestamp() + self.tokens.ttl().as_secs() as i64 + TokenKeys::LEEWAY_SECS as i64
+    }
+
     /// Runs query code on the blocking pool ([`Db::run`]), failing as the
     /// domain does; its closures need no annotation of their error type.
     pub(crate) async fn query<T: Send + 'static>(

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::input::{self, Input, Text};
 use super::wire::User;
 use super::{Domain, DomainError, DomainResult, Principal, Role, blocking};
+use crate::auth::revocations::{Origin, Reason, Revocation, Scope};
 use crate::auth::{password, refresh};
 use crate::db::models::{RefreshTokenRow, UserRow};
 use crate::db::{AnyConnection, is_unique_violation, write_transaction};
@@ -169,7 +170,7 @@ fn invalid_credentials() -> DomainError {
 }
 
 fn start_session(domain: &Domain, conn: &mut AnyConnection, user: UserRow) -> DomainResult<Session> {
-    let pair = issue_pair(domain, conn, &user)?;
+    let pair = issue_pair(domain, conn, &user, &uuid::Uuid::now_v7().simple().to_string())?;
     Ok(Session {
         user: User::from_row(user, true),
         access_token: pair.access_token,
@@ -177,9 +178,16 @@ fn start_session(domain: &Domain, conn: &mut AnyConnection, user: UserRow) -> Do
     })
 }
 
-fn issue_pair(domain: &Domain, conn: &mut AnyConnection, user: &UserRow) -> DomainResult<TokenPair> {
+/// A new pair for the sign-in `session` (kept by every rotation).
+fn issue_pair(
+    domain: &Domain,
+    conn: &mut AnyConnection,
+    user: &UserRow,
+    session: &str,
+) -> DomainResult<TokenPair> {
     let role = Role::parse(&user.role).unwrap_or(Role::Citizen);
-    let access_token = domain.tokens.issue(&user.id, &user.display_name, role, user.city.as_deref());
+    let access_token =
+        domain.tokens.issue(&user.id, &user.display_name, role, user.city.as_deref(), Some(session));
     let refresh_token = refresh::generate();
     let now = now_ms();
     let row = RefreshTokenRow {
@@ -189,6 +197,7 @@ fn issue_pair(domain: &Domain, conn: &mut AnyConnection, user: &UserRow) -> Doma
         expires_at: now + domain.refresh_ttl.as_millis() as i64,
         rotated_at: None,
         revoked_at: None,
+        session_id: Some(session.to_string()),
     };
     diesel::insert_into(refresh_tokens::table).values(&row).execute(conn)?;
     Ok(TokenPair { access_token, refresh_token })
@@ -213,7 +222,7 @@ fn invalid_refresh() -> DomainError {
 pub async fn refresh(domain: &Domain, body: &Value) -> DomainResult<TokenPair> {
     let hash = refresh::hash(&refresh_token_field(body)?);
     let d = domain.clone();
-    let outcome = domain
+    let outcome: Result<TokenPair, (DomainError, Option<String>)> = domain
         .query(move |conn| {
             write_transaction(conn, |conn| {
                 let now = now_ms();
@@ -233,10 +242,12 @@ pub async fn refresh(domain: &Domain, body: &Value) -> DomainResult<TokenPair> {
                     .select(RefreshTokenRow::as_select())
                     .first(conn)
                     .optional()?;
-                let Some(row) = row else { return Ok(Err(invalid_refresh())) };
+                let Some(row) = row else { return Ok(Err((invalid_refresh(), None))) };
                 if claimed == 1 {
                     let user: UserRow = users::table.find(&row.user_id).select(UserRow::as_select()).first(conn)?;
-                    return issue_pair(&d, conn, &user).map(Ok);
+                    // Tokens from before sessions had ids start one now.
+                    let session = row.session_id.unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+                    return issue_pair(&d, conn, &user, &session).map(Ok);
                 }
                 if row.rotated_at.is_some() {
                     diesel::update(
@@ -247,26 +258,51 @@ pub async fn refresh(domain: &Domain, body: &Value) -> DomainResult<TokenPair> {
                     .set(refresh_tokens::revoked_at.eq(now))
                     .execute(conn)?;
                     log::warn!(target: "civicpulse::auth", "refresh token reuse: revoked all sessions of user={}", row.user_id);
-                    return Ok(Err(DomainError::Unauthorized {
-                        code: "refresh_token_reused",
-                        message: "refresh token was already used; all sessions were revoked",
-                    }));
+                    return Ok(Err((reused(), Some(row.user_id))));
                 }
-                Ok(Err(invalid_refresh()))
+                Ok(Err((invalid_refresh(), None)))
             })
         })
         .await?;
     // The revocation must commit even though the caller gets an error, hence
-    // the nested result.
-    outcome
+    // the nested result. Then the access tokens the thief (or the user) got
+    // from the family go too, and their sockets.
+    outcome.map_err(|(error, revoked_user)| {
+        if let Some(user_id) = revoked_user {
+            domain.revocations.revoke(
+                Revocation {
+                    user_id,
+                    // Every token so far, including this second's.
+                    scope: Scope::IssuedBefore(chrono::Utc::now().timestamp() + 1),
+                    reason: Reason::Revoked,
+                    until: domain.tokens_live_until(),
+                },
+                Origin::Local,
+            );
+        }
+        error
+    })
 }
 
-/// Revokes one refresh token. Unknown or already dead tokens are fine:
+fn reused() -> DomainError {
+    DomainError::Unauthorized {
+        code: "refresh_token_reused",
+        message: "refresh token was already used; all sessions were revoked",
+    }
+}
+
+/// Revokes one refresh token, and its session's access tokens on every
+/// node (their sockets end). Unknown or already dead tokens are fine:
 /// logging out twice is not an error.
 pub async fn logout(domain: &Domain, body: &Value) -> DomainResult<()> {
     let hash = refresh::hash(&refresh_token_field(body)?);
-    domain
+    let session = domain
         .query(move |conn| {
+            let row: Option<RefreshTokenRow> = refresh_tokens::table
+                .find(&hash)
+                .select(RefreshTokenRow::as_select())
+                .first(conn)
+                .optional()?;
             diesel::update(
                 refresh_tokens::table
                     .filter(refresh_tokens::token_hash.eq(hash))
@@ -274,9 +310,22 @@ pub async fn logout(domain: &Domain, body: &Value) -> DomainResult<()> {
             )
             .set(refresh_tokens::revoked_at.eq(now_ms()))
             .execute(conn)?;
-            Ok(())
+            Ok(row.and_then(|row| Some((row.user_id, row.session_id?))))
         })
-        .await
+        .await?;
+    if let Some((user_id, session)) = session {
+        log::info!(target: "civicpulse::auth", "logout user={user_id} session={session}");
+        domain.revocations.revoke(
+            Revocation {
+                user_id,
+                scope: Scope::Session(session),
+                reason: Reason::LoggedOut,
+                until: domain.tokens_live_until(),
+            },
+            Origin::Local,
+        );
+    }
+    Ok(())
 }
 
 pub fn find_user(conn: &mut AnyConnection, id: &str) -> DomainResult<Option<UserRow>> {
@@ -319,20 +368,34 @@ pub async fn set_role(domain: &Domain, who: &Principal, id: String, body: &Value
     let role = input.choice("role", Role::NAMES);
     input.finish()?;
     let role = role.ok_or_else(|| DomainError::invalid("role", "is required"))?;
-    domain
+    let user = domain
         .query(move |conn| {
             if current_role(conn, &caller)? != Role::Admin {
                 return Err(DomainError::Forbidden("only admins can change roles"));
             }
-            if find_user(conn, &id)?.is_none() {
-                return Err(DomainError::NotFound("user"));
-            }
+            let before = find_user(conn, &id)?.ok_or(DomainError::NotFound("user"))?;
             diesel::update(users::table.find(&id)).set(users::role.eq(&role)).execute(conn)?;
             log::info!(target: "civicpulse::auth", "user={id} role={role} by admin={caller}");
             let user = find_user(conn, &id)?.ok_or(DomainError::NotFound("user"))?;
-            Ok(User::from_row(user, true))
+            Ok((before.role != user.role, User::from_row(user, true)))
         })
-        .await
+        .await?;
+    let (changed, user) = user;
+    if !changed {
+        return Ok(user);
+    }
+    // Sockets keep the claims they connected with: end them, so that they
+    // come back with a token that says the new role.
+    domain.revocations.revoke(
+        Revocation {
+            user_id: user.user_id.clone(),
+            scope: Scope::Sockets,
+            reason: Reason::RoleChanged,
+            until: domain.tokens_live_until(),
+        },
+        Origin::Local,
+    );
+    Ok(user)
 }
 
 /// Creates an account of any role (for the command line): hashes, then

@@ -12,6 +12,7 @@ use serde_json::Value;
 use actix_socketio::engineio::endpoint::discard_body;
 
 use super::error::ApiError;
+use super::rate_limit::WriteLimits;
 use crate::domain::{Domain, DomainError, Principal};
 
 /// Request bodies larger than this are refused with 413.
@@ -32,6 +33,24 @@ impl FromRequest for Auth {
     }
 }
 
+/// The signed-in user of a write (creating, changing, upvoting, posting,
+/// reacting), within the write limits of the user and of the address.
+pub struct Writer(pub Principal);
+
+impl FromRequest for Writer {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).and_then(|who| {
+            if let Some(limits) = req.app_data::<web::Data<WriteLimits>>() {
+                limits.check(&who.user_id, req.peer_addr().map(|a| a.ip()))?;
+            }
+            Ok(Writer(who))
+        }))
+    }
+}
+
 fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let domain = req
         .app_data::<web::Data<Domain>>()
@@ -42,8 +61,7 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 4096)
         .ok_or_else(|| ApiError::from(DomainError::invalid_token()))?;
-    let claims = domain.tokens.verify(token).map_err(|_| ApiError::from(DomainError::invalid_token()))?;
-    Ok(Principal::from(claims))
+    Ok(Principal::from(domain.verify_access(token)?))
 }
 
 /// A JSON body of at most [`MAX_BODY_BYTES`], parsed but not yet validated

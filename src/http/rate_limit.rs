@@ -1,51 +1,33 @@
-//! A per-address limit on the credential endpoints (register, login,
-//! refresh), so one client cannot guess passwords or mint accounts at full
-//! speed. Fixed one-minute windows: coarse, but cheap and lock-free across
-//! workers.
+//! Request limits: per address on the credential endpoints (register,
+//! login, refresh), so one client cannot guess passwords or mint accounts
+//! at full speed; and per user and per address on every other write.
+//! Refusals are 429 with `Retry-After`.
 
 use std::future::{Ready, ready};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use dashmap::DashMap;
+use governor::Quota;
 
 use super::error::ApiError;
-
-const WINDOW: Duration = Duration::from_secs(60);
+use crate::limits::KeyedBucket;
+use crate::metrics::Metrics;
 
 pub struct AuthRateLimit {
-    per_minute: u32,
-    windows: DashMap<IpAddr, (Instant, u32)>,
+    /// `None`: no limit.
+    bucket: Option<KeyedBucket<IpAddr>>,
 }
 
 impl AuthRateLimit {
-    /// `per_minute` 0 turns the limit off.
+    /// `per_minute` 0 turns the limit off; a client may spend the whole
+    /// minute's allowance at once.
     pub fn new(per_minute: u32) -> Self {
-        Self { per_minute, windows: DashMap::new() }
-    }
-
-    /// Counts one request from `ip`; the seconds to wait when over the limit.
-    fn hit(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
-        if self.per_minute == 0 {
-            return Ok(());
-        }
-        // Forget old windows now and then so the map stays small.
-        if self.windows.len() > 10_000 {
-            self.windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
-        }
-        let mut entry = self.windows.entry(ip).or_insert((now, 0));
-        let (start, count) = &mut *entry;
-        if now.duration_since(*start) >= WINDOW {
-            *start = now;
-            *count = 0;
-        }
-        *count += 1;
-        if *count > self.per_minute {
-            return Err((WINDOW - now.duration_since(*start)).as_secs().max(1));
-        }
-        Ok(())
+        Self { bucket: NonZeroU32::new(per_minute).map(|n| KeyedBucket::with_quota(Quota::per_minute(n))) }
     }
 }
 
@@ -58,19 +40,56 @@ impl FromRequest for WithinAuthLimit {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let (Some(limit), Some(peer)) = (req.app_data::<web::Data<AuthRateLimit>>(), req.peer_addr()) else {
+        let limit = req.app_data::<web::Data<AuthRateLimit>>().and_then(|l| l.bucket.as_ref());
+        let (Some(bucket), Some(peer)) = (limit, req.peer_addr()) else {
             return ready(Ok(WithinAuthLimit));
         };
-        ready(limit.hit(peer.ip(), Instant::now()).map(|()| WithinAuthLimit).map_err(|retry_after| {
-            ApiError {
-                retry_after: Some(retry_after),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "too many attempts; try again later",
-                )
-            }
-        }))
+        ready(
+            bucket
+                .check(&peer.ip())
+                .map(|()| WithinAuthLimit)
+                .map_err(|wait| too_many(wait, "too many attempts; try again later")),
+        )
+    }
+}
+
+/// Limits on REST writes (creating, changing, upvoting, posting, reacting),
+/// checked by the `Writer` extractor.
+pub struct WriteLimits {
+    users: Option<KeyedBucket<String>>,
+    addresses: Option<KeyedBucket<IpAddr>>,
+    metrics: Arc<Metrics>,
+}
+
+impl WriteLimits {
+    pub fn from_config(config: &crate::config::Config, metrics: Arc<Metrics>) -> Self {
+        Self {
+            users: KeyedBucket::new(config.rest_user_write_rate, config.rest_user_write_burst),
+            addresses: KeyedBucket::new(config.rest_address_write_rate, config.rest_address_write_burst),
+            metrics,
+        }
+    }
+
+    /// One write by `user` from `peer`, or the 429 to answer.
+    pub fn check(&self, user: &str, peer: Option<IpAddr>) -> Result<(), ApiError> {
+        let by_user = self.users.as_ref().map_or(Ok(()), |b| b.check(&user.to_string()));
+        let by_address = match (&self.addresses, peer) {
+            (Some(bucket), Some(ip)) => bucket.check(&ip),
+            _ => Ok(()),
+        };
+        by_user.and(by_address).map_err(|wait| {
+            // Logged by the access log; counting is enough here.
+            self.metrics.rest_writes_refused.fetch_add(1, Ordering::Relaxed);
+            too_many(wait, "too many writes; slow down")
+        })
+    }
+}
+
+fn too_many(wait: Duration, message: &'static str) -> ApiError {
+    ApiError {
+        // Whole seconds, rounded up: a client that waits this long gets in.
+        retry_after: Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+        ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
     }
 }
 
@@ -79,15 +98,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limits_per_address_per_window() {
+    fn limits_per_address() {
         let limit = AuthRateLimit::new(3);
+        let bucket = limit.bucket.as_ref().unwrap();
         let (a, b) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
-        let t0 = Instant::now();
-        assert!((0..3).all(|_| limit.hit(a, t0).is_ok()));
-        let wait = limit.hit(a, t0).unwrap_err();
-        assert!((1..=60).contains(&wait));
-        assert!(limit.hit(b, t0).is_ok(), "other addresses are not affected");
-        assert!(limit.hit(a, t0 + WINDOW).is_ok(), "a new window starts afresh");
-        assert!(AuthRateLimit::new(0).hit(a, t0).is_ok());
+        assert!((0..3).all(|_| bucket.check(&a).is_ok()));
+        let wait = bucket.check(&a).unwrap_err();
+        assert!(wait <= Duration::from_secs(20), "one attempt back every 20 s: {wait:?}");
+        assert!(bucket.check(&b).is_ok(), "other addresses are not affected");
+        assert!(AuthRateLimit::new(0).bucket.is_none());
+        assert_eq!(too_many(Duration::from_millis(1500), "x").retry_after, Some(2));
     }
 }

@@ -23,6 +23,10 @@ pub const LEAVE_ISSUE: &str = "leave:issue";
 pub const MESSAGE_SEND: &str = "message:send";
 pub const USER_TYPING: &str = "user:typing";
 pub const PRESENCE_LIST: &str = "presence:list";
+/// A fresh access token for a live socket, `{token}`.
+pub const AUTH_REFRESH: &str = "auth:refresh";
+/// Told to a socket the server is about to disconnect, `{reason}`.
+pub const SESSION_ENDED: &str = "session:ended";
 pub const PRESENCE_UPDATE: &str = "presence:update";
 /// Sent by the `TrendingIssues` actor, not built from one domain event.
 pub const ISSUE_TRENDING: &str = "issue:trending";

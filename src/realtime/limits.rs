@@ -1,11 +1,17 @@
-//! What one socket may send: a token bucket of events (every client event
-//! counts, whatever its name), and a second bucket of refusals, so that a
-//! client that goes on sending after being told to slow down is
-//! disconnected instead of costing the server work for every frame.
+//! What sockets may send: a token bucket of events per socket (every
+//! client event counts, whatever its name), one per user and one per
+//! address shared by their sockets on this node, and a bucket of refusals
+//! per socket, so that a client that goes on sending after being told to
+//! slow down is disconnected instead of costing the server work for every
+//! frame.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::limits::KeyedBucket;
 
 /// The limits of every socket, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +33,32 @@ impl EventLimits {
             burst: n(config.socket_event_burst),
             strikes: n(config.socket_flood_strikes),
         }
+    }
+}
+
+/// The buckets the sockets of one user, and those from one address,
+/// share.
+pub struct SharedBuckets {
+    users: Option<KeyedBucket<Arc<str>>>,
+    addresses: Option<KeyedBucket<IpAddr>>,
+}
+
+impl SharedBuckets {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            users: KeyedBucket::new(config.socket_user_event_rate, config.socket_user_event_burst),
+            addresses: KeyedBucket::new(config.socket_address_event_rate, config.socket_address_event_burst),
+        }
+    }
+
+    /// Takes a token from the user's bucket and the address's.
+    pub fn allow(&self, user: &Arc<str>, peer: Option<IpAddr>) -> bool {
+        let user_ok = self.users.as_ref().is_none_or(|b| b.check(user).is_ok());
+        user_ok
+            && match (&self.addresses, peer) {
+                (Some(bucket), Some(ip)) => bucket.check(&ip).is_ok(),
+                _ => true,
+            }
     }
 }
 
@@ -61,13 +93,15 @@ impl Buckets {
         }
     }
 
-    /// Counts one event; the `bool` is true at the socket's first refusal
-    /// (logged once per offender, not per frame).
-    pub fn check(&mut self) -> (Verdict, bool) {
+    /// Counts one event, also against the buckets it shares (`shared`,
+    /// asked only when this socket's own bucket lets it pass); the `bool` is
+    /// true at the socket's first refusal (logged once per offender, not per
+    /// frame).
+    pub fn check(&mut self, shared: impl FnOnce() -> bool) -> (Verdict, bool) {
         if self.cut_off {
             return (Verdict::Gone, false);
         }
-        if self.events.check().is_ok() {
+        if self.events.check().is_ok() && shared() {
             return (Verdict::Pass, false);
         }
         let first = !std::mem::replace(&mut self.logged, true);
@@ -94,12 +128,31 @@ mod tests {
     fn a_burst_passes_then_refusals_then_the_flooder_is_cut_off() {
         let mut b = Buckets::new(&limits(1, 5, 3));
         for _ in 0..5 {
-            assert_eq!(b.check(), (Verdict::Pass, false));
+            assert_eq!(b.check(|| true), (Verdict::Pass, false));
         }
-        assert_eq!(b.check(), (Verdict::Refuse, true));
-        assert_eq!(b.check(), (Verdict::Refuse, false));
-        assert_eq!(b.check(), (Verdict::Refuse, false));
-        assert_eq!(b.check(), (Verdict::Disconnect, false));
-        assert_eq!(b.check(), (Verdict::Gone, false));
+        assert_eq!(b.check(|| true), (Verdict::Refuse, true));
+        assert_eq!(b.check(|| true), (Verdict::Refuse, false));
+        assert_eq!(b.check(|| true), (Verdict::Refuse, false));
+        assert_eq!(b.check(|| true), (Verdict::Disconnect, false));
+        assert_eq!(b.check(|| true), (Verdict::Gone, false));
+    }
+
+    #[test]
+    fn a_shared_refusal_is_a_refusal() {
+        let mut b = Buckets::new(&limits(100, 100, 1));
+        assert_eq!(b.check(|| false), (Verdict::Refuse, true));
+        assert_eq!(b.check(|| true), (Verdict::Pass, false));
+        assert_eq!(b.check(|| false), (Verdict::Disconnect, false));
+    }
+
+    #[test]
+    fn users_and_addresses_share_buckets() {
+        let shared = SharedBuckets { users: KeyedBucket::new(1, 2), addresses: KeyedBucket::new(1, 2) };
+        let (ann, bob): (Arc<str>, Arc<str>) = ("ann".into(), "bob".into());
+        let (here, there) = (Some(IpAddr::from([10, 0, 0, 1])), Some(IpAddr::from([10, 0, 0, 2])));
+        assert!(shared.allow(&ann, here) && shared.allow(&ann, there));
+        assert!(!shared.allow(&ann, there), "ann's two tokens are spent, from any address");
+        assert!(shared.allow(&bob, here));
+        assert!(!shared.allow(&bob, here), "this address's two are spent, by any user");
     }
 }

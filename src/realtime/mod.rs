@@ -3,6 +3,7 @@
 //! events to their audience (everyone, or an issue's room).
 
 mod limits;
+mod sessions;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::actors::Fanout;
 use crate::actors::broadcaster::{Broadcaster, Subscribe, Unsubscribe};
 use crate::actors::issue_room::{Member, RoomDirectory, Typing};
 use crate::actors::presence::{PresenceRegistry, SocketOffline, SocketOnline};
+use crate::auth::revocations::Revocation;
 use crate::cluster::{ClusterError, Router};
 use crate::domain::presence::{self, OnlineUser};
 use crate::domain::{Domain, DomainError, Principal, WireError, issues, messages};
@@ -34,13 +36,24 @@ pub struct CivicApp {
     presence: Addr<PresenceRegistry>,
     metrics: Arc<Metrics>,
     limits: limits::EventLimits,
+    shared_limits: limits::SharedBuckets,
     max_rooms: usize,
+    live: Arc<sessions::LiveSockets>,
+    /// How long a socket outlives its token (seconds).
+    token_grace: i64,
 }
 
 /// What a connected socket carries: who it is and the rooms it is in.
 pub struct CivicSocket {
     user: Principal,
     user_id: Arc<str>,
+    /// The sign-in of the socket's token, when it was issued and when it
+    /// expires (Unix seconds); replaced by `auth:refresh`.
+    session: Option<Arc<str>>,
+    issued_at: i64,
+    expires_at: i64,
+    /// When the socket is ended unless its token is refreshed.
+    deadline: i64,
     rooms: HashSet<String>,
     /// What this socket may still send (see `limits`).
     buckets: limits::Buckets,
@@ -71,6 +84,9 @@ pub fn start(
             Audience::Room(issue_id) => push.to_room(issue_id, name, payload),
         }
     });
+    let live = Arc::new(sessions::LiveSockets::new(config.max_sockets_per_user));
+    end_revoked_sockets(domain, &live, metrics);
+    actix::spawn(end_expired_sockets(live.clone(), metrics.clone()));
     let app = CivicApp {
         domain: domain.clone(),
         rooms: fanout.rooms.clone(),
@@ -78,7 +94,10 @@ pub fn start(
         presence: fanout.presence.clone(),
         metrics: metrics.clone(),
         limits: limits::EventLimits::from_config(config),
+        shared_limits: limits::SharedBuckets::from_config(config),
         max_rooms: config.max_rooms_per_socket,
+        live,
+        token_grace: config.socket_token_grace.as_secs() as i64,
     };
     let engine_config = EngineConfig {
         ping_interval: config.ping_interval,
@@ -107,12 +126,25 @@ impl SocketApp for CivicApp {
             return Err(Refusal::InvalidNamespace);
         }
         let claims =
-            auth.get("token").and_then(Value::as_str).and_then(|t| self.domain.tokens.verify(t).ok());
+            auth.get("token").and_then(Value::as_str).and_then(|t| self.domain.verify_access(t).ok());
         let Some(claims) = claims else {
             self.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
             log::info!(target: "civicpulse::socket", "sid={} handshake refused: authentication failed", socket.engine_sid());
             return Err(Refusal::Refused { message: "Authentication failed".into(), close: true });
         };
+        let user_id: Arc<str> = claims.sub.as_str().into();
+        let deadline = claims.exp + self.token_grace;
+        if let sessions::Admission::Refused { first } = self.live.admit(&user_id, socket, deadline) {
+            self.metrics.socket_cap_refusals.fetch_add(1, Ordering::Relaxed);
+            if first {
+                log::warn!(target: "civicpulse::limits", "user={user_id} is at MAX_SOCKETS_PER_USER; refusing more of their sockets");
+            }
+            return Err(Refusal::Refused {
+                message: "limit_reached: too many sockets for this user".into(),
+                close: true,
+            });
+        }
+        let (session, issued_at, expires_at) = (claims.sid.as_deref().map(Arc::from), claims.iat, claims.exp);
         let user = Principal::from(claims);
         log::info!(target: "civicpulse::socket", "sid={} socket={} connected user={}", socket.engine_sid(), socket.id, user.user_id);
         self.metrics.connected_sockets.fetch_add(1, Ordering::Relaxed);
@@ -129,8 +161,12 @@ impl SocketApp for CivicApp {
         };
         self.presence.do_send(SocketOnline { user: online, socket_id: socket.id.clone() });
         Ok(CivicSocket {
-            user_id: user.user_id.as_str().into(),
+            user_id,
             user,
+            session,
+            issued_at,
+            expires_at,
+            deadline,
             rooms: HashSet::new(),
             buckets: limits::Buckets::new(&self.limits),
             turn: Arc::default(),
@@ -139,7 +175,8 @@ impl SocketApp for CivicApp {
 
     fn event(&self, state: &mut CivicSocket, socket: &SocketRef<Self>, event: Event) {
         let reply = Reply { socket: socket.clone(), ack: event.ack, _permit: event.permit };
-        let (verdict, first_refusal) = state.buckets.check();
+        let shared = &self.shared_limits;
+        let (verdict, first_refusal) = state.buckets.check(|| shared.allow(&state.user_id, socket.peer));
         if first_refusal {
             log::warn!(target: "civicpulse::limits", "socket={} user={} is over its event rate; its events are refused", socket.id, state.user.user_id);
         }
@@ -157,6 +194,13 @@ impl SocketApp for CivicApp {
             limits::Verdict::Gone => return,
         }
         let first = event.args.first().cloned().unwrap_or(Value::Null);
+        if event.name == names::AUTH_REFRESH {
+            return self.refresh_token(state, socket, reply, first);
+        }
+        if chrono::Utc::now().timestamp() >= state.expires_at {
+            return reply
+                .error("token_expired", "the access token expired: send auth:refresh with a new one");
+        }
         match event.name.as_str() {
             names::JOIN_ISSUE => self.join(state, socket, reply, first),
             names::LEAVE_ISSUE => {
@@ -186,6 +230,7 @@ impl SocketApp for CivicApp {
     fn disconnect(&self, state: CivicSocket, socket: &SocketRef<Self>, reason: &str) {
         log::info!(target: "civicpulse::socket", "sid={} socket={} disconnected user={} reason={reason}", socket.engine_sid(), socket.id, state.user.user_id);
         self.metrics.connected_sockets.fetch_sub(1, Ordering::Relaxed);
+        self.live.remove(&state.user_id, &socket.id, state.deadline);
         self.broadcaster.do_send(Unsubscribe { socket_id: socket.id.clone() });
         for issue_id in state.rooms {
             self.rooms.leave(&issue_id, socket.id.clone());
@@ -298,6 +343,80 @@ impl CivicApp {
             }
         });
     }
+}
+
+impl CivicApp {
+    /// `auth:refresh {token}`: a fresh access token of the same user keeps
+    /// the socket past the old one's expiry, with the new token's claims.
+    fn refresh_token(&self, state: &mut CivicSocket, socket: &SocketRef<Self>, reply: Reply, body: Value) {
+        let Some(token) =
+            body.get("token").and_then(Value::as_str).filter(|t| !t.is_empty() && t.len() <= 4096)
+        else {
+            return reply.domain_error(DomainError::invalid("token", "is required"));
+        };
+        let claims = match self.domain.verify_access(token) {
+            Ok(claims) if *claims.sub == *state.user_id => claims,
+            Ok(_) => return reply.error("forbidden", "the token is another user's"),
+            Err(e) => return reply.domain_error(e),
+        };
+        let deadline = claims.exp + self.token_grace;
+        if deadline != state.deadline {
+            self.live.move_deadline(socket, state.deadline, deadline);
+            state.deadline = deadline;
+        }
+        state.session = claims.sid.as_deref().map(Arc::from);
+        (state.issued_at, state.expires_at) = (claims.iat, claims.exp);
+        state.user = Principal::from(claims);
+        log::debug!(target: "civicpulse::socket", "socket={} user={} token refreshed", socket.id, state.user_id);
+        reply.ok(json!({ "ok": true, "expiresAt": crate::timestamp::format_ms(state.expires_at * 1000) }));
+    }
+}
+
+/// Tells a socket why, then disconnects it from the server's side: its
+/// client does not reconnect by itself, but can once it has a new token.
+fn end_socket(socket: &SocketRef<CivicApp>, reason: &str) {
+    socket.emit(names::SESSION_ENDED, vec![json!({ "reason": reason })]);
+    socket.disconnect();
+}
+
+/// Ends, every second, the sockets whose token expired more than the grace
+/// ago without an `auth:refresh`.
+async fn end_expired_sockets(live: Arc<sessions::LiveSockets>, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = chrono::Utc::now().timestamp();
+        for socket in live.due(now) {
+            let metrics = metrics.clone();
+            socket.clone().update(move |state, socket| {
+                // A refresh may have moved the deadline since.
+                if state.deadline <= now {
+                    metrics.sockets_expired.fetch_add(1, Ordering::Relaxed);
+                    log::info!(target: "civicpulse::socket", "socket={} user={} token expired; disconnecting", socket.id, state.user_id);
+                    end_socket(socket, "token_expired");
+                }
+            });
+        }
+    }
+}
+
+/// A logout, a revocation or a role change (here or, in cluster mode, on
+/// another node) ends the sockets it covers on this node.
+fn end_revoked_sockets(domain: &Domain, live: &Arc<sessions::LiveSockets>, metrics: &Arc<Metrics>) {
+    let (live, metrics) = (live.clone(), metrics.clone());
+    domain.revocations.listen(move |revocation, _| {
+        for socket in live.of_user(&revocation.user_id) {
+            let (revocation, metrics): (Revocation, _) = (revocation.clone(), metrics.clone());
+            socket.clone().update(move |state, socket| {
+                if revocation.covers(&state.user_id, state.session.as_deref(), state.issued_at) {
+                    metrics.sockets_revoked.fetch_add(1, Ordering::Relaxed);
+                    log::info!(target: "civicpulse::socket", "socket={} user={} {}; disconnecting", socket.id, state.user_id, revocation.reason.as_str());
+                    end_socket(socket, revocation.reason.as_str());
+                }
+            });
+        }
+    });
 }
 
 /// Runs `f` on the socket's state in its turn: after the socket's events

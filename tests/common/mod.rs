@@ -842,6 +842,7 @@ pub fn claims_for(user: &TestUser, role: Role) -> Claims {
         iat: now,
         exp: now + ACCESS_TTL.as_secs() as i64,
         typ: "access".into(),
+        sid: None,
     }
 }
 

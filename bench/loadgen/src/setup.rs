@@ -85,7 +85,7 @@ impl Fixture {
     /// A fresh access token for user `i` (modulo the number of users).
     pub fn token(&self, i: usize) -> String {
         let user = &self.users[i % self.users.len()];
-        self.keys.issue(&user.id, &user.name, Role::Citizen, Some(CITY))
+        self.keys.issue(&user.id, &user.name, Role::Citizen, Some(CITY), None)
     }
 }
 

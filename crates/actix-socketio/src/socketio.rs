@@ -5,6 +5,7 @@
 //! `protocol_echo` example another.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,12 +72,20 @@ pub struct SocketRef<A: SocketApp> {
     /// The Socket.IO socket id (not the Engine.IO sid).
     pub id: Arc<str>,
     pub namespace: Arc<str>,
+    /// The address the session's handshake came from (a proxy's, behind
+    /// one).
+    pub peer: Option<IpAddr>,
     session: SessionHandle<SocketIo<A>>,
 }
 
 impl<A: SocketApp> Clone for SocketRef<A> {
     fn clone(&self) -> Self {
-        Self { id: self.id.clone(), namespace: self.namespace.clone(), session: self.session.clone() }
+        Self {
+            id: self.id.clone(),
+            namespace: self.namespace.clone(),
+            peer: self.peer,
+            session: self.session.clone(),
+        }
     }
 }
 
@@ -144,6 +153,16 @@ impl<A: SocketApp> SocketRef<A> {
     pub fn close(&self, reason: CloseReason) {
         self.session.addr.do_send(Push::Close(reason));
     }
+
+    /// Ends this namespace connection from the server, as the reference's
+    /// `socket.disconnect()`: the client hears DISCONNECT (its reason is
+    /// "io server disconnect", after which it does not reconnect by
+    /// itself), and the app's `disconnect` runs with "server namespace
+    /// disconnect". Frames queued before this one reach the client first.
+    pub fn disconnect(&self) {
+        let namespace = self.namespace.clone();
+        self.session.call(move |handler, out| handler.disconnect(&namespace, out));
+    }
 }
 
 fn frames(packet: &Packet) -> Vec<Outgoing> {
@@ -178,11 +197,38 @@ pub struct SocketIo<A: SocketApp> {
     ever_connected: bool,
     /// Drops a client that joins no namespace in time; cancelled once one is.
     connect_timer: Option<SpawnHandle>,
+    peer: Option<IpAddr>,
 }
 
 impl<A: SocketApp> SocketIo<A> {
     fn socket(&mut self, namespace: &str) -> Option<&mut Connected<A>> {
         self.sockets.iter_mut().find(|s| &*s.handle.namespace == namespace)
+    }
+
+    fn disconnect(&mut self, namespace: &str, out: &mut Output) {
+        let Some(i) = self.sockets.iter().position(|s| &*s.handle.namespace == namespace) else {
+            return;
+        };
+        let socket = self.sockets.swap_remove(i);
+        for frame in frames(&Packet::disconnect(namespace)) {
+            out.frames.push(frame);
+        }
+        self.app.disconnect(socket.state, &socket.handle, "server namespace disconnect");
+        if self.sockets.is_empty() {
+            // The client closes a connection left without namespaces; one
+            // that does not is closed for it.
+            self.close_later();
+        }
+    }
+
+    /// Closes the engine connection after a grace period, leaving the
+    /// client time to close it first (see `connect`).
+    fn close_later(&self) {
+        let session = self.session.addr.clone();
+        actix::spawn(async move {
+            tokio::time::sleep(REFUSED_CLOSE_GRACE).await;
+            session.do_send(Push::Close(CloseReason::ForcedClose));
+        });
     }
 
     fn handle_packet(&mut self, packet: Packet, permit: InboundPermit, out: &mut Output) {
@@ -228,6 +274,7 @@ impl<A: SocketApp> SocketIo<A> {
         let handle = SocketRef {
             id: crate::engineio::new_sid(),
             namespace: namespace.clone(),
+            peer: self.peer,
             session: self.session.clone(),
         };
         match self.app.connect(&handle, &auth) {
@@ -257,11 +304,7 @@ impl<A: SocketApp> SocketIo<A> {
                     // ping interval). So close after a grace period. Until then
                     // nothing from this client is processed: any further
                     // packet for the refused namespace closes at once.
-                    let session = self.session.addr.clone();
-                    actix::spawn(async move {
-                        tokio::time::sleep(REFUSED_CLOSE_GRACE).await;
-                        session.do_send(Push::Close(CloseReason::ForcedClose));
-                    });
+                    self.close_later();
                 }
             }
         }
@@ -323,7 +366,7 @@ pub struct SocketIoFactory<A: SocketApp> {
 impl<A: SocketApp> HandlerFactory for SocketIoFactory<A> {
     type Handler = SocketIo<A>;
 
-    fn create(&self, session: SessionHandle<SocketIo<A>>, _: &actix_http::RequestHead) -> SocketIo<A> {
+    fn create(&self, session: SessionHandle<SocketIo<A>>, request: &actix_http::RequestHead) -> SocketIo<A> {
         SocketIo {
             app: self.app.clone(),
             session,
@@ -332,6 +375,7 @@ impl<A: SocketApp> HandlerFactory for SocketIoFactory<A> {
             sockets: Vec::new(),
             ever_connected: false,
             connect_timer: None,
+            peer: request.peer_addr.map(|a| a.ip()),
         }
     }
 }

@@ -3,7 +3,7 @@ use actix_web::{HttpResponse, web};
 use super::QueryMap;
 use crate::domain::{Domain, issues};
 use crate::http::error::ApiError;
-use crate::http::extract::{Auth, JsonBody};
+use crate::http::extract::{Auth, JsonBody, Writer};
 
 pub async fn list(domain: web::Data<Domain>, _who: Auth, query: QueryMap) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(issues::list(&domain, &query).await?))
@@ -11,7 +11,7 @@ pub async fn list(domain: web::Data<Domain>, _who: Auth, query: QueryMap) -> Res
 
 pub async fn create(
     domain: web::Data<Domain>,
-    Auth(who): Auth,
+    Writer(who): Writer,
     JsonBody(body): JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Created().json(issues::create(&domain, &who, &body).await?))
@@ -24,7 +24,7 @@ pub async fn get(domain: web::Data<Domain>, id: web::Path<String>) -> Result<Htt
 
 pub async fn update(
     domain: web::Data<Domain>,
-    Auth(who): Auth,
+    Writer(who): Writer,
     id: web::Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<HttpResponse, ApiError> {
@@ -33,7 +33,7 @@ pub async fn update(
 
 pub async fn upvote(
     domain: web::Data<Domain>,
-    Auth(who): Auth,
+    Writer(who): Writer,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(issues::upvote(&domain, &who, id.into_inner(), true).await?))
@@ -41,7 +41,7 @@ pub async fn upvote(
 
 pub async fn withdraw_upvote(
     domain: web::Data<Domain>,
-    Auth(who): Auth,
+    Writer(who): Writer,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(issues::upvote(&domain, &who, id.into_inner(), false).await?))

@@ -3,7 +3,7 @@ use actix_web::{HttpResponse, web};
 use super::QueryMap;
 use crate::domain::{Domain, messages};
 use crate::http::error::ApiError;
-use crate::http::extract::{Auth, JsonBody};
+use crate::http::extract::{JsonBody, Writer};
 
 /// Chat history is readable by anyone who can read the issue.
 pub async fn history(
@@ -16,7 +16,7 @@ pub async fn history(
 
 pub async fn post(
     domain: web::Data<Domain>,
-    Auth(who): Auth,
+    Writer(who): Writer,
     id: web::Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<HttpResponse, ApiError> {
@@ -26,7 +26,7 @@ pub async fn post(
 
 pub async fn react(
     domain: web::Data<Domain>,
-    Auth(who): Auth,
+    Writer(who): Writer,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (message_id, emoji) = path.into_inner();
@@ -35,7 +35,7 @@ pub async fn react(
 
 pub async fn unreact(
     domain: web::Data<Domain>,
-    Auth(who): Auth,
+    Writer(who): Writer,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (message_id, emoji) = path.into_inner();

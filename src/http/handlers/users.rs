@@ -4,7 +4,7 @@ use serde_json::json;
 use super::QueryMap;
 use crate::domain::{Domain, presence, users};
 use crate::http::error::ApiError;
-use crate::http::extract::{Auth, JsonBody};
+use crate::http::extract::{Auth, JsonBody, Writer};
 
 pub async fn me(domain: web::Data<Domain>, Auth(who): Auth) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(users::me(&domain, &who).await?))
@@ -20,7 +20,7 @@ pub async fn get(
 
 pub async fn set_role(
     domain: web::Data<Domain>,
-    Auth(who): Auth,
+    Writer(who): Writer,
     id: web::Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<HttpResponse, ApiError> {

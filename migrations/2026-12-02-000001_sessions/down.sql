@@ -1,0 +1,2 @@
+DROP INDEX refresh_tokens_session;
+ALTER TABLE refresh_tokens DROP COLUMN session_id;
