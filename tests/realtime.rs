@@ -59,12 +59,7 @@ impl Fixture {
     /// A fixture whose sockets may send as fast as they like (for tests of
     /// what happens at volume, not of the rate limits: tests/limits.rs).
     fn unlimited() -> Self {
-        Self::on(
-            TestApp::builder()
-                .env("SOCKET_EVENT_RATE", 1_000_000)
-                .env("SOCKET_EVENT_BURST", 1_000_000)
-                .sqlite(),
-        )
+        Self::on(TestApp::builder().unlimited().sqlite())
     }
 
     fn on(app: TestApp) -> Self {

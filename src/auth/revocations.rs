@@ -2,7 +2,7 @@
 //! sockets that must end with them.
 //!
 //! A logout revokes its session's tokens (claim `sid`); a replayed refresh
-//! token revokes every token its user held. Checking a token still needs
+//! token revokes every session of its user. Checking a token still needs
 //! no database: the revocations are kept in memory, each until the last
 //! token it covers has expired, and in cluster mode the nodes share them
 //! (see `cluster::revocations`). A role change revokes nothing (REST reads
@@ -45,8 +45,6 @@ impl Reason {
 pub enum Scope {
     /// Every token of one sign-in.
     Session(String),
-    /// Every token of the user issued before this time (Unix seconds).
-    IssuedBefore(i64),
     /// No token: only the user's sockets end.
     Sockets,
 }
@@ -63,21 +61,19 @@ pub struct Revocation {
 
 impl Revocation {
     /// Whether it ends the socket of a user holding a token from
-    /// `session` issued at `issued_at`.
-    pub fn covers(&self, user_id: &str, session: Option<&str>, issued_at: i64) -> bool {
+    /// `session`.
+    pub fn covers(&self, user_id: &str, session: Option<&str>) -> bool {
         self.user_id == user_id
             && match &self.scope {
                 Scope::Session(sid) => session == Some(sid.as_str()),
-                Scope::IssuedBefore(before) => issued_at < *before,
                 Scope::Sockets => true,
             }
     }
 
-    /// One line, for Redis (`<reason> <user> <s:sid | b:before | -> <until>`).
+    /// One line, for Redis (`<reason> <user> <s:sid | -> <until>`).
     pub fn encode(&self) -> String {
         let scope = match &self.scope {
             Scope::Session(sid) => format!("s:{sid}"),
-            Scope::IssuedBefore(before) => format!("b:{before}"),
             Scope::Sockets => "-".into(),
         };
         format!("{} {} {scope} {}", self.reason.as_str(), self.user_id, self.until)
@@ -93,7 +89,6 @@ impl Revocation {
         let scope = match scope.split_once(':') {
             _ if scope == "-" => Scope::Sockets,
             Some(("s", sid)) if !sid.is_empty() => Scope::Session(sid.to_string()),
-            Some(("b", before)) => Scope::IssuedBefore(before.parse().ok()?),
             _ => return None,
         };
         if user.is_empty() {
@@ -125,8 +120,6 @@ const SWEEP_AT: usize = 4096;
 pub struct Revocations {
     /// session id → until.
     sessions: DashMap<String, i64>,
-    /// user id → (tokens issued before this are revoked, until).
-    users: DashMap<String, (i64, i64)>,
     listeners: RwLock<Vec<Listener>>,
 }
 
@@ -150,34 +143,17 @@ impl Revocations {
         if revocation.until <= now {
             return;
         }
-        match &revocation.scope {
-            Scope::Session(sid) => {
-                self.sessions.insert(sid.clone(), revocation.until);
-            }
-            Scope::IssuedBefore(before) => {
-                let mut entry =
-                    self.users.entry(revocation.user_id.clone()).or_insert((*before, revocation.until));
-                entry.0 = entry.0.max(*before);
-                entry.1 = entry.1.max(revocation.until);
-            }
-            Scope::Sockets => {}
+        if let Scope::Session(sid) = &revocation.scope {
+            self.sessions.insert(sid.clone(), revocation.until);
         }
-        if self.sessions.len() + self.users.len() > SWEEP_AT {
+        if self.sessions.len() > SWEEP_AT {
             self.sessions.retain(|_, until| *until > now);
-            self.users.retain(|_, (_, until)| *until > now);
         }
     }
 
     /// Whether a valid token was revoked.
     pub fn is_revoked(&self, claims: &Claims) -> bool {
-        let now = now();
-        let session =
-            claims.sid.as_ref().and_then(|sid| self.sessions.get(sid)).is_some_and(|until| *until > now);
-        session
-            || self.users.get(&claims.sub).is_some_and(|entry| {
-                let (before, until) = *entry;
-                until > now && claims.iat < before
-            })
+        claims.sid.as_ref().and_then(|sid| self.sessions.get(sid)).is_some_and(|until| *until > now())
     }
 }
 
@@ -190,7 +166,8 @@ mod tests {
     use super::*;
     use crate::auth::Role;
 
-    fn claims(user: &str, sid: Option<&str>, iat: i64) -> Claims {
+    fn claims(user: &str, sid: Option<&str>) -> Claims {
+        let iat = now();
         Claims {
             sub: user.into(),
             name: "N".into(),
@@ -204,44 +181,30 @@ mod tests {
     }
 
     #[test]
-    fn sessions_and_users_are_revoked_until_their_tokens_expire() {
+    fn sessions_are_revoked_until_their_tokens_expire() {
         let r = Revocations::default();
         let t = now();
-        r.record(&Revocation {
-            user_id: "u1".into(),
-            scope: Scope::Session("s1".into()),
+        let logout = |user: &str, sid: &str, until| Revocation {
+            user_id: user.into(),
+            scope: Scope::Session(sid.into()),
             reason: Reason::LoggedOut,
-            until: t + 60,
-        });
-        assert!(r.is_revoked(&claims("u1", Some("s1"), t)));
-        assert!(!r.is_revoked(&claims("u1", Some("s2"), t)), "another sign-in of the same user");
-        assert!(!r.is_revoked(&claims("u1", None, t)));
-
-        r.record(&Revocation {
-            user_id: "u2".into(),
-            scope: Scope::IssuedBefore(t),
-            reason: Reason::Revoked,
-            until: t + 60,
-        });
-        assert!(r.is_revoked(&claims("u2", Some("s9"), t - 1)));
-        assert!(!r.is_revoked(&claims("u2", Some("s9"), t)), "issued after the revocation");
-
-        r.record(&Revocation {
-            user_id: "u3".into(),
-            scope: Scope::Session("s3".into()),
-            reason: Reason::LoggedOut,
-            until: t - 1,
-        });
-        assert!(!r.is_revoked(&claims("u3", Some("s3"), t)), "nothing left to revoke");
+            until,
+        };
+        r.record(&logout("u1", "s1", t + 60));
+        assert!(r.is_revoked(&claims("u1", Some("s1"))));
+        assert!(!r.is_revoked(&claims("u1", Some("s2"))), "another sign-in of the same user");
+        assert!(!r.is_revoked(&claims("u1", None)));
+        r.record(&logout("u3", "s3", t - 1));
+        assert!(!r.is_revoked(&claims("u3", Some("s3"))), "nothing left to revoke");
     }
 
     #[test]
     fn revocations_read_back() {
-        for scope in [Scope::Session("01J".into()), Scope::IssuedBefore(17), Scope::Sockets] {
+        for scope in [Scope::Session("01J".into()), Scope::Sockets] {
             let r = Revocation { user_id: "usr_1".into(), scope, reason: Reason::RoleChanged, until: 99 };
             assert_eq!(Revocation::decode(&r.encode()), Some(r));
         }
-        for broken in ["", "revoked usr_1 - ", "nope usr_1 - 1", "revoked usr_1 x:1 1", "revoked usr_1 b:x 1"]
+        for broken in ["", "revoked usr_1 - ", "nope usr_1 - 1", "revoked usr_1 x:1 1", "revoked usr_1 s: 1"]
         {
             assert_eq!(Revocation::decode(broken), None, "{broken}");
         }
@@ -251,10 +214,8 @@ mod tests {
     fn covers_the_sockets_it_ends() {
         let r =
             Revocation { user_id: "u".into(), scope: Scope::Sockets, reason: Reason::RoleChanged, until: 0 };
-        assert!(r.covers("u", None, 5) && !r.covers("v", None, 5));
-        let s = Revocation { scope: Scope::Session("s".into()), ..r.clone() };
-        assert!(s.covers("u", Some("s"), 5) && !s.covers("u", Some("t"), 5));
-        let b = Revocation { scope: Scope::IssuedBefore(5), ..r };
-        assert!(b.covers("u", None, 4) && !b.covers("u", None, 5));
+        assert!(r.covers("u", None) && !r.covers("v", None));
+        let s = Revocation { scope: Scope::Session("s".into()), ..r };
+        assert!(s.covers("u", Some("s")) && !s.covers("u", Some("t")) && !s.covers("u", None));
     }
 }

@@ -1,6 +1,8 @@
 //! Accounts and sessions: register, login, refresh (with rotation and reuse
 //! detection), logout, and reading and re-roling users.
 
+use std::time::Duration;
+
 use diesel::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
@@ -9,7 +11,7 @@ use super::input::{self, Input, Text};
 use super::wire::User;
 use super::{Domain, DomainError, DomainResult, Principal, Role, blocking};
 use crate::auth::revocations::{Origin, Reason, Revocation, Scope};
-use crate::auth::{password, refresh};
+use crate::auth::{TokenKeys, password, refresh};
 use crate::db::models::{RefreshTokenRow, UserRow};
 use crate::db::{AnyConnection, is_unique_violation, write_transaction};
 use crate::ids::{self, IdKind};
@@ -222,7 +224,8 @@ fn invalid_refresh() -> DomainError {
 pub async fn refresh(domain: &Domain, body: &Value) -> DomainResult<TokenPair> {
     let hash = refresh::hash(&refresh_token_field(body)?);
     let d = domain.clone();
-    let outcome: Result<TokenPair, (DomainError, Option<String>)> = domain
+    type Revoked = Option<(String, Vec<String>)>;
+    let outcome: Result<TokenPair, (DomainError, Revoked)> = domain
         .query(move |conn| {
             write_transaction(conn, |conn| {
                 let now = now_ms();
@@ -258,7 +261,17 @@ pub async fn refresh(domain: &Domain, body: &Value) -> DomainResult<TokenPair> {
                     .set(refresh_tokens::revoked_at.eq(now))
                     .execute(conn)?;
                     log::warn!(target: "civicpulse::auth", "refresh token reuse: revoked all sessions of user={}", row.user_id);
-                    return Ok(Err((reused(), Some(row.user_id))));
+                    // The sessions whose access tokens may still be live:
+                    // those that issued a pair within a token's lifetime.
+                    let lifetime = d.tokens.ttl() + Duration::from_secs(TokenKeys::LEEWAY_SECS);
+                    let sessions: Vec<Option<String>> = refresh_tokens::table
+                        .filter(refresh_tokens::user_id.eq(&row.user_id))
+                        .filter(refresh_tokens::created_at.gt(now - lifetime.as_millis() as i64))
+                        .select(refresh_tokens::session_id)
+                        .distinct()
+                        .load(conn)?;
+                    let sessions = sessions.into_iter().flatten().collect();
+                    return Ok(Err((reused(), Some((row.user_id, sessions)))));
                 }
                 Ok(Err((invalid_refresh(), None)))
             })
@@ -266,14 +279,14 @@ pub async fn refresh(domain: &Domain, body: &Value) -> DomainResult<TokenPair> {
         .await?;
     // The revocation must commit even though the caller gets an error, hence
     // the nested result. Then the access tokens the thief (or the user) got
-    // from the family go too, and their sockets.
-    outcome.map_err(|(error, revoked_user)| {
-        if let Some(user_id) = revoked_user {
+    // go too, and their sockets.
+    outcome.map_err(|(error, revoked)| {
+        let Some((user_id, sessions)) = revoked else { return error };
+        for session in sessions {
             domain.revocations.revoke(
                 Revocation {
-                    user_id,
-                    // Every token so far, including this second's.
-                    scope: Scope::IssuedBefore(chrono::Utc::now().timestamp() + 1),
+                    user_id: user_id.clone(),
+                    scope: Scope::Session(session),
                     reason: Reason::Revoked,
                     until: domain.tokens_live_until(),
                 },

@@ -72,12 +72,13 @@ impl WriteLimits {
 
     /// One write by `user` from `peer`, or the 429 to answer.
     pub fn check(&self, user: &str, peer: Option<IpAddr>) -> Result<(), ApiError> {
+        // The address's bucket is only spent by writes the user may make.
         let by_user = self.users.as_ref().map_or(Ok(()), |b| b.check(&user.to_string()));
-        let by_address = match (&self.addresses, peer) {
+        let checked = by_user.and_then(|()| match (&self.addresses, peer) {
             (Some(bucket), Some(ip)) => bucket.check(&ip),
             _ => Ok(()),
-        };
-        by_user.and(by_address).map_err(|wait| {
+        });
+        checked.map_err(|wait| {
             // Logged by the access log; counting is enough here.
             self.metrics.rest_writes_refused.fetch_add(1, Ordering::Relaxed);
             too_many(wait, "too many writes; slow down")

@@ -47,10 +47,9 @@ pub struct CivicApp {
 pub struct CivicSocket {
     user: Principal,
     user_id: Arc<str>,
-    /// The sign-in of the socket's token, when it was issued and when it
-    /// expires (Unix seconds); replaced by `auth:refresh`.
+    /// The sign-in of the socket's token and when it expires (Unix
+    /// seconds); replaced by `auth:refresh`.
     session: Option<Arc<str>>,
-    issued_at: i64,
     expires_at: i64,
     /// When the socket is ended unless its token is refreshed.
     deadline: i64,
@@ -144,7 +143,7 @@ impl SocketApp for CivicApp {
                 close: true,
             });
         }
-        let (session, issued_at, expires_at) = (claims.sid.as_deref().map(Arc::from), claims.iat, claims.exp);
+        let (session, expires_at) = (claims.sid.as_deref().map(Arc::from), claims.exp);
         let user = Principal::from(claims);
         log::info!(target: "civicpulse::socket", "sid={} socket={} connected user={}", socket.engine_sid(), socket.id, user.user_id);
         self.metrics.connected_sockets.fetch_add(1, Ordering::Relaxed);
@@ -164,7 +163,6 @@ impl SocketApp for CivicApp {
             user_id,
             user,
             session,
-            issued_at,
             expires_at,
             deadline,
             rooms: HashSet::new(),
@@ -365,7 +363,7 @@ impl CivicApp {
             state.deadline = deadline;
         }
         state.session = claims.sid.as_deref().map(Arc::from);
-        (state.issued_at, state.expires_at) = (claims.iat, claims.exp);
+        state.expires_at = claims.exp;
         state.user = Principal::from(claims);
         log::debug!(target: "civicpulse::socket", "socket={} user={} token refreshed", socket.id, state.user_id);
         reply.ok(json!({ "ok": true, "expiresAt": crate::timestamp::format_ms(state.expires_at * 1000) }));
@@ -409,7 +407,7 @@ fn end_revoked_sockets(domain: &Domain, live: &Arc<sessions::LiveSockets>, metri
         for socket in live.of_user(&revocation.user_id) {
             let (revocation, metrics): (Revocation, _) = (revocation.clone(), metrics.clone());
             socket.clone().update(move |state, socket| {
-                if revocation.covers(&state.user_id, state.session.as_deref(), state.issued_at) {
+                if revocation.covers(&state.user_id, state.session.as_deref()) {
                     metrics.sockets_revoked.fetch_add(1, Ordering::Relaxed);
                     log::info!(target: "civicpulse::socket", "socket={} user={} {}; disconnecting", socket.id, state.user_id, revocation.reason.as_str());
                     end_socket(socket, revocation.reason.as_str());

@@ -146,6 +146,17 @@ impl TestAppBuilder {
         self
     }
 
+    /// Lifts every limit on what clients send (for tests of what happens
+    /// at volume, not of the limits: tests/limits.rs, tests/sessions.rs).
+    pub fn unlimited(self) -> Self {
+        self.env("SOCKET_EVENT_RATE", 1_000_000)
+            .env("SOCKET_EVENT_BURST", 1_000_000)
+            .env("SOCKET_USER_EVENT_RATE", 0)
+            .env("SOCKET_ADDRESS_EVENT_RATE", 0)
+            .env("REST_USER_WRITE_RATE", 0)
+            .env("REST_ADDRESS_WRITE_RATE", 0)
+    }
+
     /// A node over a fresh SQLite file in its own temporary directory.
     pub fn sqlite(self) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
