@@ -36,7 +36,9 @@ impl<K: Hash + Eq + Clone> KeyedBucket<K> {
 
     /// Takes one token for `key`, or says how long until there is one.
     pub fn check(&self, key: &K) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 && self.limiter.len() > SWEEP_AT {
+        if self.checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(SWEEP_EVERY)
+            && self.limiter.len() > SWEEP_AT
+        {
             self.limiter.retain_recent();
             self.limiter.shrink_to_fit();
         }

@@ -88,6 +88,11 @@ fn js_seed_refresh_path_reconnects_with_a_new_token() {
 }
 
 #[test]
+fn js_live_socket_refreshes_in_band_and_ends_at_logout() {
+    js("session-lifecycle", &Fixture::new());
+}
+
+#[test]
 fn js_other_namespaces_get_invalid_namespace() {
     js("invalid-namespace", &Fixture::new());
 }

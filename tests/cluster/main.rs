@@ -211,3 +211,45 @@ fn nodes_started_together_on_a_new_database_all_come_up() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs PostgreSQL and redis-server; CI runs it"]
+fn a_logout_on_one_node_ends_that_sign_in_on_every_node_and_on_nodes_started_later() {
+    use common::socket::{SocketClient, SocketOptions};
+    let mut cluster = Cluster::start(2);
+    let alice = cluster.register(0, "Alice");
+    let connect = |cluster: &Cluster, i: usize, token: &str| {
+        let addr = cluster.node(i).url().trim_start_matches("http://").parse().expect("node address");
+        SocketClient::connect(addr, SocketOptions::auth(serde_json::json!({ "token": token })))
+    };
+    let mut elsewhere = connect(&cluster, 1, &alice.token).expect("alice connects to node 1");
+    let me = |cluster: &Cluster, i: usize| {
+        let (status, v) = cluster.node(i).request(
+            reqwest::Method::GET,
+            "/api/users/me",
+            Some(&alice.token),
+            serde_json::json!(null),
+        );
+        (status.as_u16(), v["error"]["code"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(me(&cluster, 1).0, 200);
+
+    let (status, _) = cluster.node(0).request(
+        reqwest::Method::POST,
+        "/api/auth/logout",
+        None,
+        serde_json::json!({ "refreshToken": alice.refresh }),
+    );
+    assert_eq!(status, 204);
+    let ended = elsewhere.expect_event_within("session:ended", Duration::from_secs(5));
+    assert_eq!(ended["reason"], "logged_out");
+    eventually("node 1 refuses the token", Duration::from_secs(5), || {
+        me(&cluster, 1) == (401, "token_revoked".into())
+    });
+    assert!(connect(&cluster, 1, &alice.token).is_err(), "nor may it open a socket there");
+
+    // A node that was not running at the logout learns it from Redis.
+    cluster.nodes.push(Some(cluster.start_node(2)));
+    assert_eq!(me(&cluster, 2), (401, "token_revoked".into()));
+    assert!(connect(&cluster, 2, &alice.token).is_err());
+}

@@ -270,6 +270,39 @@ scenarios['auth-refresh'] = async () => {
   await join(t, input.issueId);
 };
 
+/**
+ * The README's "Keeping a socket signed in": a fresh token handed to the live
+ * socket in-band, then a logout of that sign-in ends the socket with
+ * `session:ended` and a server disconnect the client does not retry.
+ */
+scenarios['session-lifecycle'] = async () => {
+  const { alice } = input.users;
+  const t = track(io(URL_BASE, { forceNew: true, auth: { token: alice.token } }), 'alice');
+  let attempts = 0;
+  t.socket.io.on('reconnect_attempt', () => { attempts += 1; });
+  await connected(t);
+  await until('the upgrade to websocket', () => t.socket.io.engine.transport.name === 'websocket');
+  const { accessToken, refreshToken } =
+    await apiOk('POST', '/api/auth/refresh', undefined, { refreshToken: alice.refresh }, 200);
+  t.socket.auth.token = accessToken;
+  const refreshed = await ack(t, 'auth:refresh', { token: accessToken });
+  assert.equal(refreshed.ok, true, JSON.stringify(refreshed));
+  assert.match(refreshed.expiresAt, /Z$/);
+  const foreign = await ack(t, 'auth:refresh', { token: input.users.bob.token });
+  assert.equal(foreign.error.code, 'forbidden');
+  await join(t, input.issueId);
+
+  await apiOk('POST', '/api/auth/logout', undefined, { refreshToken }, 204);
+  const ended = await received(t, 'session:ended');
+  assert.deepEqual(ended, { reason: 'logged_out' });
+  await until('the disconnect', () => t.disconnects.length > 0);
+  assert.deepEqual(t.disconnects, ['io server disconnect']);
+  await sleep(QUIET_MS);
+  assert.ok(!t.socket.connected && attempts === 0, `reconnected by itself: ${attempts} attempt(s)`);
+  const err = await refused('alice again', { auth: { token: accessToken } });
+  assert.equal(err.message, 'Authentication failed');
+};
+
 /** Only `/` exists; another namespace is refused, the engine connection lives on. */
 scenarios['invalid-namespace'] = async () => {
   const { alice } = input.users;
