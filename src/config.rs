@@ -104,6 +104,15 @@ pub struct Config {
     pub rest_user_write_burst: u32,
     pub rest_address_write_rate: u32,
     pub rest_address_write_burst: u32,
+    /// From SIGTERM (or SIGINT) to exit, at most (see `shutdown`); zero
+    /// closes every socket at once and waits for nothing.
+    pub drain_timeout: Duration,
+    /// How long a stopping node still accepts connections, answering
+    /// `/readyz` with 503, before it closes its listener.
+    pub drain_delay: Duration,
+    /// Sockets closed a second while draining, unless more are needed to
+    /// finish within `drain_timeout`.
+    pub drain_rate: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -122,6 +131,7 @@ impl std::fmt::Debug for Config {
             .field("node_url", &self.node_url)
             .field("cors_origins", &self.cors_origins)
             .field("workers", &self.workers)
+            .field("drain_timeout", &self.drain_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -203,6 +213,19 @@ impl Config {
             .map(|s| s.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect())
             .unwrap_or_default();
         let default_workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let drain_timeout =
+            Duration::from_secs(parse_num(get("DRAIN_TIMEOUT_SECS"), "DRAIN_TIMEOUT_SECS", 10u64, 0..=3600)?);
+        let drain_delay =
+            Duration::from_millis(parse_num(get("DRAIN_DELAY_MS"), "DRAIN_DELAY_MS", 0u64, 0..=3_600_000)?);
+        if !drain_delay.is_zero() && drain_delay >= drain_timeout {
+            return Err(ConfigError {
+                var: "DRAIN_DELAY_MS",
+                reason: format!(
+                    "must be shorter than DRAIN_TIMEOUT_SECS ({} s), which it is part of",
+                    drain_timeout.as_secs()
+                ),
+            });
+        }
 
         Ok(Self {
             host,
@@ -305,6 +328,9 @@ impl Config {
                 "REST_ADDRESS_WRITE_BURST",
                 300,
             )?,
+            drain_timeout,
+            drain_delay,
+            drain_rate: parse_num(get("DRAIN_RATE"), "DRAIN_RATE", 1000u32, 1..=1_000_000)?,
         })
     }
 }
@@ -393,6 +419,10 @@ mod tests {
             ("SOCKET_EVENT_BURST", "x"),
             ("SOCKET_FLOOD_STRIKES", "0"),
             ("MAX_ROOMS_PER_SOCKET", "0"),
+            ("DRAIN_TIMEOUT_SECS", "-1"),
+            ("DRAIN_TIMEOUT_SECS", "3601"),
+            ("DRAIN_DELAY_MS", "10000"),
+            ("DRAIN_RATE", "0"),
         ] {
             let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{var}={value}");
@@ -427,6 +457,26 @@ mod tests {
         let c = Config::from_vars(&vars(&[("TRENDING_UPVOTES", "1000000"), ("TRENDING_WINDOW_SECS", "1")]))
             .unwrap();
         assert_eq!((c.trending_upvotes, c.trending_window), (1_000_000, Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn drain_defaults_and_bounds() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(
+            (c.drain_timeout, c.drain_delay, c.drain_rate),
+            (Duration::from_secs(10), Duration::ZERO, 1000)
+        );
+        let c = Config::from_vars(&vars(&[("DRAIN_TIMEOUT_SECS", "0")])).unwrap();
+        assert_eq!(c.drain_timeout, Duration::ZERO);
+        let c =
+            Config::from_vars(&vars(&[("DRAIN_TIMEOUT_SECS", "30"), ("DRAIN_DELAY_MS", "5000")])).unwrap();
+        assert_eq!(c.drain_delay, Duration::from_secs(5));
+        // The delay is part of the bound: it cannot fill it.
+        for (timeout, delay) in [("5", "5000"), ("0", "1")] {
+            let err = Config::from_vars(&vars(&[("DRAIN_TIMEOUT_SECS", timeout), ("DRAIN_DELAY_MS", delay)]))
+                .unwrap_err();
+            assert_eq!(err.var, "DRAIN_DELAY_MS", "{timeout} s, {delay} ms");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!
 //! Modules depend only on those below them: ids, timestamp, config,
 //! metrics, limits → auth → db → domain → protocol → cluster → actors → realtime →
-//! http → this file (and main.rs).
+//! http → shutdown → this file (and main.rs).
 
 pub mod actors;
 pub mod auth;
@@ -21,11 +21,15 @@ pub mod metrics;
 pub mod protocol;
 pub mod realtime;
 pub mod schema;
+pub mod shutdown;
 pub mod timestamp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
+use actix::Addr;
+use actix_socketio::engineio::server::{Stopper, start_stoppable};
 use actix_web::{App, dev::ServerHandle, web};
 
 use config::Config;
@@ -91,9 +95,7 @@ impl Services {
     /// Joins the cluster (with `REDIS_URL`), starts the actors and
     /// subscribes them to domain events; answers the Socket.IO engine.
     /// Must run inside the actix system.
-    fn start_actors(
-        &self,
-    ) -> Result<(Arc<realtime::CivicEngine>, Option<Arc<cluster::Cluster>>), StartError> {
+    fn start_actors(&self) -> Result<Realtime, StartError> {
         let cluster = match &self.config.redis_url {
             Some(url) => {
                 let (cluster, pending) =
@@ -120,8 +122,16 @@ impl Services {
             fanout.push(),
             self.config.clone(),
         ));
-        Ok((engine, fanout.cluster()))
+        Ok(Realtime { engine, cluster: fanout.cluster(), presence: fanout.presence.clone() })
     }
+}
+
+/// What the HTTP server serves and the drain stops, started by
+/// `Services::start_actors`.
+struct Realtime {
+    engine: Arc<realtime::CivicEngine>,
+    cluster: Option<Arc<cluster::Cluster>>,
+    presence: Addr<actors::presence::PresenceRegistry>,
 }
 
 /// Binds `addr` (`host:port`). Done before anything starts, so that a port
@@ -131,20 +141,26 @@ fn listen(addr: &str) -> Result<std::net::TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr: addr.to_string(), source })
 }
 
-/// Builds the HTTP server on `listener`; the caller runs it.
+/// Builds the HTTP server on `listener`; the caller runs it, and stops it
+/// with the `Stopper`. `/readyz` answers 503 once `draining` is set.
 fn http_server(
     services: &Services,
-    (socket_io, cluster): (Arc<realtime::CivicEngine>, Option<Arc<cluster::Cluster>>),
+    realtime: &Realtime,
     listener: std::net::TcpListener,
-) -> Result<(actix_web::dev::Server, SocketAddr), StartError> {
+    draining: &Arc<AtomicBool>,
+) -> Result<(actix_web::dev::Server, SocketAddr, Stopper), StartError> {
     let s = services.clone();
-    let readiness = web::Data::new(http::handlers::ops::Readiness { cluster });
+    let socket_io = realtime.engine.clone();
+    let readiness = web::Data::new(http::handlers::ops::Readiness {
+        cluster: realtime.cluster.clone(),
+        draining: draining.clone(),
+    });
     let auth_limit =
         web::Data::new(http::rate_limit::AuthRateLimit::new(services.config.auth_rate_per_minute));
     let write_limits = services.write_limits.clone();
     let bound = listener.local_addr()?;
     let ws = actix_socketio::engineio::upgrade::WsRoutes::default().engine("/socket.io/", socket_io.clone());
-    let server = actix_socketio::engineio::server::start(listener, services.config.workers, ws, move || {
+    let (server, stopper) = start_stoppable(listener, services.config.workers, ws, move || {
         App::new()
             .app_data(web::Data::new(s.domain.clone()))
             .app_data(auth_limit.clone())
@@ -170,7 +186,7 @@ fn http_server(
             .configure(|cfg| actix_socketio::engineio::endpoint::mount(cfg, "/socket.io/", socket_io.clone()))
             .configure(http::routes)
     })?;
-    Ok((server, bound))
+    Ok((server, bound, stopper))
 }
 
 fn cors(origins: &[String]) -> actix_cors::Cors {
@@ -186,15 +202,34 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     origins.iter().fold(cors, |cors, origin| cors.allowed_origin(origin))
 }
 
-/// Runs a node until it is stopped (Ctrl-C or SIGTERM).
+/// Runs a node until it is stopped (SIGTERM or SIGINT), then drains it
+/// (see `shutdown`).
 pub async fn serve(config: Config) -> Result<(), StartError> {
+    // Taken over first: a signal during the start drains what there is.
+    let mut signals = shutdown::Signals::new()?;
     let addr = format!("{}:{}", config.host, config.port);
     let services = Services::build(config)?;
     let listener = listen(&addr)?;
     let realtime = services.start_actors()?;
-    let (server, _) = http_server(&services, realtime, listener)?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let (server, _, stopper) = http_server(&services, &realtime, listener, &draining)?;
     log::info!("civicpulse listening on http://{addr} (node {})", services.config.node_id);
-    server.await?;
+    // Its own task: the server takes the drain's commands while it runs.
+    let mut running = actix_rt::spawn(server);
+    let signal = tokio::select! {
+        ended = &mut running => return ended.map_err(std::io::Error::other)?.map_err(StartError::from),
+        signal = signals.next() => signal,
+    };
+    let drain = shutdown::Drain {
+        config: &services.config,
+        draining: &draining,
+        http: &stopper,
+        engine: &realtime.engine,
+        writer: &services.domain.messages,
+        presence: &realtime.presence,
+        cluster: realtime.cluster.as_ref(),
+    };
+    drain.run(signal, &mut signals).await;
     Ok(())
 }
 
@@ -219,10 +254,11 @@ impl RunningNode {
             let system = actix_rt::System::new();
             let started = system.block_on(async {
                 let listener = listen(&addr)?;
-                http_server(&s, s.start_actors()?, listener)
+                http_server(&s, &s.start_actors()?, listener, &Arc::default())
             });
             match started {
-                Ok((server, bound)) => {
+                // Stopped by dropping the node, not in steps.
+                Ok((server, bound, _)) => {
                     let handle = server.handle();
                     system.runtime().spawn(server);
                     let _ = tx.send(Ok((handle, bound, actix_rt::System::current())));

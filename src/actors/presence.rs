@@ -82,6 +82,13 @@ pub struct SocketOffline {
     pub socket_id: Arc<str>,
 }
 
+/// This node leaves the cluster (it is stopping), after every socket
+/// change it was told of before; answers whether Redis took it (false
+/// outside cluster mode).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct LeaveCluster;
+
 /// Users online now, optionally in one city.
 #[derive(Message)]
 #[rtype(result = "Vec<OnlineUser>")]
@@ -116,6 +123,17 @@ impl Handler<SocketOffline> for PresenceRegistry {
             self.metrics.online_users.fetch_sub(1, Ordering::Relaxed);
             self.changed(&user, false);
         }
+    }
+}
+
+impl Handler<LeaveCluster> for PresenceRegistry {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, _: LeaveCluster, _: &mut Context<Self>) -> Self::Result {
+        let Some((_, link)) = &self.cluster else { return Box::pin(async { false }) };
+        let (done, left) = tokio::sync::oneshot::channel();
+        link.send(Transition::Leave(done));
+        Box::pin(async move { left.await.unwrap_or(false) })
     }
 }
 

@@ -28,7 +28,7 @@ pub mod window;
 pub mod wire;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_socketio::engineio::SharedMessage;
@@ -175,6 +175,8 @@ pub struct Cluster {
     pub keys: Keys,
     conn: ConnectionManager,
     outbox: mpsc::Sender<String>,
+    /// Queued for Redis and not yet sent (or given up on).
+    unpublished: AtomicUsize,
     seq: AtomicU64,
     /// node id → the last sequence number heard from it, to count what was
     /// missed.
@@ -228,6 +230,7 @@ impl Cluster {
             keys: Keys::new(&config.redis_key_prefix),
             conn,
             outbox,
+            unpublished: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             heard: DashMap::new(),
             lost: AtomicBool::new(true),
@@ -302,9 +305,19 @@ impl Cluster {
             Ok(encoded) => encoded,
             Err(e) => return self.not_published(1, &e.to_string()),
         };
+        // Counted first, so that the publishing task never counts it down
+        // before it is counted.
+        self.unpublished.fetch_add(1, Ordering::AcqRel);
         if self.outbox.try_send(encoded).is_err() {
+            self.unpublished.fetch_sub(1, Ordering::AcqRel);
             self.not_published(1, "the outbox is full");
         }
+    }
+
+    /// Everything published so far has gone to Redis, or failed to: a
+    /// stopping node waits for it before it exits.
+    pub fn is_flushed(&self) -> bool {
+        self.unpublished.load(Ordering::Acquire) == 0
     }
 
     fn not_published(&self, n: u64, why: &str) {
@@ -330,6 +343,7 @@ impl Cluster {
                     self.mark_lost();
                 }
             }
+            self.unpublished.fetch_sub(batch.len(), Ordering::AcqRel);
             batch.clear();
         }
     }

@@ -29,10 +29,13 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// its users are offline at most `NODE_TTL + HEARTBEAT` after it died.
 pub const NODE_TTL: Duration = Duration::from_secs(6);
 
-/// A user's first socket on this node, or their last one gone.
+/// A user's first socket on this node, or their last one gone; or the
+/// node leaving the cluster (it is stopping), answered with whether Redis
+/// took it.
 pub enum Transition {
     Online(OnlineUser),
     Offline(String),
+    Leave(tokio::sync::oneshot::Sender<bool>),
 }
 
 /// Tells the sockets (of the whole cluster) that a user came or went.
@@ -85,6 +88,12 @@ impl Link {
                         Transition::Offline(user_id) => {
                             local.remove(&user_id);
                             !synced || self.offline(&cluster, &scripts, &user_id).await
+                        }
+                        Transition::Leave(done) => {
+                            // The last thing this task does: a heartbeat
+                            // after it would announce the node again.
+                            let _ = done.send(self.leave(&cluster, &scripts).await);
+                            return;
                         }
                     };
                     if !applied {
@@ -245,18 +254,7 @@ impl Link {
             Err(_) => return,
         };
         for node in nodes.iter().filter(|n| **n != *cluster.node) {
-            let result: redis::RedisResult<Option<Vec<String>>> = scripts
-                .reap
-                .key(keys.node_users(node))
-                .key(keys.user_nodes())
-                .key(keys.user_info())
-                .key(keys.alive(node))
-                .key(keys.nodes())
-                .key(keys.routes())
-                .arg(node)
-                .invoke_async(&mut conn)
-                .await;
-            if let Ok(Some(gone)) = result {
+            if let Ok(Some(gone)) = reap_node(cluster, scripts, node).await {
                 cluster.stats.nodes_reaped.fetch_add(1, Ordering::Relaxed);
                 log::warn!(target: "civicpulse::cluster", "node={} reaped dead node={node}: {} user(s) offline", cluster.node, gone.len());
                 for user in gone.iter().filter_map(|u| parse_user(u)) {
@@ -265,6 +263,51 @@ impl Link {
             }
         }
     }
+
+    /// Takes this node out of the cluster as a survivor would once its
+    /// heartbeat expired, without the wait: its users offline (announced),
+    /// its route and entry gone.
+    async fn leave(&self, cluster: &Cluster, scripts: &Scripts) -> bool {
+        let dead: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(cluster.keys.alive(&cluster.node))
+            .query_async(&mut cluster.connection())
+            .await;
+        if let Err(e) = dead {
+            return self.failed(cluster, "leave", &e);
+        }
+        match reap_node(cluster, scripts, &cluster.node).await {
+            Ok(gone) => {
+                let gone = gone.unwrap_or_default();
+                log::info!(target: "civicpulse::cluster", "node={} left the cluster: {} user(s) offline", cluster.node, gone.len());
+                for user in gone.iter().filter_map(|u| parse_user(u)) {
+                    (self.announce)(&user, false);
+                }
+                true
+            }
+            Err(e) => self.failed(cluster, "leave", &e),
+        }
+    }
+}
+
+/// Runs the reap script on `node`: the infos of the users it took offline,
+/// or none if the node is alive (or reaped already).
+async fn reap_node(
+    cluster: &Cluster,
+    scripts: &Scripts,
+    node: &str,
+) -> redis::RedisResult<Option<Vec<String>>> {
+    let keys = &cluster.keys;
+    scripts
+        .reap
+        .key(keys.node_users(node))
+        .key(keys.user_nodes())
+        .key(keys.user_info())
+        .key(keys.alive(node))
+        .key(keys.nodes())
+        .key(keys.routes())
+        .arg(node)
+        .invoke_async(&mut cluster.connection())
+        .await
 }
 
 fn parse_user(json: &str) -> Option<OnlineUser> {

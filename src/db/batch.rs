@@ -3,6 +3,9 @@
 //! and one thread hop, instead of each taking a blocking-pool thread and
 //! queueing on SQLite's write lock (whose busy handler sleeps).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::sync::mpsc;
 
 /// The most jobs one batch takes; what arrives meanwhile waits for the next.
@@ -11,11 +14,13 @@ const MAX_BATCH: usize = 256;
 /// Jobs of type `J` queued for one writer thread.
 pub struct Batcher<J> {
     queue: mpsc::Sender<J>,
+    /// Jobs submitted and not yet run (queued, or in the batch running).
+    pending: Arc<AtomicUsize>,
 }
 
 impl<J> Clone for Batcher<J> {
     fn clone(&self) -> Self {
-        Self { queue: self.queue.clone() }
+        Self { queue: self.queue.clone(), pending: self.pending.clone() }
     }
 }
 
@@ -28,6 +33,8 @@ impl<J: Send + 'static> Batcher<J> {
         mut run: impl FnMut(Vec<J>) + Send + 'static,
     ) -> std::io::Result<Self> {
         let (queue, mut jobs) = mpsc::channel(capacity);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let done = pending.clone();
         std::thread::Builder::new().name(name.to_string()).spawn(move || {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while let Some(first) = jobs.blocking_recv() {
@@ -39,20 +46,32 @@ impl<J: Send + 'static> Batcher<J> {
                     }
                 }
                 let jobs = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+                let n = jobs.len();
                 // A panic loses this batch (its waiters hear nothing), not
                 // the writer: later jobs must still be served.
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(jobs))).is_err() {
                     log::error!(target: "civicpulse::db", "batch writer: a batch panicked; carrying on");
                 }
+                done.fetch_sub(n, Ordering::AcqRel);
             }
         })?;
-        Ok(Self { queue })
+        Ok(Self { queue, pending })
     }
 
     /// Queues a job, waiting while the queue is full; gives the job back if
     /// the writer has stopped.
     pub async fn submit(&self, job: J) -> Result<(), J> {
-        self.queue.send(job).await.map_err(|e| e.0)
+        let Ok(slot) = self.queue.reserve().await else { return Err(job) };
+        // Counted before it is queued, so that the writer never counts it
+        // down first, and only once it is (a cancelled wait counts nothing).
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        slot.send(job);
+        Ok(())
+    }
+
+    /// Every job submitted so far has run (a stopping node waits for it).
+    pub fn is_idle(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0
     }
 }
 
@@ -101,5 +120,11 @@ mod tests {
             }
         });
         assert_eq!((0..5).map(|_| next()).collect::<Vec<_>>(), (200..205).collect::<Vec<_>>());
+        // Counted down after each batch has run, the panicking one included.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !batcher.is_idle() {
+            assert!(std::time::Instant::now() < deadline, "the writer never went idle");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }

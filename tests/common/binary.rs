@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,43 +77,61 @@ impl Server {
         let mut last_failure = String::new();
         // A port found free can be taken before the child binds it: retry.
         for _ in 0..3 {
-            let port = free_port().to_string();
-            let mut all = vec![
-                ("HOST", "127.0.0.1"),
-                ("PORT", port.as_str()),
-                ("WORKERS", "2"),
-                ("DATABASE_URL", database_url),
-                ("JWT_SECRET", secret()),
-            ];
-            all.extend_from_slice(vars);
-            let mut child = command(&all)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start the civicpulse binary");
-            let stderr = Arc::new(Mutex::new(String::new()));
-            let sink = stderr.clone();
-            let pipe = child.stderr.take().expect("piped stderr");
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    let mut all = sink.lock().unwrap_or_else(|p| p.into_inner());
-                    all.push_str(&line);
-                    all.push('\n');
-                }
-            });
-            let http = reqwest::blocking::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("http client");
-            let mut server = Server { child, stderr, base: format!("http://127.0.0.1:{port}"), http };
-            match server.wait_healthy(Duration::from_secs(60)) {
-                Ok(()) => return server,
-                Err(e) => last_failure = format!("{e}\n--- stderr ---\n{}", server.stderr()),
+            match Self::try_start(free_port(), database_url, vars) {
+                Ok(server) => return server,
+                Err(e) => last_failure = e,
             }
         }
         panic!("the civicpulse binary did not come up: {last_failure}");
+    }
+
+    /// [`Server::start`] on `port`, where a restarted node is expected.
+    pub fn start_on(port: u16, database_url: &str, vars: &[(&str, &str)]) -> Self {
+        Self::try_start(port, database_url, vars)
+            .unwrap_or_else(|e| panic!("the civicpulse binary did not come up on port {port}: {e}"))
+    }
+
+    fn try_start(port: u16, database_url: &str, vars: &[(&str, &str)]) -> Result<Self, String> {
+        let port = port.to_string();
+        let mut all = vec![
+            ("HOST", "127.0.0.1"),
+            ("PORT", port.as_str()),
+            ("WORKERS", "2"),
+            ("DATABASE_URL", database_url),
+            ("JWT_SECRET", secret()),
+        ];
+        all.extend_from_slice(vars);
+        let mut child = command(&all)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the civicpulse binary");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let pipe = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut all = sink.lock().unwrap_or_else(|p| p.into_inner());
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("http client");
+        let mut server = Server { child, stderr, base: format!("http://127.0.0.1:{port}"), http };
+        match server.wait_healthy(Duration::from_secs(60)) {
+            Ok(()) => Ok(server),
+            Err(e) => Err(format!("{e}\n--- stderr ---\n{}", server.stderr())),
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port in the base URL")
     }
 
     fn wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
@@ -147,6 +165,28 @@ impl Server {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM: the node drains and exits by itself.
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) on our own child's pid; it is not reaped before
+        // `wait_exit` or drop, so the pid cannot have been reused.
+        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to {}", self.child.id());
+    }
+
+    /// Waits for the process to exit, `limit` at most; its status then.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for civicpulse") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Everything written to stderr so far.

@@ -1,6 +1,7 @@
 //! Liveness, readiness and metrics, for load balancers and Prometheus.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
@@ -19,6 +20,8 @@ pub struct Readiness {
     /// In cluster mode: a node that cannot reach Redis serves its own
     /// sockets but is not one server with the others.
     pub cluster: Option<Arc<Cluster>>,
+    /// Set from the moment the node is told to stop (see `shutdown`).
+    pub draining: Arc<AtomicBool>,
 }
 
 pub async fn readyz(domain: web::Data<Domain>, readiness: web::Data<Readiness>) -> HttpResponse {
@@ -27,6 +30,9 @@ pub async fn readyz(domain: web::Data<Domain>, readiness: web::Data<Readiness>) 
             .insert_header((header::RETRY_AFTER, "2"))
             .json(json!({ "error": { "code": "not_ready", "message": message } }))
     };
+    if readiness.draining.load(Ordering::Relaxed) {
+        return not_ready("this node is shutting down");
+    }
     if !domain.db.ping().await {
         return not_ready("the database does not answer");
     }

@@ -32,7 +32,14 @@ pub(crate) enum Route<H: EngineHandler> {
     Polling(Option<Addr<SocketSession<H>>>),
     WebSocket(Option<Addr<SocketSession<H>>>),
     Forward(Forward),
+    /// A new session while the engine drains: refused with
+    /// [`SHUTTING_DOWN`], so that the client's next attempt goes elsewhere
+    /// instead of to a session about to be closed.
+    Draining,
 }
+
+/// The answer to a handshake while the engine drains (with status 503).
+pub(crate) const SHUTTING_DOWN: &str = r#"{"message":"Server is shutting down"}"#;
 
 /// The reference server's checks, in its order. `upgrade` says whether the
 /// request asks for a WebSocket (`Upgrade: websocket`). A session another
@@ -69,6 +76,9 @@ pub(crate) fn route<F: HandlerFactory>(
     }
     if query.get("EIO").map(String::as_str) != Some("4") {
         return Err(HttpError::UnsupportedProtocolVersion);
+    }
+    if engine.is_draining() {
+        return Ok(Route::Draining);
     }
     Ok(if websocket { Route::WebSocket(None) } else { Route::Polling(None) })
 }
@@ -111,6 +121,10 @@ async fn handle<F: HandlerFactory>(
         // `route` answers a WebSocket only to an upgrade, and upgrades are
         // served before actix-web.
         Ok(Route::WebSocket(_)) => error(HttpError::BadRequest),
+        Ok(Route::Draining) => HttpResponse::ServiceUnavailable()
+            .content_type("application/json")
+            .force_close()
+            .body(SHUTTING_DOWN),
     }
 }
 

@@ -42,6 +42,12 @@ impl Inflight {
         self.count.load(Ordering::Acquire) >= self.limit
     }
 
+    /// Nothing in hand: every message handed over has been dealt with
+    /// (what it queued for the client, e.g. its ack, is queued already).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
     /// Ready once there is room; registers `cx` to be woken when there is.
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.is_full() {
@@ -104,7 +110,9 @@ mod tests {
         drop(b);
         assert!(flag.0.load(Ordering::SeqCst), "below the limit: the waiter is woken");
         assert!(inflight.poll_room(&mut cx).is_ready());
+        assert!(!inflight.is_idle());
         drop(a);
         assert!(!inflight.is_full());
+        assert!(inflight.is_idle());
     }
 }

@@ -9,6 +9,8 @@
 //! - `probe`: a WebSocket taking over a polling session (the upgrade).
 //! - `ws`: one WebSocket connection on its own TCP stream, relaying frames.
 //! - `inbound`: the bound on client messages being worked on.
+//! - `drain`: closing every session when the server stops, so that clients
+//!   reconnect elsewhere at once ([`DrainPlan`]).
 //! - `endpoint`: the HTTP entry point (handshake, polling GET and POST).
 //! - `upgrade`: WebSocket upgrades, taken off the HTTP layer.
 //! - `server`: the HTTP server with that bypass built in.
@@ -16,6 +18,7 @@
 //!   endpoint without sticky sessions ([`SessionRouter`], the sid format).
 //! - `forward`: requests for another node's session, passed to it.
 
+mod drain;
 pub mod endpoint;
 mod forward;
 mod inbound;
@@ -27,7 +30,7 @@ pub mod session;
 pub mod upgrade;
 pub mod ws;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -37,6 +40,7 @@ use bytestring::ByteString;
 use dashmap::DashMap;
 
 use crate::protocol::engine;
+pub use drain::{DrainPlan, Drained};
 pub use inbound::InboundPermit;
 pub use router::{FORWARDED_HEADER, InvalidTag, SessionRouter};
 pub use session::SocketSession;
@@ -117,6 +121,10 @@ pub enum CloseReason {
     PingTimeout,
     ParseError,
     ForcedClose,
+    /// The server is stopping (see `drain`): the Socket.IO reference's
+    /// reason when it closes its sockets on the way down. Clients see
+    /// "transport close" and reconnect.
+    ServerShuttingDown,
 }
 
 impl CloseReason {
@@ -127,6 +135,7 @@ impl CloseReason {
             CloseReason::PingTimeout => "ping timeout",
             CloseReason::ParseError => "parse error",
             CloseReason::ForcedClose => "forced close",
+            CloseReason::ServerShuttingDown => "server shutting down",
         }
     }
 }
@@ -289,6 +298,8 @@ pub struct Engine<F: HandlerFactory> {
     pub(crate) sessions: DashMap<Arc<str>, Addr<SocketSession<F::Handler>>>,
     /// Set when the endpoint is served by several nodes (see `router`).
     pub(crate) routing: Option<router::Routing>,
+    /// Set by `drain`: no new sessions.
+    draining: AtomicBool,
 }
 
 impl<F: HandlerFactory> Engine<F> {
@@ -310,7 +321,13 @@ impl<F: HandlerFactory> Engine<F> {
     }
 
     fn build(config: EngineConfig, factory: F, routing: Option<router::Routing>) -> Arc<Self> {
-        Arc::new(Self { config: Arc::new(config), factory, sessions: DashMap::new(), routing })
+        Arc::new(Self {
+            config: Arc::new(config),
+            factory,
+            sessions: DashMap::new(),
+            routing,
+            draining: AtomicBool::new(false),
+        })
     }
 
     /// An id for a new session of this engine.

@@ -82,7 +82,7 @@ impl Polling {
             let _ = get.send(Ok(encode_payload(packets)));
             return true;
         }
-        if reason != CloseReason::ForcedClose {
+        if !matches!(reason, CloseReason::ForcedClose | CloseReason::ServerShuttingDown) {
             // Only a close the server decides on waits for the next GET. A
             // session that died (ping timeout, transport or parse error,
             // client's `1`) is forgotten at once, as the reference does:
@@ -91,6 +91,18 @@ impl Polling {
         }
         self.outbox = packets;
         false
+    }
+
+    /// Every message POSTed has been dealt with (see `inbound`), and no
+    /// POST is being read.
+    pub(super) fn is_idle(&self) -> bool {
+        !self.post_in_flight && self.inflight.as_ref().is_none_or(|inflight| inflight.is_idle())
+    }
+
+    /// A GET is waiting: a close now reaches the client at once, before
+    /// it can send anything more.
+    pub(super) fn has_get(&self) -> bool {
+        self.pending_get.is_some()
     }
 
     /// Answers a waiting GET with what is queued and a noop, so that the
@@ -171,8 +183,13 @@ impl<H: EngineHandler> Handler<PostStart> for SocketSession<H> {
         let Transport::Polling(polling) = &mut self.transport else {
             return Err(HttpError::BadRequest);
         };
-        if self.closing.is_some() {
-            return Err(HttpError::SessionIdUnknown);
+        match self.closing {
+            // Its content is not handled, but a stopping server answers it
+            // as usual: an error would reach the client before the close
+            // packet on its GET, and it would take it for a broken transport.
+            Some(CloseReason::ServerShuttingDown) => {}
+            Some(_) => return Err(HttpError::SessionIdUnknown),
+            None => {}
         }
         if polling.post_in_flight {
             self.close(CloseReason::TransportError, ctx);

@@ -5,12 +5,13 @@
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_http::body::MessageBody;
 use actix_http::{HttpService, Request, Response};
 use actix_service::{IntoServiceFactory, ServiceFactory, ServiceFactoryExt, fn_service, map_config};
-use actix_web::dev::{AppConfig, Server};
+use actix_web::dev::{AppConfig, Server, ServerHandle};
+use tokio::sync::watch;
 
 use super::upgrade::WsRoutes;
 
@@ -31,7 +32,8 @@ pub fn bind(addr: &str) -> std::io::Result<TcpListener> {
 }
 
 /// Serves `app` on `listener` with `workers` threads; upgrade requests go
-/// to `ws`. The caller runs the returned server.
+/// to `ws`. The caller runs the returned server. actix stops it on SIGTERM
+/// (gracefully) and SIGINT.
 pub fn start<F, I, S, B>(
     listener: TcpListener,
     workers: usize,
@@ -49,9 +51,59 @@ where
     S::Service: 'static,
     B: MessageBody + 'static,
 {
-    Ok(actix_server::Server::build()
-        .workers(workers)
-        .shutdown_timeout(10)
+    build(listener, workers, ws, app, None)
+}
+
+/// [`start`] for an application that stops the server itself, in the
+/// steps of the [`Stopper`], and closes its sessions in between (see
+/// `Engine::drain`). actix handles no signal.
+pub fn start_stoppable<F, I, S, B>(
+    listener: TcpListener,
+    workers: usize,
+    ws: WsRoutes,
+    app: F,
+) -> std::io::Result<(Server, Stopper)>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    <S::Service as actix_service::Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    let listening = listener.try_clone()?;
+    let (keep_alive_off, notified) = watch::channel(false);
+    let server = build(listener, workers, ws, app, Some(notified))?;
+    let stopper = Stopper { handle: server.handle(), listener: listening, keep_alive_off };
+    Ok((server, stopper))
+}
+
+fn build<F, I, S, B>(
+    listener: TcpListener,
+    workers: usize,
+    ws: WsRoutes,
+    app: F,
+    keep_alive_off: Option<watch::Receiver<bool>>,
+) -> std::io::Result<Server>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    <S::Service as actix_service::Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    let mut server = actix_server::Server::build().workers(workers).shutdown_timeout(10);
+    if keep_alive_off.is_some() {
+        server = server.disable_signals();
+    }
+    Ok(server
         .listen("http", listener, move || {
             let ws = ws.clone();
             let upgrade = fn_service(move |(req, framed)| {
@@ -62,15 +114,68 @@ where
                 }
             });
             let app = app().into_factory().map_err(|err| err.into().error_response());
-            HttpService::build()
+            let mut http = HttpService::build()
                 .keep_alive(Duration::from_secs(5))
                 // A client that goes away mid-request (an aborted long-poll)
                 // must drop the handler, so the session learns its transport
                 // broke.
-                .h1_allow_half_closed(false)
-                .upgrade(upgrade)
-                .finish(map_config(app, |_| AppConfig::default()))
-                .tcp()
+                .h1_allow_half_closed(false);
+            if let Some(notified) = keep_alive_off.clone() {
+                // actix-web's own hook for its graceful stop: once it
+                // fires, each connection closes after its current response.
+                http = http.graceful_shutdown_signal(move || {
+                    let mut notified = notified.clone();
+                    async move {
+                        // A Stopper dropped unused stops nothing.
+                        if notified.wait_for(|off| *off).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+            http.upgrade(upgrade).finish(map_config(app, |_| AppConfig::default())).tcp()
         })?
         .run())
+}
+
+/// Stops a server made by [`start_stoppable`] in steps.
+pub struct Stopper {
+    handle: ServerHandle,
+    /// The listening socket, shared with the acceptor thread.
+    listener: TcpListener,
+    keep_alive_off: watch::Sender<bool>,
+}
+
+impl Stopper {
+    /// From now on connection attempts are refused (a load balancer that
+    /// retries a refused connection, as nginx does, tries the next node),
+    /// while the connections made are served on, WebSockets included.
+    /// Fails where a listening socket cannot be shut down (only Linux is
+    /// known to allow it); it then closes when the server stops.
+    pub async fn stop_accepting(&self) -> std::io::Result<()> {
+        // Taken off the acceptor first: a dead listener would make it log
+        // an error and retry every 500 ms. The acceptor thread takes the
+        // pause a moment after the server does; what connects meanwhile
+        // waits in the backlog, which the shutdown resets.
+        self.handle.pause().await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        // shutdown(2) takes a socket out of LISTEN at once: connection
+        // attempts are refused and those not yet accepted are reset, yet
+        // the socket stays the acceptor's to drop when the server stops.
+        // (Closing this copy would not do: the acceptor's keeps it open.)
+        socket2::SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read)
+    }
+
+    /// Every HTTP connection closes after its current response (answered
+    /// with `Connection: close`), an idle keep-alive one at once, so that a
+    /// client's next request opens a connection to another node.
+    pub fn close_keep_alive(&self) {
+        self.keep_alive_off.send_replace(true);
+    }
+
+    /// Stops the server: its workers wait for their connections until
+    /// `deadline` at most. False if some were still open then.
+    pub async fn stop(&self, deadline: Instant) -> bool {
+        tokio::time::timeout_at(deadline.into(), self.handle.stop(true)).await.is_ok()
+    }
 }

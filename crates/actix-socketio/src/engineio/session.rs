@@ -38,6 +38,10 @@ pub struct SocketSession<H: EngineHandler> {
     /// Set once the session is ending; on polling the close packet may still
     /// wait for the client's next GET.
     pub(super) closing: Option<CloseReason>,
+    /// Set when the server stops and this session's turn to close has
+    /// come (see `drain`): what the client sends from then on is not
+    /// handled, so that the work in hand can finish before the close.
+    pub(super) draining: bool,
     pub handler: H,
 }
 
@@ -86,6 +90,7 @@ impl<H: EngineHandler> SocketSession<H> {
                 upgrade: None,
                 pong_deadline: None,
                 closing: None,
+                draining: false,
                 handler,
             }
         });
@@ -142,7 +147,11 @@ impl<H: EngineHandler> SocketSession<H> {
         }
         match &mut self.transport {
             Transport::WebSocket(conn) => {
-                conn.close();
+                if reason == CloseReason::ServerShuttingDown {
+                    conn.close_going_away();
+                } else {
+                    conn.close();
+                }
                 ctx.stop();
             }
             Transport::Polling(polling) => {
@@ -186,6 +195,9 @@ impl<H: EngineHandler> SocketSession<H> {
         }
         match packet {
             Packet::Pong => self.pong(ctx),
+            // Dropped with its permit, unanswered: the client's ack fails
+            // with the disconnect, so it knows to send it again elsewhere.
+            Packet::Message(_) | Packet::Binary(_) if self.draining => {}
             Packet::Message(text) => {
                 self.dispatch(ctx, |h, out, ctx| h.message(Incoming::Text(text), permit, out, ctx))
             }

@@ -72,6 +72,9 @@ async fn accept<F: HandlerFactory>(engine: Arc<Engine<F>>, req: Request, mut io:
             return;
         }
         Ok(Route::Polling(_)) => return refuse(io, HttpError::BadRequest).await,
+        Ok(Route::Draining) => {
+            return respond(io, StatusCode::SERVICE_UNAVAILABLE, endpoint::SHUTTING_DOWN).await;
+        }
         Err(e) => return refuse(io, e).await,
     };
     let Some(accept_key) = handshake_key(head) else { return refuse(io, HttpError::BadRequest).await };

@@ -173,8 +173,24 @@ impl WsOutlet {
 
     /// Closes the connection once what is queued has been written.
     pub fn close(&self) {
-        self.lock().close.get_or_insert(CloseCode::Normal);
+        self.close_with(CloseCode::Normal);
+    }
+
+    /// `close` with 1001 (Going Away), the code RFC 6455 gives a server
+    /// that is going down; clients reconnect on any close code alike.
+    pub(super) fn close_going_away(&self) {
+        self.close_with(CloseCode::Away);
+    }
+
+    fn close_with(&self, code: CloseCode) {
+        self.lock().close.get_or_insert(code);
         self.0.wake.wake();
+    }
+
+    /// The session has finished with every message this connection handed
+    /// it (see `inbound`).
+    pub(super) fn is_idle(&self) -> bool {
+        self.0.inflight.is_idle()
     }
 }
 
