@@ -181,10 +181,19 @@ impl Cluster {
 
     /// Starts node `i` (`NODE_ID=node-<i>`), as a restart would.
     pub fn start_node(&self, i: usize) -> Server {
+        self.start_node_on(i, None)
+    }
+
+    /// [`Cluster::start_node`] on `port` if given: where a proxy in front
+    /// expects the node back.
+    pub fn start_node_on(&self, i: usize, port: Option<u16>) -> Server {
         let id = format!("node-{i}");
         let mut vars: Vec<(&str, &str)> = self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         vars.push(("NODE_ID", &id));
-        let node = Server::start(&self.db.url, &vars);
+        let node = match port {
+            Some(port) => Server::start_on(port, &self.db.url, &vars),
+            None => Server::start(&self.db.url, &vars),
+        };
         node.wait_for_line("presence in Redis", Duration::from_secs(10));
         node
     }

@@ -8,6 +8,7 @@
 mod common;
 mod harness;
 mod proxy;
+mod rolling;
 
 use std::time::{Duration, Instant};
 

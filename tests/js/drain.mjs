@@ -55,7 +55,8 @@ async function clients() {
     t.socket.on('disconnect', (reason, details) => mark('disconnect', {
       reason,
       active: t.socket.active,
-      details: details && { message: details.message ?? details.description, status: details.context?.status ?? details.description },
+      // A WebSocket's close code, or a polling request's HTTP status.
+      details: details && { message: details.message ?? details.description, code: details.context?.code, status: details.context?.status },
     }));
     t.socket.io.on('reconnect_attempt', (attempt) => mark('attempt', { attempt }));
     t.socket.io.on('reconnect_error', () => mark('error'));
@@ -161,6 +162,7 @@ scenarios.single = async () => {
     // "io server disconnect" would leave the client disconnected for good.
     assert.equal(gone.reason, 'transport close', `${t.label}: ${JSON.stringify(gone)}`);
     assert.equal(gone.active, true, `${t.label} reconnects by itself`);
+    if (t.kind === 'websocket') assert.equal(gone.details?.code, 1001, `${t.label}: Going Away: ${JSON.stringify(gone)}`);
   }
 };
 

@@ -72,9 +72,23 @@ pub struct Drained {
 
 /// Held by every session of one drain until it has closed: the drain is
 /// over when nobody else holds it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Progress {
+    start: Instant,
+    /// WebSocket sessions closed in one batch.
+    per_batch: usize,
+    /// The next WebSocket session's place, in the order they hear of the
+    /// drain (polling ones take none: they close at once).
+    next: AtomicUsize,
     cut_off: AtomicUsize,
+}
+
+impl Progress {
+    /// When the next WebSocket session to ask closes.
+    fn take_turn(&self, close_by: Instant) -> Instant {
+        let place = self.next.fetch_add(1, Ordering::Relaxed);
+        (self.start + BATCH_EVERY * (place / self.per_batch) as u32).min(close_by)
+    }
 }
 
 impl<F: HandlerFactory> Engine<F> {
@@ -93,17 +107,19 @@ impl<F: HandlerFactory> Engine<F> {
     pub async fn drain(&self, plan: DrainPlan, polling_closed: impl FnOnce()) -> Drained {
         self.draining.store(true, Ordering::Release);
         let start = Instant::now();
-        let progress = Arc::new(Progress::default());
-        let polling = Arc::new(());
         let sessions: Vec<_> = self.sessions.iter().map(|s| (s.key().clone(), s.value().clone())).collect();
         let batches = (plan.close_by.saturating_duration_since(start).as_millis() / BATCH_EVERY.as_millis())
             .max(1) as usize;
         let at_rate = (u128::from(plan.rate) * BATCH_EVERY.as_millis()).div_ceil(1000) as usize;
+        // As if every session were a WebSocket: they fit in time whatever.
         let per_batch = at_rate.max(sessions.len().div_ceil(batches)).max(1);
-        let drain = |at| Drain { at, plan, progress: progress.clone(), polling: Some(polling.clone()) };
+        let progress =
+            Arc::new(Progress { start, per_batch, next: AtomicUsize::new(0), cut_off: AtomicUsize::new(0) });
+        let polling = Arc::new(());
+        let drain = || Drain { plan, progress: progress.clone(), polling: Some(polling.clone()) };
         let mut sent = HashSet::with_capacity(sessions.len());
-        for (i, (sid, session)) in sessions.into_iter().enumerate() {
-            session.do_send(drain(start + BATCH_EVERY * (i / per_batch) as u32));
+        for (sid, session) in sessions {
+            session.do_send(drain());
             sent.insert(sid);
         }
         let mut polling_closed = Some(polling_closed);
@@ -117,7 +133,7 @@ impl<F: HandlerFactory> Engine<F> {
                 rescanned = now;
                 for session in self.sessions.iter() {
                     if sent.insert(session.key().clone()) {
-                        session.value().do_send(drain(now));
+                        session.value().do_send(drain());
                     }
                 }
             }
@@ -146,8 +162,6 @@ impl<F: HandlerFactory> Engine<F> {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Drain {
-    /// When a WebSocket session's batch closes.
-    at: Instant,
     plan: DrainPlan,
     progress: Arc<Progress>,
     /// Held by a polling session until it has closed.
@@ -166,7 +180,7 @@ impl<H: EngineHandler> Handler<Drain> for SocketSession<H> {
             Transport::Polling(_) => now,
             Transport::WebSocket(_) => {
                 drain.polling = None;
-                drain.at
+                drain.progress.take_turn(drain.plan.close_by)
             }
         };
         ctx.run_later(at.saturating_duration_since(now), move |session, ctx| session.drain_step(drain, ctx));

@@ -8,6 +8,7 @@
 //! long-polling transport is in `polling`, the upgrade probe in `probe`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -19,6 +20,10 @@ use super::{
     CloseReason, Engine, EngineConfig, EngineHandler, HandlerFactory, Incoming, Outgoing, Output, Push,
 };
 use crate::protocol::engine::{self, Packet, WsMessage};
+
+/// How long a polling session closed because the server is stopping still
+/// answers the POSTs its client sent before it read the close.
+const LATE_POST_GRACE: Duration = Duration::from_secs(1);
 
 pub(super) enum Transport {
     /// Boxed: most sessions live on a WebSocket, and an idle one should
@@ -156,7 +161,15 @@ impl<H: EngineHandler> SocketSession<H> {
             }
             Transport::Polling(polling) => {
                 if polling.close(reason) {
-                    ctx.stop();
+                    if reason == CloseReason::ServerShuttingDown && ctx.state() == actix::ActorState::Running
+                    {
+                        // A POST the client sent before it read the close
+                        // still gets its "ok": it may read an error for it
+                        // first, and take that for a broken transport.
+                        ctx.run_later(LATE_POST_GRACE, |_, ctx| ctx.stop());
+                    } else {
+                        ctx.stop();
+                    }
                 } else if ctx.state() == actix::ActorState::Running {
                     // The close waits for the next GET, or gives up. Not
                     // while the actor is already stopping (e.g. at
