@@ -23,7 +23,6 @@
 //! 5. The process exits, with 0, by the deadline, whatever is unfinished;
 //!    a second signal exits at once.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -198,14 +197,12 @@ impl Drain<'_> {
 }
 
 /// Waits until `done` holds (true) or `deadline` (false).
-fn until(deadline: Instant, done: impl Fn() -> bool) -> impl Future<Output = bool> {
-    async move {
-        while !done() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(POLL).await;
+async fn until(deadline: Instant, done: impl Fn() -> bool) -> bool {
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
         }
-        true
+        tokio::time::sleep(POLL).await;
     }
+    true
 }
