@@ -2,26 +2,28 @@
 //! client reconnects to another node at once, nothing acknowledged is lost,
 //! and the process exits within `DRAIN_TIMEOUT_SECS`.
 //!
-//! 1. `/readyz` answers 503 (with `Retry-After`) from the signal on.
-//! 2. After `DRAIN_DELAY_MS` (0 by default: nginx, like most balancers,
-//!    retries a refused connection on the next node) the listener closes:
-//!    connection attempts are refused. Connections already made are served
-//!    on, and each HTTP one closes after its current response, idle
-//!    keep-alive ones at once, so that a client's next request (a
-//!    reconnection above all) opens a connection to another node.
-//! 3. The Socket.IO sessions close in batches (`DRAIN_RATE` a second, more
-//!    if that is what it takes to finish in time), each after the work it
-//!    has in hand, `message:send`s included, has been answered, with the
-//!    close that the official client answers by reconnecting after its
-//!    first backoff: "transport close", never "io server disconnect" (see
-//!    `actix_socketio::engineio::DrainPlan`). New sessions are refused
-//!    meanwhile.
-//! 4. The message writer's last batches are stored; in cluster mode the
+//! 1. `/readyz` answers 503 (with `Retry-After`) from the signal on; for
+//!    `DRAIN_DELAY_MS` (0 by default: nginx, like most balancers, retries a
+//!    refused connection on the next node) nothing else changes.
+//! 2. No new Socket.IO session starts, and the polling sessions close, each
+//!    while one of its GETs waits: their clients may need a new connection
+//!    for every request, so the listener waits for them (a second at most).
+//! 3. The listener closes: connection attempts are refused. Connections
+//!    made are served on, and each HTTP one closes after its current
+//!    response, idle keep-alive ones at once, so that a client's next
+//!    request (a reconnection above all) opens a connection elsewhere.
+//! 4. The WebSocket sessions close in batches (`DRAIN_RATE` a second, more
+//!    if that is what it takes to finish in time). Every session closes
+//!    after the work it has in hand, `message:send`s included, has been
+//!    answered, with the close the official client answers by reconnecting
+//!    after its first backoff: "transport close", never "io server
+//!    disconnect" (see `actix_socketio::engineio::DrainPlan`).
+//! 5. The message writer's last batches are stored; in cluster mode the
 //!    node leaves Redis (its users go offline now, not when its heartbeat
 //!    would have expired) and what it had yet to publish is published.
 //!    HTTP requests still running get the time that is left.
-//! 5. The process exits, with 0, by the deadline, whatever is unfinished;
-//!    a second signal exits at once.
+//! 6. The process exits, with 0, by the deadline, whatever is unfinished; a
+//!    second signal exits at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

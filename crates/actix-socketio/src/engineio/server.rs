@@ -1,7 +1,7 @@
 //! The HTTP server: actix-web for every request, except WebSocket upgrades,
 //! which actix-http hands to [`WsRoutes`] with their connection. This is
 //! `actix_web::HttpServer` with that one hook added (it has no way to set
-//! an upgrade handler).
+//! an upgrade handler), and a way to stop it in steps ([`Stopper`]).
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
