@@ -166,3 +166,18 @@ fn sigterm_drains_within_the_bound_and_loses_no_acknowledged_message() {
         assert_eq!(counts.get(*content), Some(&1), "acknowledged {content:?} is stored once");
     }
 }
+
+/// `DRAIN_TIMEOUT_SECS=0`: every socket closed at once, nothing waited for.
+#[test]
+fn a_zero_drain_timeout_exits_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_url = format!("sqlite://{}", dir.path().join("civicpulse.db").display());
+    let mut server = Server::start(&db_url, &[("DRAIN_TIMEOUT_SECS", "0")]);
+    let signalled = std::time::Instant::now();
+    server.terminate();
+    let status = server.wait_exit(Duration::from_secs(10)).expect("the node exits");
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status}; stderr:\n{}", server.stderr());
+    assert!(took < Duration::from_millis(500), "exited {took:?} after SIGTERM");
+    assert!(server.stderr().contains("SIGTERM: draining, exit within 0 s"), "{}", server.stderr());
+}

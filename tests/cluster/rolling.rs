@@ -91,6 +91,13 @@ fn a_rolling_restart_behind_nginx_loses_no_acknowledged_message_and_clients_reco
         );
         assert!(log.contains("left the cluster"), "node {i} left Redis presence; stderr:\n{log}");
         exits.push(took);
+        // Left, not waiting to be reaped: its heartbeat and entry are gone.
+        let id = format!("node-{i}");
+        assert_eq!(
+            cluster.redis.command(&["EXISTS", &format!("{{civicpulse}}:alive:{id}")]).ok().as_deref(),
+            Some("0")
+        );
+        assert_eq!(cluster.redis.command(&["HEXISTS", "{civicpulse}:nodes", &id]).ok().as_deref(), Some("0"));
         drop(node);
         cluster.nodes[i] = Some(cluster.start_node_on(i, Some(port)));
         std::thread::sleep(SETTLE);
