@@ -74,6 +74,9 @@ pub struct Config {
     pub max_buffered_bytes: usize,
     pub workers: usize,
     pub db_pool_size: u32,
+    /// How long a request (or a batch of messages) waits for a database
+    /// connection before it is answered 503.
+    pub db_timeout: Duration,
     /// Register/login/refresh requests per client address per minute (0: off).
     pub auth_rate_per_minute: u32,
     /// Upvotes within `trending_window` that make an issue trend.
@@ -263,6 +266,8 @@ impl Config {
                 0..=1_000_000,
             )?,
             db_pool_size: parse_num(get("DB_POOL_SIZE"), "DB_POOL_SIZE", 10u32, 1..=200)?,
+            db_timeout: parse_num(get("DB_TIMEOUT_MS"), "DB_TIMEOUT_MS", 10_000u64, 100..=600_000)
+                .map(Duration::from_millis)?,
             trending_upvotes: parse_num(get("TRENDING_UPVOTES"), "TRENDING_UPVOTES", 10u32, 1..=1_000_000)?,
             trending_window: parse_num(
                 get("TRENDING_WINDOW_SECS"),
@@ -392,6 +397,7 @@ mod tests {
         assert_eq!(c.database_url, DatabaseUrl::Sqlite("civicpulse.db".into()));
         assert!(c.jwt_secret_generated);
         assert_eq!(c.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(c.db_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -423,6 +429,8 @@ mod tests {
             ("DRAIN_TIMEOUT_SECS", "3601"),
             ("DRAIN_DELAY_MS", "10000"),
             ("DRAIN_RATE", "0"),
+            ("DB_TIMEOUT_MS", "99"),
+            ("DB_TIMEOUT_MS", "600001"),
         ] {
             let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{var}={value}");

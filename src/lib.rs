@@ -72,7 +72,13 @@ impl Services {
             );
         }
         log::info!("opening database {}", config.database_url.redacted());
-        let db = Db::open(&config.database_url, config.db_pool_size)?;
+        let metrics = Arc::new(Metrics::default());
+        let pool = db::PoolOptions {
+            size: config.db_pool_size,
+            timeout: config.db_timeout,
+            stats: metrics.db.clone(),
+        };
+        let db = Db::open(&config.database_url, pool)?;
         let hub = Arc::new(EventHub::default());
         let messages = domain::messages::start_writer(db.clone(), hub.clone())?;
         let domain = Domain {
@@ -84,7 +90,6 @@ impl Services {
             refresh_ttl: config.refresh_token_ttl,
             revocations: Default::default(),
         };
-        let metrics = Arc::new(Metrics::default());
         let metrics_sub = metrics.clone();
         domain.hub.subscribe(move |event| metrics_sub.record_event(event.name()));
         let write_limits =

@@ -34,6 +34,19 @@ pub struct Metrics {
     pub engine: Arc<EngineStats>,
     /// Cluster mode's counters (all zero on a single node).
     pub cluster: Arc<ClusterStats>,
+    /// The database pool's health (`db::Db` counts into it).
+    pub db: Arc<DbStats>,
+}
+
+/// What the database pool counts.
+#[derive(Default)]
+pub struct DbStats {
+    /// 1 while the database answers (the last connection or checkout
+    /// succeeded).
+    pub up: AtomicI64,
+    /// Callers (requests, message batches) that got no connection within
+    /// DB_TIMEOUT_MS and were told the database is unavailable.
+    pub unavailable: AtomicU64,
 }
 
 /// What the cluster link counts: an operator's view of the bus and of
@@ -195,6 +208,18 @@ impl Metrics {
         ] {
             counter(&mut out, &format!("civicpulse_{name}_total"), help, value.load(Ordering::Relaxed));
         }
+        gauge(
+            &mut out,
+            "civicpulse_db_up",
+            "1 while the database answers this node.",
+            self.db.up.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "civicpulse_db_unavailable_total",
+            "Requests and message batches that got no database connection within DB_TIMEOUT_MS.",
+            self.db.unavailable.load(Ordering::Relaxed),
+        );
         self.cluster.render(&mut out);
         let _ = writeln!(
             out,

@@ -5,15 +5,18 @@
 pub mod batch;
 pub mod models;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use diesel::connection::{SimpleConnection, TransactionManager};
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;
 use diesel::r2d2::R2D2Connection;
 use diesel::{PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::config::DatabaseUrl;
+use crate::metrics::DbStats;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// The PostgreSQL advisory lock nodes take turns on to migrate (any number
@@ -32,6 +35,7 @@ pub enum AnyConnection {
 /// (diesel's own manager would try every backend in turn on any URL).
 pub struct Manager {
     url: DatabaseUrl,
+    health: Arc<Health>,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -39,6 +43,25 @@ impl r2d2::ManageConnection for Manager {
     type Error = diesel::ConnectionError;
 
     fn connect(&self) -> Result<AnyConnection, Self::Error> {
+        let connected = self.establish();
+        match &connected {
+            Ok(_) => self.health.answered(),
+            Err(e) => self.health.failed(e),
+        }
+        connected
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
+        conn.ping().map_err(diesel::ConnectionError::CouldntSetupConfiguration)
+    }
+
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+impl Manager {
+    fn establish(&self) -> Result<AnyConnection, diesel::ConnectionError> {
         match &self.url {
             DatabaseUrl::Postgres(url) => PgConnection::establish(url).map(AnyConnection::Postgres),
             DatabaseUrl::Sqlite(path) => {
@@ -54,13 +77,69 @@ impl r2d2::ManageConnection for Manager {
             }
         }
     }
+}
 
-    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
-        conn.ping().map_err(diesel::ConnectionError::CouldntSetupConfiguration)
+/// Whether the database answers, as the pool last found: the one place an
+/// outage is logged, once when it starts and once when it ends, however
+/// many requests it refuses meanwhile.
+struct Health {
+    stats: Arc<DbStats>,
+    /// `stats.unavailable` when the outage began.
+    refused_before: AtomicU64,
+}
+
+impl Health {
+    fn failed(&self, cause: &dyn std::fmt::Display) {
+        if self.stats.up.swap(0, Ordering::Relaxed) == 1 {
+            self.refused_before.store(self.stats.unavailable.load(Ordering::Relaxed), Ordering::Relaxed);
+            log::warn!(target: "civicpulse::db", "database unavailable: {cause}; what needs it is answered 503 until it is back");
+        }
     }
 
-    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
-        conn.is_broken()
+    fn answered(&self) {
+        if self.stats.up.swap(1, Ordering::Relaxed) == 0 {
+            let refused = self.stats.unavailable.load(Ordering::Relaxed)
+                - self
+                    .refused_before
+                    .load(Ordering::Relaxed)
+                    .min(self.stats.unavailable.load(Ordering::Relaxed));
+            log::info!(target: "civicpulse::db", "database answers again; {refused} request(s) found no connection meanwhile");
+        }
+    }
+
+    /// A caller got no connection within the pool's timeout.
+    fn refused(&self, e: &r2d2::Error) {
+        self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+        self.failed(e);
+    }
+}
+
+/// r2d2 logs every failed attempt at error level (a line per retry during
+/// an outage); the manager reports connection failures to [`Health`]
+/// instead, and a pooled connection found dead is simply replaced.
+#[derive(Debug)]
+struct QuietErrors;
+
+impl r2d2::HandleError<diesel::ConnectionError> for QuietErrors {
+    fn handle_error(&self, e: diesel::ConnectionError) {
+        log::debug!(target: "civicpulse::db", "pool: {e}");
+    }
+}
+
+/// How the pool is sized, and how long a caller waits for a connection.
+pub struct PoolOptions {
+    pub size: u32,
+    /// Beyond it the caller is told the database is unavailable (503): a
+    /// request must not hang for as long as an outage lasts.
+    pub timeout: Duration,
+    /// Where the pool's health is counted (the node's `/metrics`).
+    pub stats: Arc<DbStats>,
+}
+
+impl PoolOptions {
+    /// One connection, for the command line.
+    pub fn single() -> Self {
+        Self { size: 1, timeout: Duration::from_secs(10), stats: Default::default() }
     }
 }
 
@@ -84,18 +163,22 @@ pub enum DbError {
 #[derive(Clone)]
 pub struct Db {
     pool: r2d2::Pool<Manager>,
+    health: Arc<Health>,
 }
 
 impl Db {
     /// Opens the pool (failing fast if the database cannot be reached) and
     /// brings the schema up to date.
-    pub fn open(url: &DatabaseUrl, pool_size: u32) -> Result<Self, DbError> {
+    pub fn open(url: &DatabaseUrl, options: PoolOptions) -> Result<Self, DbError> {
+        options.stats.up.store(1, Ordering::Relaxed);
+        let health = Arc::new(Health { stats: options.stats, refused_before: AtomicU64::new(0) });
         let pool = r2d2::Pool::builder()
-            .max_size(pool_size)
+            .max_size(options.size)
             .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(10))
-            .build(Manager { url: url.clone() })?;
-        let db = Self { pool };
+            .connection_timeout(options.timeout)
+            .error_handler(Box::new(QuietErrors))
+            .build(Manager { url: url.clone(), health: health.clone() })?;
+        let db = Self { pool, health };
         db.migrate()?;
         Ok(db)
     }
@@ -133,9 +216,9 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        let db = self.clone();
         actix_web::web::block(move || {
-            let mut conn = pool.get().map_err(|e| E::from(DbError::Unavailable(e)))?;
+            let mut conn = db.get().map_err(E::from)?;
             f(&mut conn)
         })
         .await
@@ -144,7 +227,16 @@ impl Db {
 
     /// Synchronous access, for the command line and the batching writer.
     pub fn get(&self) -> Result<r2d2::PooledConnection<Manager>, DbError> {
-        self.pool.get().map_err(DbError::Unavailable)
+        match self.pool.get() {
+            Ok(conn) => {
+                self.health.answered();
+                Ok(conn)
+            }
+            Err(e) => {
+                self.health.refused(&e);
+                Err(DbError::Unavailable(e))
+            }
+        }
     }
 
     pub async fn ping(&self) -> bool {
@@ -179,6 +271,122 @@ where
                 }
             }
         }
+    }
+}
+
+/// Why a [`Fence::transaction`] failed.
+#[derive(Debug)]
+pub enum FencedError<T, E> {
+    /// Before COMMIT: nothing of it is stored.
+    Failed(E),
+    /// COMMIT went out and no answer came back (the connection was cut):
+    /// it may or may not be stored. `T` is what the transaction made;
+    /// [`Fence::settle`] waits until the outcome is final, after which a
+    /// look at the rows tells which it was.
+    InDoubt(T, diesel::result::Error),
+}
+
+/// The transactions of one writer, made so that the outcome of one whose
+/// COMMIT lost its answer can be known for sure. On PostgreSQL each holds a
+/// transaction-level advisory lock of the writer's own: the server lets go
+/// of it only when that transaction has ended, committed or rolled back, so
+/// once the writer holds it again no earlier transaction of its own can
+/// still commit (a COMMIT stuck in a partitioned link included). SQLite is
+/// a local file: a failed COMMIT there is final at once.
+pub struct Fence {
+    key: i64,
+}
+
+impl Default for Fence {
+    fn default() -> Self {
+        // One per writer and process; two writers sharing one would wait on
+        // each other, and [`Fence::settle`] would end the other's work.
+        Self { key: rand::random() }
+    }
+}
+
+impl Fence {
+    /// A write transaction (on SQLite `BEGIN IMMEDIATE`, as
+    /// [`write_transaction`]) that says whether a failure happened before
+    /// COMMIT or at it.
+    pub fn transaction<T, E, F>(&self, conn: &mut AnyConnection, f: F) -> Result<T, FencedError<T, E>>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+        E: From<diesel::result::Error>,
+    {
+        let begun = match conn {
+            AnyConnection::Postgres(inner) => {
+                let sql = format!("BEGIN; SELECT pg_advisory_xact_lock({})", self.key);
+                let begun = AnsiTransactionManager::begin_transaction_sql(inner, &sql);
+                if begun.is_err() {
+                    // The BEGIN may have run and the lock not: the server
+                    // must not keep an open transaction diesel knows
+                    // nothing of.
+                    let _ = inner.batch_execute("ROLLBACK");
+                }
+                begun
+            }
+            AnyConnection::Sqlite(inner) => {
+                AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")
+            }
+        };
+        begun.map_err(|e| FencedError::Failed(e.into()))?;
+        let result = f(conn);
+        let ended = match (conn, &result) {
+            (AnyConnection::Postgres(inner), Ok(_)) => AnsiTransactionManager::commit_transaction(inner),
+            (AnyConnection::Sqlite(inner), Ok(_)) => AnsiTransactionManager::commit_transaction(inner),
+            // A failed rollback leaves the connection broken (the pool
+            // drops it); the server rolls back when it closes.
+            (AnyConnection::Postgres(inner), Err(_)) => {
+                let _ = AnsiTransactionManager::rollback_transaction(inner);
+                Ok(())
+            }
+            (AnyConnection::Sqlite(inner), Err(_)) => {
+                let _ = AnsiTransactionManager::rollback_transaction(inner);
+                Ok(())
+            }
+        };
+        match (result, ended) {
+            (Ok(value), Ok(())) => Ok(value),
+            (Ok(value), Err(e)) => Err(FencedError::InDoubt(value, e)),
+            (Err(e), _) => Err(FencedError::Failed(e)),
+        }
+    }
+
+    /// Waits until no earlier transaction of this fence can still commit,
+    /// on a connection other than the one that lost its answer; false if
+    /// one still can after a few seconds. A backend that still holds the
+    /// lock after a second has lost its client without noticing yet: it is
+    /// ended.
+    pub fn settle(&self, conn: &mut AnyConnection) -> QueryResult<bool> {
+        if !matches!(conn, AnyConnection::Postgres(_)) {
+            return Ok(true);
+        }
+        // pg_locks shows a bigint advisory key as two 32-bit halves.
+        let (high, low) = ((self.key as u64) >> 32, self.key as u64 & 0xffff_ffff);
+        for attempt in 0..50 {
+            let taken: bool = conn.transaction(|conn| {
+                diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+                    "pg_try_advisory_xact_lock({})",
+                    self.key
+                )))
+                .get_result(conn)
+            })?;
+            if taken {
+                return Ok(true);
+            }
+            if attempt == 10 {
+                let ended = diesel::sql_query(format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+                     AND classid::bigint = {high} AND objid::bigint = {low} AND objsubid = 1 \
+                     AND granted AND pid <> pg_backend_pid()"
+                ))
+                .execute(conn)?;
+                log::warn!(target: "civicpulse::db", "ended database session(s) of a write that outlived its connection: {ended}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(false)
     }
 }
 

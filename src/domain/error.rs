@@ -102,12 +102,14 @@ impl From<DomainError> for WireError {
             DomainError::Unauthorized { code, message } => Self::new(401, code, message),
             DomainError::Forbidden(message) => Self::new(403, "forbidden", message),
             DomainError::Conflict { code, message } => Self::new(409, code, message),
-            // The causes of these two go to the log, once, here (whichever
-            // surface the request came in by), and never to the client.
+            // Causes never go to the client. An outage refuses a flood of
+            // requests; it is logged once, where the pool notices it
+            // (`db::Health`), so each refusal is only a debug line.
             DomainError::Unavailable(cause) => {
-                log::warn!(target: "civicpulse::errors", "database unavailable: {cause}");
+                log::debug!(target: "civicpulse::errors", "unavailable: {cause}");
                 Self::new(503, "unavailable", "the service is temporarily unavailable")
             }
+            // Logged once, here, whichever surface the request came in by.
             DomainError::Internal(cause) => {
                 log::error!(target: "civicpulse::errors", "internal error: {cause}");
                 Self::new(500, "internal", "internal server error")

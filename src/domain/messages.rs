@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use diesel::prelude::*;
 use serde_json::{Map, Value};
@@ -13,7 +14,7 @@ use super::wire::{Author, Message, Page, ReactionCounts, Reactions};
 use super::{Domain, DomainError, DomainResult, Principal, issues as issue};
 use crate::db::batch::Batcher;
 use crate::db::models::{MessageRow, ReactionRow};
-use crate::db::{AnyConnection, Db, insert_unless_duplicate, write_transaction};
+use crate::db::{AnyConnection, Db, Fence, FencedError, insert_unless_duplicate, write_transaction};
 use crate::ids::{self, IdKind};
 use crate::schema::{issues, messages, reactions, users};
 use crate::timestamp::now_ms;
@@ -85,37 +86,146 @@ pub struct Post {
 /// The message writer: one thread that stores posted messages in batches.
 pub type Writer = Batcher<Post>;
 
+/// How soon the writer tries again to learn the outcome of messages in
+/// doubt when nothing else arrives.
+const RESOLVE_RETRY: Duration = Duration::from_millis(500);
+
 /// Starts the writer. It publishes `message:new` after each batch commits,
 /// in the order the messages were submitted.
 pub fn start_writer(db: Db, hub: Arc<EventHub>) -> std::io::Result<Writer> {
-    Batcher::start("civicpulse-messages", 10_000, move |batch| store(&db, &hub, batch))
+    let mut store = Store { db, hub, fence: Fence::default(), in_doubt: Vec::new() };
+    Batcher::start("civicpulse-messages", 10_000, move |batch| store.batch(batch))
 }
 
-fn store(db: &Db, hub: &EventHub, batch: Vec<Post>) {
-    let outcomes = db
-        .get()
-        .map_err(DomainError::from)
-        .and_then(|mut conn| write_transaction(&mut conn, |conn| insert_all(conn, &batch)));
-    let outcomes = match outcomes {
-        Ok(outcomes) => outcomes,
-        // A database error fails the whole transaction: store each message
-        // on its own, so that only the one at fault hears of it.
-        Err(_) if batch.len() > 1 => return batch.into_iter().for_each(|post| store(db, hub, vec![post])),
-        Err(e) => vec![Err(e)],
-    };
-    for (post, author) in batch.into_iter().zip(outcomes) {
+/// The writer's state between batches.
+struct Store {
+    db: Db,
+    hub: Arc<EventHub>,
+    fence: Fence,
+    /// Messages of a batch whose COMMIT lost its answer (the connection
+    /// was cut): stored or not, nobody knows yet. They are answered once
+    /// the database can tell, before anything newer is stored, so that
+    /// every ok is a stored message and every error one that is not.
+    in_doubt: Vec<(Post, Author)>,
+}
+
+impl Store {
+    /// Stores a batch (empty: only a retry of what is in doubt); answers
+    /// when to be called again if nothing new comes.
+    fn batch(&mut self, batch: Vec<Post>) -> Option<Duration> {
+        let mut conn = match self.db.get() {
+            Ok(conn) => conn,
+            Err(e) => {
+                fail(batch, &DomainError::from(e));
+                return self.retry();
+            }
+        };
+        if !self.in_doubt.is_empty()
+            && let Err(e) = self.resolve(&mut conn)
+        {
+            fail(batch, &e);
+            return self.retry();
+        }
+        self.write(&mut conn, batch);
+        self.retry()
+    }
+
+    fn retry(&self) -> Option<Duration> {
+        (!self.in_doubt.is_empty()).then_some(RESOLVE_RETRY)
+    }
+
+    fn write(&mut self, conn: &mut AnyConnection, batch: Vec<Post>) {
+        if batch.is_empty() {
+            return;
+        }
+        match self.fence.transaction(conn, |conn| insert_all(conn, &batch)) {
+            Ok(outcomes) => {
+                for (post, outcome) in batch.into_iter().zip(outcomes) {
+                    self.answer(post, outcome);
+                }
+            }
+            // The database went away: the whole batch is refused, at once
+            // (trying each message on its own would wait for a connection
+            // once per message).
+            Err(FencedError::Failed(e @ DomainError::Unavailable(_))) => fail(batch, &e),
+            // Any other error fails the whole transaction: store each
+            // message on its own, so that only the one at fault hears of it.
+            Err(FencedError::Failed(_)) if batch.len() > 1 => {
+                for post in batch {
+                    self.write(conn, vec![post]);
+                }
+            }
+            Err(FencedError::Failed(e)) => fail(batch, &e),
+            Err(FencedError::InDoubt(outcomes, e)) => {
+                let mut doubtful = 0;
+                for (post, outcome) in batch.into_iter().zip(outcomes) {
+                    match outcome {
+                        Ok(author) => {
+                            doubtful += 1;
+                            self.in_doubt.push((post, author));
+                        }
+                        Err(e) => (post.reply)(Err(e)),
+                    }
+                }
+                log::warn!(target: "civicpulse::messages", "the answer to storing {doubtful} message(s) was lost ({e}); they are answered once the database tells whether they were stored");
+            }
+        }
+    }
+
+    /// Learns which messages in doubt were stored; answers (and publishes)
+    /// each accordingly, in the order they were submitted.
+    fn resolve(&mut self, conn: &mut AnyConnection) -> DomainResult<()> {
+        if !self.fence.settle(conn)? {
+            return Err(DomainError::Unavailable("an earlier write has not ended yet".into()));
+        }
+        let ids: Vec<&String> = self.in_doubt.iter().map(|(post, _)| &post.row.id).collect();
+        let stored: std::collections::HashSet<String> = messages::table
+            .filter(messages::id.eq_any(ids))
+            .select(messages::id)
+            .load(conn)?
+            .into_iter()
+            .collect();
+        log::info!(target: "civicpulse::messages", "of {} message(s) in doubt, {} were stored", self.in_doubt.len(), stored.len());
+        for (post, author) in std::mem::take(&mut self.in_doubt) {
+            let outcome = if stored.contains(&post.row.id) {
+                Ok(author)
+            } else {
+                Err(DomainError::Unavailable("the database went away while it was being stored".into()))
+            };
+            self.answer(post, outcome);
+        }
+        Ok(())
+    }
+
+    fn answer(&self, post: Post, author: DomainResult<Author>) {
         let message = author.map(|author| Message::from_row(post.row, author, Map::new()));
         if let Ok(message) = &message {
             log::debug!(target: "civicpulse::messages", "message={} issue={} by user={}", message.message_id, message.issue_id, message.author.user_id);
-            hub.publish(DomainEvent::MessagePosted(message.clone()));
+            self.hub.publish(DomainEvent::MessagePosted(message.clone()));
         }
         (post.reply)(message);
     }
 }
 
-/// Inserts the batch's messages whose issue and author exist; answers each
-/// one's author or why it was refused. The batch's issues and authors are
-/// looked up with one query each.
+/// Refuses every message of `batch` with `e`.
+fn fail(batch: Vec<Post>, e: &DomainError) {
+    for post in batch {
+        (post.reply)(Err(same(e)));
+    }
+}
+
+/// `e` again, for another message of the same batch.
+fn same(e: &DomainError) -> DomainError {
+    match e {
+        DomainError::Unavailable(cause) => DomainError::Unavailable(cause.clone()),
+        other => DomainError::Internal(other.to_string()),
+    }
+}
+
+/// Inserts the batch's messages whose issue and author exist, with one
+/// statement (one round trip however many there are); answers each one's
+/// author or why it was refused. The batch's issues and authors are looked
+/// up with one query each.
 fn insert_all(conn: &mut AnyConnection, batch: &[Post]) -> DomainResult<Vec<DomainResult<Author>>> {
     let distinct = |field: fn(&MessageRow) -> &String| -> Vec<String> {
         let set: std::collections::BTreeSet<&String> = batch.iter().map(|p| field(&p.row)).collect();
@@ -130,6 +240,7 @@ fn insert_all(conn: &mut AnyConnection, batch: &[Post]) -> DomainResult<Vec<Doma
     let authors: HashMap<String, Author> =
         authors(conn, &distinct(|r| &r.author_id))?.into_iter().map(|a| (a.user_id.clone(), a)).collect();
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut rows = Vec::with_capacity(batch.len());
     for Post { row, .. } in batch {
         if !existing.contains(&row.issue_id) {
             outcomes.push(Err(DomainError::NotFound("issue")));
@@ -140,8 +251,21 @@ fn insert_all(conn: &mut AnyConnection, batch: &[Post]) -> DomainResult<Vec<Doma
             outcomes.push(Err(DomainError::invalid_token()));
             continue;
         };
-        diesel::insert_into(messages::table).values(row).execute(conn)?;
+        rows.push(row);
         outcomes.push(Ok(author.clone()));
+    }
+    match conn {
+        // One statement for all: one round trip to the server.
+        AnyConnection::Postgres(pg) if !rows.is_empty() => {
+            diesel::insert_into(messages::table).values(rows).execute(pg)?;
+        }
+        AnyConnection::Postgres(_) => {}
+        // A local file: no round trips to save.
+        AnyConnection::Sqlite(sqlite) => {
+            for row in rows {
+                diesel::insert_into(messages::table).values(row).execute(sqlite)?;
+            }
+        }
     }
     Ok(outcomes)
 }

@@ -165,11 +165,17 @@ impl Cluster {
 
     /// `vars` go to every node (e.g. a short ping interval).
     pub fn start_with(n: usize, vars: &[(&str, &str)]) -> Self {
+        Self::start_via(n, vars, Redis::url)
+    }
+
+    /// [`Self::start_with`], the nodes reaching Redis at `url(&redis)`
+    /// (a fault test's proxy in front of it).
+    pub fn start_via(n: usize, vars: &[(&str, &str)], url: impl FnOnce(&Redis) -> String) -> Self {
         let redis = Redis::start();
         let db = PgDatabase::create();
         let mut vars: Vec<(String, String)> =
             vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        vars.push(("REDIS_URL".into(), redis.url()));
+        vars.push(("REDIS_URL".into(), url(&redis)));
         vars.push(("RUST_LOG".into(), "info,civicpulse::http=warn".into()));
         let mut cluster = Self { nodes: Vec::new(), redis, db, vars };
         for i in 0..n {

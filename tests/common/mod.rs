@@ -20,11 +20,13 @@
 //!   ([`socket::SocketClient`]), [`TestApp::connect_with_auth`] for refusals;
 //! - [`binary`]: the `civicpulse` binary as a child process, and the one
 //!   `free_port`;
-//! - [`clients`]: the official JS and Python clients as child processes.
+//! - [`clients`]: the official JS and Python clients as child processes;
+//! - [`chaos`]: a TCP proxy that cuts and delays a service for fault tests.
 
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod chaos;
 pub mod clients;
 pub mod socket;
 
