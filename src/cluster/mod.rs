@@ -188,6 +188,9 @@ pub struct Cluster {
     /// No heartbeat has answered or failed yet: the first one is logged
     /// either way.
     first_beat: AtomicBool,
+    /// Events not published since the last publish that went through: an
+    /// outage refuses a stream of them, logged when it starts and ends.
+    failed_since_ok: AtomicU64,
     /// tag → the node's URL (or none), and when it was looked up.
     routes: DashMap<String, (Option<String>, Instant)>,
     pub stats: Arc<ClusterStats>,
@@ -236,6 +239,7 @@ impl Cluster {
             lost: AtomicBool::new(true),
             healthy: AtomicBool::new(false),
             first_beat: AtomicBool::new(true),
+            failed_since_ok: AtomicU64::new(0),
             routes: DashMap::new(),
             stats: metrics.cluster.clone(),
             revoked,
@@ -322,7 +326,17 @@ impl Cluster {
 
     fn not_published(&self, n: u64, why: &str) {
         self.stats.publish_failures.fetch_add(n, Ordering::Relaxed);
-        log::warn!(target: "civicpulse::cluster", "node={} {n} event(s) not published to the cluster: {why}", self.node);
+        if self.failed_since_ok.fetch_add(n, Ordering::Relaxed) == 0 {
+            log::warn!(target: "civicpulse::cluster", "node={} events are not published to the cluster ({why}); counted until they are again", self.node);
+        }
+    }
+
+    fn published(&self, n: u64) {
+        self.stats.published.fetch_add(n, Ordering::Relaxed);
+        let missed = self.failed_since_ok.swap(0, Ordering::Relaxed);
+        if missed > 0 {
+            log::info!(target: "civicpulse::cluster", "node={} events are published again; {missed} were not", self.node);
+        }
     }
 
     async fn publish_loop(self: Arc<Self>, mut outbox: mpsc::Receiver<String>) {
@@ -335,9 +349,7 @@ impl Cluster {
                 pipe.cmd("PUBLISH").arg(&channel).arg(message).ignore();
             }
             match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => {
-                    self.stats.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                }
+                Ok(()) => self.published(batch.len() as u64),
                 Err(e) => {
                     self.not_published(batch.len() as u64, &e.to_string());
                     self.mark_lost();
