@@ -99,7 +99,7 @@ fn main() -> ExitCode {
         Command::Serve => {
             actix_web::rt::System::new().block_on(civicpulse::serve(config)).map_err(|e| e.to_string())
         }
-        Command::Migrate => Db::open(&config.database_url, PoolOptions::single())
+        Command::Migrate => Db::open(&config.database_url, PoolOptions::single(config.db_timeout))
             .map(|_| log::info!("migrations applied"))
             .map_err(|e| e.to_string()),
         Command::User { command: UserCommand::Create { role, email, password, name, city } } => {
@@ -124,7 +124,8 @@ fn create_user(
     name: String,
     city: Option<String>,
 ) -> Result<(), String> {
-    let db = Db::open(&config.database_url, PoolOptions::single()).map_err(|e| e.to_string())?;
+    let db =
+        Db::open(&config.database_url, PoolOptions::single(config.db_timeout)).map_err(|e| e.to_string())?;
     let mut conn = db.get().map_err(|e| e.to_string())?;
     let role = Role::parse(&role).ok_or("unknown role")?;
     let new = NewUser { email, password, display_name: name, city, avatar_url: None, role };
@@ -137,7 +138,8 @@ fn token(config: &Config, user_id: &str) -> Result<(), String> {
     if config.jwt_secret_generated {
         return Err("JWT_SECRET is not set: a token signed with a random secret would be useless".into());
     }
-    let db = Db::open(&config.database_url, PoolOptions::single()).map_err(|e| e.to_string())?;
+    let db =
+        Db::open(&config.database_url, PoolOptions::single(config.db_timeout)).map_err(|e| e.to_string())?;
     let mut conn = db.get().map_err(|e| e.to_string())?;
     let user = users::find_user(&mut conn, user_id).map_err(describe)?.ok_or("no such user")?;
     let keys = civicpulse::auth::TokenKeys::new(&config.jwt_secret, config.access_token_ttl);

@@ -138,8 +138,8 @@ pub struct PoolOptions {
 
 impl PoolOptions {
     /// One connection, for the command line.
-    pub fn single() -> Self {
-        Self { size: 1, timeout: Duration::from_secs(10), stats: Default::default() }
+    pub fn single(timeout: Duration) -> Self {
+        Self { size: 1, timeout, stats: Default::default() }
     }
 }
 
