@@ -98,11 +98,11 @@ impl Health {
 
     fn answered(&self) {
         if self.stats.up.swap(1, Ordering::Relaxed) == 0 {
-            let refused = self.stats.unavailable.load(Ordering::Relaxed)
-                - self
-                    .refused_before
-                    .load(Ordering::Relaxed)
-                    .min(self.stats.unavailable.load(Ordering::Relaxed));
+            let refused = self
+                .stats
+                .unavailable
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.refused_before.load(Ordering::Relaxed));
             log::info!(target: "civicpulse::db", "database answers again; {refused} request(s) found no connection meanwhile");
         }
     }

@@ -10,7 +10,7 @@ use crate::auth::password::HashError;
 use crate::db::DbError;
 
 /// What went wrong, in the domain's words.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DomainError {
     #[error("validation failed")]
     Validation(BTreeMap<String, String>),

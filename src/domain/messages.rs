@@ -210,15 +210,7 @@ impl Store {
 /// Refuses every message of `batch` with `e`.
 fn fail(batch: Vec<Post>, e: &DomainError) {
     for post in batch {
-        (post.reply)(Err(same(e)));
-    }
-}
-
-/// `e` again, for another message of the same batch.
-fn same(e: &DomainError) -> DomainError {
-    match e {
-        DomainError::Unavailable(cause) => DomainError::Unavailable(cause.clone()),
-        other => DomainError::Internal(other.to_string()),
+        (post.reply)(Err(e.clone()));
     }
 }
 
