@@ -116,6 +116,23 @@ pub struct Config {
     /// Sockets closed a second while draining, unless more are needed to
     /// finish within `drain_timeout`.
     pub drain_rate: u32,
+    /// Connections one client address may have open (0: no cap).
+    pub max_connections_per_address: usize,
+    /// Connections served in full; 0: the descriptor limit less what is
+    /// open at start and `fd_reserve` (see `descriptors`).
+    pub max_connections: usize,
+    /// Descriptors kept from client connections: half for connections
+    /// past the limit that only reach /healthz, /readyz and /metrics, half
+    /// for the process's own files and links.
+    pub fd_reserve: usize,
+    /// How long a request body may take to arrive once its head has.
+    pub body_read_timeout: Duration,
+    /// Binary attachments one Socket.IO packet may declare.
+    pub max_binary_attachments: usize,
+    /// Bytes the attachments of one packet may come to.
+    pub max_packet_binary_bytes: usize,
+    /// Bytes of attachments all sockets may hold for incomplete packets.
+    pub max_pending_binary_bytes: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -336,6 +353,33 @@ impl Config {
             drain_timeout,
             drain_delay,
             drain_rate: parse_num(get("DRAIN_RATE"), "DRAIN_RATE", 1000u32, 1..=1_000_000)?,
+            max_connections_per_address: parse_num(
+                get("MAX_CONNECTIONS_PER_ADDRESS"),
+                "MAX_CONNECTIONS_PER_ADDRESS",
+                1000usize,
+                0..=10_000_000,
+            )?,
+            max_connections: parse_num(get("MAX_CONNECTIONS"), "MAX_CONNECTIONS", 0usize, 0..=100_000_000)?,
+            fd_reserve: parse_num(get("FD_RESERVE"), "FD_RESERVE", 128usize, 8..=1_000_000)?,
+            body_read_timeout: millis("BODY_READ_TIMEOUT_MS", 15_000)?,
+            max_binary_attachments: parse_num(
+                get("MAX_BINARY_ATTACHMENTS"),
+                "MAX_BINARY_ATTACHMENTS",
+                10usize,
+                0..=1000,
+            )?,
+            max_packet_binary_bytes: parse_num(
+                get("MAX_PACKET_BINARY_BYTES"),
+                "MAX_PACKET_BINARY_BYTES",
+                1_000_000usize,
+                1..=1_000_000_000,
+            )?,
+            max_pending_binary_bytes: parse_num(
+                get("MAX_PENDING_BINARY_BYTES"),
+                "MAX_PENDING_BINARY_BYTES",
+                32usize << 20,
+                1..=100_000_000_000,
+            )?,
         })
     }
 }
@@ -431,6 +475,13 @@ mod tests {
             ("DRAIN_RATE", "0"),
             ("DB_TIMEOUT_MS", "99"),
             ("DB_TIMEOUT_MS", "600001"),
+            ("MAX_CONNECTIONS_PER_ADDRESS", "-1"),
+            ("MAX_CONNECTIONS", "many"),
+            ("FD_RESERVE", "4"),
+            ("BODY_READ_TIMEOUT_MS", "0"),
+            ("MAX_BINARY_ATTACHMENTS", "1001"),
+            ("MAX_PACKET_BINARY_BYTES", "0"),
+            ("MAX_PENDING_BINARY_BYTES", "0"),
         ] {
             let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{var}={value}");

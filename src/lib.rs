@@ -5,14 +5,15 @@
 //! actors and the socket app (subscribers of domain events) → HTTP.
 //!
 //! Modules depend only on those below them: ids, timestamp, config,
-//! metrics, limits → auth → db → domain → protocol → cluster → actors → realtime →
-//! http → shutdown → this file (and main.rs).
+//! descriptors, metrics, limits → auth → db → domain → protocol → cluster →
+//! actors → realtime → http → shutdown → this file (and main.rs).
 
 pub mod actors;
 pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod db;
+pub mod descriptors;
 pub mod domain;
 pub mod http;
 pub mod ids;
@@ -26,10 +27,10 @@ pub mod timestamp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix::Addr;
-use actix_socketio::engineio::server::{Stopper, start_stoppable};
+use actix_socketio::engineio::server::{Stopper, start_stoppable_with};
 use actix_web::{App, dev::ServerHandle, web};
 
 use config::Config;
@@ -165,7 +166,8 @@ fn http_server(
     let write_limits = services.write_limits.clone();
     let bound = listener.local_addr()?;
     let ws = actix_socketio::engineio::upgrade::WsRoutes::default().engine("/socket.io/", socket_io.clone());
-    let (server, stopper) = start_stoppable(listener, services.config.workers, ws, move || {
+    let (workers, limits) = (services.config.workers, server_limits(services));
+    let (server, stopper) = start_stoppable_with(listener, workers, ws, limits, move || {
         App::new()
             .app_data(web::Data::new(s.domain.clone()))
             .app_data(auth_limit.clone())
@@ -192,6 +194,22 @@ fn http_server(
             .configure(http::routes)
     })?;
     Ok((server, bound, stopper))
+}
+
+/// The caps on connections and request bodies (see
+/// `actix_socketio::engineio::limits`).
+fn server_limits(services: &Services) -> actix_socketio::engineio::limits::ServerLimits {
+    let config = &services.config;
+    let connections = descriptors::connection_limits(config);
+    services.metrics.connection_limit.store(connections.max_connections as u64, Ordering::Relaxed);
+    actix_socketio::engineio::limits::ServerLimits {
+        max_connections: connections.max_connections,
+        reserve: connections.reserve,
+        max_per_address: config.max_connections_per_address,
+        body_read_timeout: Some(config.body_read_timeout),
+        ops_paths: ["/healthz", "/readyz", "/metrics"].map(String::from).to_vec(),
+        stats: services.metrics.server.clone(),
+    }
 }
 
 fn cors(origins: &[String]) -> actix_cors::Cors {

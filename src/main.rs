@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use actix_socketio::engineio::limits::AcceptErrorLog;
 use civicpulse::config::Config;
 use civicpulse::db::{Db, PoolOptions};
 use civicpulse::domain::users::{self, NewUser};
@@ -76,9 +77,16 @@ fn keep_large_allocations_returnable() {
 
 fn main() -> ExitCode {
     keep_large_allocations_returnable();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
-        .init();
+        .build();
+    // At least errors, so that actix-server's accept errors are counted.
+    let level = logger.filter().max(log::LevelFilter::Error);
+    // actix-server logs every failed accept() (every 500 ms while out of
+    // descriptors): one line per episode instead, and a count in /metrics.
+    if log::set_boxed_logger(Box::new(AcceptErrorLog(logger))).is_ok() {
+        log::set_max_level(level);
+    }
     let cli = Cli::parse();
 
     let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use actix_socketio::engineio::EngineStats;
+use actix_socketio::engineio::limits::{self, ServerStats};
 use dashmap::DashMap;
 
 #[derive(Default)]
@@ -32,6 +33,10 @@ pub struct Metrics {
     pub sockets_revoked: AtomicU64,
     /// Handed to the Socket.IO engine, which counts into it.
     pub engine: Arc<EngineStats>,
+    /// Handed to the HTTP server, whose connection caps count into it.
+    pub server: Arc<ServerStats>,
+    /// MAX_CONNECTIONS as the server runs with it.
+    pub connection_limit: AtomicU64,
     /// Cluster mode's counters (all zero on a single node).
     pub cluster: Arc<ClusterStats>,
     /// The database pool's health (`db::Db` counts into it).
@@ -115,6 +120,75 @@ impl ClusterStats {
 }
 
 impl Metrics {
+    /// The caps on connections, request bodies and binary attachments:
+    /// what is held now, and one counter per kind of refusal.
+    fn render_caps(&self, out: &mut String) {
+        let (server, engine) = (&self.server, &self.engine);
+        let load = |v: &std::sync::atomic::AtomicUsize| v.load(Ordering::Relaxed) as u64;
+        for (name, help, value) in [
+            (
+                "open_connections",
+                "Client connections open (and links forwarded sockets hold).",
+                load(&server.open_connections),
+            ),
+            (
+                "overflow_connections",
+                "Connections past MAX_CONNECTIONS, served /healthz, /readyz and /metrics only.",
+                load(&server.overflow_connections),
+            ),
+            ("max_connections", "MAX_CONNECTIONS in force.", self.connection_limit.load(Ordering::Relaxed)),
+            (
+                "pending_binary_bytes",
+                "Bytes of binary attachments held for incomplete packets.",
+                load(&engine.pending_binary_bytes),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP civicpulse_{name} {help}\n# TYPE civicpulse_{name} gauge\ncivicpulse_{name} {value}"
+            );
+        }
+        let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        for (name, help, value) in [
+            (
+                "address_connection_refusals",
+                "Connections answered 429: their address had MAX_CONNECTIONS_PER_ADDRESS open.",
+                load(&server.address_refusals),
+            ),
+            (
+                "capacity_refusals",
+                "Requests answered 503 past MAX_CONNECTIONS (all but /healthz, /readyz, /metrics).",
+                load(&server.capacity_refusals),
+            ),
+            (
+                "reserve_drops",
+                "Connections closed at accept: past MAX_CONNECTIONS and the reserve too.",
+                load(&server.reserve_drops),
+            ),
+            ("accept_errors", "Times accept() failed (out of descriptors).", limits::accept_errors()),
+            (
+                "body_timeouts",
+                "Request bodies not received within BODY_READ_TIMEOUT_MS (answered 408).",
+                load(&server.body_timeouts),
+            ),
+            (
+                "binary_packet_refusals",
+                "Sockets closed for a packet past MAX_BINARY_ATTACHMENTS or MAX_PACKET_BINARY_BYTES.",
+                load(&engine.binary_packet_refusals),
+            ),
+            (
+                "binary_budget_refusals",
+                "Sockets closed because incomplete binary packets would pass MAX_PENDING_BINARY_BYTES.",
+                load(&engine.binary_budget_refusals),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP civicpulse_{name}_total {help}\n# TYPE civicpulse_{name}_total counter\ncivicpulse_{name}_total {value}"
+            );
+        }
+    }
+
     pub fn record_http(&self, route: &str, status: u16) {
         if let Some(counter) = self.http_requests.get(&(route.to_string(), status)) {
             counter.fetch_add(1, Ordering::Relaxed);
@@ -220,6 +294,7 @@ impl Metrics {
             "Requests and message batches that got no database connection within DB_TIMEOUT_MS.",
             self.db.unavailable.load(Ordering::Relaxed),
         );
+        self.render_caps(&mut out);
         self.cluster.render(&mut out);
         let _ = writeln!(
             out,

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use actix_socketio::engineio::endpoint::discard_body;
+use actix_socketio::engineio::limits::body_timeout;
 
 use super::error::ApiError;
 use super::rate_limit::WriteLimits;
@@ -88,8 +89,14 @@ impl FromRequest for JsonBody {
             }
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk =
-                    chunk.map_err(|e| ApiError::malformed(format!("could not read the body: {e}")))?;
+                let chunk = chunk.map_err(|e| match body_timeout(&e) {
+                    Some(timeout) => ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        format!("the request body did not arrive within {} ms", timeout.as_millis()),
+                    ),
+                    None => ApiError::malformed(format!("could not read the body: {e}")),
+                })?;
                 if body.len() + chunk.len() > MAX_BODY_BYTES {
                     discard_body(&mut payload, body.len() + chunk.len(), DISCARD_BYTES).await;
                     return Err(too_large());

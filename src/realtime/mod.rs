@@ -24,7 +24,7 @@ use crate::ids::{self, IdKind};
 use crate::metrics::Metrics;
 use crate::protocol::events::{self as names, Audience, error_ack, server_event, wire_error_ack};
 use actix_socketio::engineio::{Engine, EngineConfig, InboundPermit};
-use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
+use actix_socketio::socketio::{BinaryLimits, Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
 
 /// The Socket.IO engine serving CivicPulse.
 pub type CivicEngine = Engine<SocketIoFactory<CivicApp>>;
@@ -106,7 +106,13 @@ pub fn start(
         stats: metrics.engine.clone(),
         ..EngineConfig::default()
     };
-    let factory = SocketIoFactory { app: Arc::new(app), connect_timeout: config.connect_timeout };
+    let binary = Arc::new(BinaryLimits {
+        max_attachments: config.max_binary_attachments,
+        max_packet_bytes: config.max_packet_binary_bytes,
+        max_pending_bytes: config.max_pending_binary_bytes,
+        stats: metrics.engine.clone(),
+    });
+    let factory = SocketIoFactory { app: Arc::new(app), connect_timeout: config.connect_timeout, binary };
     match fanout.cluster() {
         // No sticky sessions: a request for another node's session is
         // forwarded to it.

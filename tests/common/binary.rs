@@ -74,10 +74,34 @@ impl Server {
     /// Starts the binary over `database_url` with the test secret, two
     /// workers and `vars`; waits for `/healthz`.
     pub fn start(database_url: &str, vars: &[(&str, &str)]) -> Self {
+        Self::start_configured(database_url, vars, &|_| {})
+    }
+
+    /// [`Self::start`] with at most `descriptors` open files (RLIMIT_NOFILE,
+    /// soft and hard), as a process started under `ulimit -n` has.
+    pub fn start_with_descriptor_limit(database_url: &str, vars: &[(&str, &str)], descriptors: u64) -> Self {
+        use std::os::unix::process::CommandExt;
+        Self::start_configured(database_url, vars, &move |command| {
+            let limit = libc::rlimit { rlim_cur: descriptors, rlim_max: descriptors };
+            // SAFETY: setrlimit is async-signal-safe, and the closure
+            // touches nothing else between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        })
+    }
+
+    fn start_configured(database_url: &str, vars: &[(&str, &str)], configure: &dyn Fn(&mut Command)) -> Self {
         let mut last_failure = String::new();
         // A port found free can be taken before the child binds it: retry.
         for _ in 0..3 {
-            match Self::try_start(free_port(), database_url, vars) {
+            match Self::try_start(free_port(), database_url, vars, configure) {
                 Ok(server) => return server,
                 Err(e) => last_failure = e,
             }
@@ -87,11 +111,16 @@ impl Server {
 
     /// [`Server::start`] on `port`, where a restarted node is expected.
     pub fn start_on(port: u16, database_url: &str, vars: &[(&str, &str)]) -> Self {
-        Self::try_start(port, database_url, vars)
+        Self::try_start(port, database_url, vars, &|_| {})
             .unwrap_or_else(|e| panic!("the civicpulse binary did not come up on port {port}: {e}"))
     }
 
-    fn try_start(port: u16, database_url: &str, vars: &[(&str, &str)]) -> Result<Self, String> {
+    fn try_start(
+        port: u16,
+        database_url: &str,
+        vars: &[(&str, &str)],
+        configure: &dyn Fn(&mut Command),
+    ) -> Result<Self, String> {
         let port = port.to_string();
         let mut all = vec![
             ("HOST", "127.0.0.1"),
@@ -101,7 +130,9 @@ impl Server {
             ("JWT_SECRET", secret()),
         ];
         all.extend_from_slice(vars);
-        let mut child = command(&all)
+        let mut command = command(&all);
+        configure(&mut command);
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -119,6 +119,7 @@ fn main() -> std::io::Result<()> {
         SocketIoFactory {
             app: Arc::new(EchoApp),
             connect_timeout: Duration::from_millis(args.connect_timeout),
+            binary: Default::default(),
         },
     );
     log::info!("protocol_echo listening on 127.0.0.1:{}", args.port);

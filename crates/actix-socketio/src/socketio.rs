@@ -7,17 +7,18 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::engineio::{
-    CloseReason, EngineHandler, HandlerFactory, InboundPermit, Incoming, Outgoing, Output, Push,
+    CloseReason, EngineHandler, EngineStats, HandlerFactory, InboundPermit, Incoming, Outgoing, Output, Push,
     SessionHandle, SharedMessage, SocketSession,
 };
-use crate::protocol::socket::{Decoder, Packet, PacketKind};
+use crate::protocol::socket::{Decoder, MAX_ATTACHMENTS, Packet, PacketKind, SocketError};
 
 /// How long a client refused with `close` has to leave by itself.
 const REFUSED_CLOSE_GRACE: Duration = Duration::from_millis(500);
@@ -175,6 +176,36 @@ pub fn encode_shared(packet: &Packet) -> Arc<SharedMessage> {
     SharedMessage::message(&packet.encode(), attachments)
 }
 
+/// What binary attachments clients may make the server hold. A packet's
+/// attachments are held until its last one arrives, for as long as the
+/// client keeps that one back: each packet is bounded, and so is what all
+/// the sessions of the engine hold at once. A session past either byte
+/// bound is sent CONNECT_ERROR (its client's `connect_error`, with
+/// `data.code`) and closed; one past `max_attachments` is closed without
+/// a packet, as the reference parser does.
+#[derive(Debug, Clone)]
+pub struct BinaryLimits {
+    /// Attachments one packet may declare.
+    pub max_attachments: usize,
+    /// Bytes the attachments of one packet may come to.
+    pub max_packet_bytes: usize,
+    /// Bytes of attachments all sessions may hold for incomplete packets.
+    pub max_pending_bytes: usize,
+    /// Where the bytes held are accounted, and refusals counted.
+    pub stats: Arc<EngineStats>,
+}
+
+impl Default for BinaryLimits {
+    fn default() -> Self {
+        Self {
+            max_attachments: MAX_ATTACHMENTS,
+            max_packet_bytes: 1_000_000,
+            max_pending_bytes: 32 << 20,
+            stats: Arc::default(),
+        }
+    }
+}
+
 /// Called with the client's ack arguments (alias for clippy's type_complexity).
 type AckCallback = Box<dyn FnOnce(Vec<Value>) + Send>;
 
@@ -191,6 +222,10 @@ pub struct SocketIo<A: SocketApp> {
     session: SessionHandle<Self>,
     connect_timeout: Duration,
     decoder: Decoder,
+    binary: Arc<BinaryLimits>,
+    /// The bytes of the decoder's incomplete packet counted in the
+    /// engine's `pending_binary_bytes`.
+    held: usize,
     /// The namespaces joined: almost always just one, so a list (a hash
     /// map would cost a kilobyte per idle connection).
     sockets: Vec<Connected<A>>,
@@ -311,6 +346,74 @@ impl<A: SocketApp> SocketIo<A> {
     }
 }
 
+/// Which bound on binary attachments a session went past.
+#[derive(Debug, Clone, Copy)]
+enum BinaryRefusal {
+    Packet,
+    Budget,
+}
+
+impl<A: SocketApp> SocketIo<A> {
+    /// Accounts for the decoder holding `bytes` now; false, holding
+    /// nothing more, when that would take the engine past its budget.
+    fn hold(&mut self, bytes: usize) -> bool {
+        let pending = &self.binary.stats.pending_binary_bytes;
+        if bytes <= self.held {
+            pending.fetch_sub(self.held - bytes, Ordering::AcqRel);
+            self.held = bytes;
+            return true;
+        }
+        let more = bytes - self.held;
+        let max = self.binary.max_pending_bytes;
+        let taken = pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+            now.checked_add(more).filter(|total| *total <= max)
+        });
+        if taken.is_ok() {
+            self.held = bytes;
+        }
+        taken.is_ok()
+    }
+
+    /// Closes a session that went past a bound on binary attachments,
+    /// telling its client why first. Logged here, once: the session ends.
+    fn refuse_binary(&mut self, refusal: BinaryRefusal, out: &mut Output) {
+        let limits = &self.binary;
+        let (code, message) = match refusal {
+            BinaryRefusal::Packet => {
+                limits.stats.binary_packet_refusals.fetch_add(1, Ordering::Relaxed);
+                (
+                    "payload_too_large",
+                    format!(
+                        "the binary attachments of a packet may come to {} bytes at most",
+                        limits.max_packet_bytes
+                    ),
+                )
+            }
+            BinaryRefusal::Budget => {
+                limits.stats.binary_budget_refusals.fetch_add(1, Ordering::Relaxed);
+                (
+                    "over_capacity",
+                    format!(
+                        "the server holds {} bytes of incomplete binary packets, its limit; try again later",
+                        limits.max_pending_bytes
+                    ),
+                )
+            }
+        };
+        log::warn!("sid={} binary packet refused ({code}): {message}; closing the session", self.session.sid);
+        // The packet is dropped now, not when the session ends.
+        self.decoder = Decoder::with_limits(limits.max_attachments, limits.max_packet_bytes);
+        self.hold(0);
+        let namespaces: Vec<Arc<str>> = self.sockets.iter().map(|s| s.handle.namespace.clone()).collect();
+        let namespaces = if namespaces.is_empty() { vec![Arc::from("/")] } else { namespaces };
+        for namespace in namespaces {
+            let packet = Packet::connect_error_with_data(&namespace, &message, json!({ "code": code }));
+            out.frames.extend(frames(&packet));
+        }
+        out.close(CloseReason::ForcedClose);
+    }
+}
+
 impl<A: SocketApp> EngineHandler for SocketIo<A> {
     fn opened(&mut self, _: &mut Output, ctx: &mut Context<SocketSession<Self>>) {
         self.connect_timer = Some(ctx.run_later(self.connect_timeout, |session, ctx| {
@@ -331,6 +434,9 @@ impl<A: SocketApp> EngineHandler for SocketIo<A> {
             Incoming::Text(text) => self.decoder.feed_text(&text),
             Incoming::Binary(bytes) => self.decoder.feed_binary(bytes),
         };
+        if !self.hold(self.decoder.pending_bytes()) {
+            return self.refuse_binary(BinaryRefusal::Budget, out);
+        }
         match decoded {
             Ok(Some(packet)) => {
                 // The permit of a binary event's last piece stands for the
@@ -343,6 +449,17 @@ impl<A: SocketApp> EngineHandler for SocketIo<A> {
                 }
             }
             Ok(None) => {}
+            Err(SocketError::TooManyAttachments(max)) => {
+                // The reference parser's own bound: closed as it closes,
+                // without a packet, but counted like the other caps.
+                self.binary.stats.binary_packet_refusals.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "sid={} binary packet refused: more than {max} attachments; closing",
+                    self.session.sid
+                );
+                out.close(CloseReason::ForcedClose);
+            }
+            Err(SocketError::AttachmentsTooLarge(_)) => self.refuse_binary(BinaryRefusal::Packet, out),
             Err(e) => {
                 log::debug!("sid={} malformed packet: {e}", self.session.sid);
                 out.close(CloseReason::ForcedClose);
@@ -351,6 +468,7 @@ impl<A: SocketApp> EngineHandler for SocketIo<A> {
     }
 
     fn closed(&mut self, reason: CloseReason) {
+        self.hold(0);
         for socket in self.sockets.drain(..) {
             self.app.disconnect(socket.state, &socket.handle, reason.as_str());
         }
@@ -361,6 +479,7 @@ impl<A: SocketApp> EngineHandler for SocketIo<A> {
 pub struct SocketIoFactory<A: SocketApp> {
     pub app: Arc<A>,
     pub connect_timeout: Duration,
+    pub binary: Arc<BinaryLimits>,
 }
 
 impl<A: SocketApp> HandlerFactory for SocketIoFactory<A> {
@@ -371,7 +490,9 @@ impl<A: SocketApp> HandlerFactory for SocketIoFactory<A> {
             app: self.app.clone(),
             session,
             connect_timeout: self.connect_timeout,
-            decoder: Decoder::new(),
+            decoder: Decoder::with_limits(self.binary.max_attachments, self.binary.max_packet_bytes),
+            binary: self.binary.clone(),
+            held: 0,
             sockets: Vec::new(),
             ever_connected: false,
             connect_timer: None,

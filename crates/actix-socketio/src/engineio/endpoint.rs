@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::SocketSession;
 use super::forward::Forward;
+use super::limits;
 use super::polling::{PollGet, PostBody, PostStart};
 use super::router::FORWARDED_HEADER;
 use super::{Engine, EngineHandler, HandlerFactory};
@@ -173,8 +174,11 @@ async fn post<H: EngineHandler>(
                     outcome = Some(PostBody::TooLarge);
                     break;
                 }
-                Err(_) => {
-                    outcome = Some(PostBody::NotText);
+                Err(e) => {
+                    outcome = Some(match limits::body_timeout(&e) {
+                        Some(timeout) => PostBody::TimedOut(timeout),
+                        None => PostBody::NotText,
+                    });
                     break;
                 }
             }
@@ -182,7 +186,19 @@ async fn post<H: EngineHandler>(
         outcome.unwrap_or(PostBody::Received(body.freeze()))
     };
     let too_large = matches!(outcome, PostBody::TooLarge);
-    match session.send(outcome).await {
+    let timed_out = match outcome {
+        PostBody::TimedOut(timeout) => Some(timeout),
+        _ => None,
+    };
+    let answer = session.send(outcome).await;
+    if let Some(timeout) = timed_out {
+        // The session is closed (its stream lost a piece), and the server
+        // closes the connection (see `limits`).
+        return HttpResponse::RequestTimeout()
+            .content_type("application/json")
+            .body(limits::body_timeout_body(timeout));
+    }
+    match answer {
         Ok(Ok(_)) if too_large => HttpResponse::PayloadTooLarge().finish(),
         Ok(Ok(inflight)) => {
             // Answered once the application is below its bound on messages

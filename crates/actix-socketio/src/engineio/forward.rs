@@ -20,6 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::EngineConfig;
+use super::limits::Slot;
 use super::router::{FORWARDED_HEADER, SessionRouter};
 
 /// How much longer than `ping_interval + ping_timeout` a forwarded request
@@ -93,12 +94,15 @@ impl Forward {
 
     /// Hands an upgrade request and its connection to the owner, which
     /// answers it; the connection back when the owner cannot be found or
-    /// reached, to be refused.
+    /// reached, to be refused. `slot` (the connection's place in the
+    /// server's count) goes with the relay, and the link to the owner is
+    /// counted too: it is a descriptor per socket as well.
     pub(crate) async fn upgrade(
         self,
         head: &RequestHead,
         mut io: TcpStream,
         early: BytesMut,
+        slot: Slot,
     ) -> Result<(), TcpStream> {
         let Some(base) = self.owner().await else { return Err(io) };
         let mut owner = match connect(&base).await {
@@ -119,7 +123,9 @@ impl Forward {
         let _ = owner.set_nodelay(true);
         // The socket outlives the request, as a local one does (`ws::spawn`).
         let sid = self.sid;
+        let upstream = slot.upstream();
         actix_rt::spawn(async move {
+            let _counted = (slot, upstream);
             if let Err(e) = tokio::io::copy_bidirectional(&mut io, &mut owner).await {
                 log::debug!("sid={sid} forwarded websocket ended: {e}");
             }

@@ -14,6 +14,8 @@
 //! - `endpoint`: the HTTP entry point (handshake, polling GET and POST).
 //! - `upgrade`: WebSocket upgrades, taken off the HTTP layer.
 //! - `server`: the HTTP server with that bypass built in.
+//! - `limits`: the server's caps on connections (per address, in all,
+//!   with a reserve for health checks) and on slow request bodies.
 //! - `router`: which node owns a session, when several nodes serve one
 //!   endpoint without sticky sessions ([`SessionRouter`], the sid format).
 //! - `forward`: requests for another node's session, passed to it.
@@ -22,6 +24,7 @@ mod drain;
 pub mod endpoint;
 mod forward;
 mod inbound;
+pub mod limits;
 mod polling;
 mod probe;
 pub mod router;
@@ -30,7 +33,7 @@ pub mod session;
 pub mod upgrade;
 pub mod ws;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -78,6 +81,15 @@ pub struct EngineStats {
     /// forwarded (no live node with the tag, or it did not answer); they
     /// were answered "Session ID unknown".
     pub forward_failures: AtomicU64,
+    /// Bytes of binary attachments held for packets still incomplete, by
+    /// every session (see `socketio::BinaryLimits`).
+    pub pending_binary_bytes: AtomicUsize,
+    /// Sessions closed for a packet with more attachments, or more bytes
+    /// of them, than one may have.
+    pub binary_packet_refusals: AtomicU64,
+    /// Sessions closed because the attachments held by all of them would
+    /// have gone past their budget.
+    pub binary_budget_refusals: AtomicU64,
 }
 
 impl EngineStats {

@@ -211,6 +211,9 @@ pub(crate) enum PostBody {
     TooLarge,
     /// Not a text payload (e.g. `application/octet-stream`): the session is closed.
     NotText,
+    /// Not all there within the server's body timeout: what arrived is
+    /// lost, so the session is closed.
+    TimedOut(std::time::Duration),
 }
 
 impl<H: EngineHandler> Handler<PostBody> for SocketSession<H> {
@@ -228,6 +231,10 @@ impl<H: EngineHandler> Handler<PostBody> for SocketSession<H> {
         let packets = match body {
             PostBody::TooLarge => return Ok(inflight),
             PostBody::NotText => Err(()),
+            PostBody::TimedOut(_) => {
+                self.close(CloseReason::TransportError, ctx);
+                return Err(HttpError::BadRequest);
+            }
             PostBody::Received(bytes) => std::str::from_utf8(&bytes)
                 .map_err(|_| ())
                 .and_then(|text| engine::decode_payload(text).map_err(|_| ())),

@@ -1,18 +1,25 @@
 //! The HTTP server: actix-web for every request, except WebSocket upgrades,
 //! which actix-http hands to [`WsRoutes`] with their connection. This is
 //! `actix_web::HttpServer` with that one hook added (it has no way to set
-//! an upgrade handler), and a way to stop it in steps ([`Stopper`]).
+//! an upgrade handler), a way to stop it in steps ([`Stopper`]), and the
+//! caps of `limits` applied to every connection as it is accepted and to
+//! every request before the app.
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use actix_http::body::MessageBody;
-use actix_http::{HttpService, Request, Response};
-use actix_service::{IntoServiceFactory, ServiceFactory, ServiceFactoryExt, fn_service, map_config};
+use actix_http::body::{EitherBody, MessageBody};
+use actix_http::{ConnectionType, HttpService, Request, Response};
+use actix_service::{
+    IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt, apply_fn_factory, fn_service, map_config,
+};
 use actix_web::dev::{AppConfig, Server, ServerHandle};
+use futures_util::future::{FutureExt, LocalBoxFuture};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::limits::{self, Admission, Conn, ConnInfo, ServerLimits, Table};
 use super::upgrade::WsRoutes;
 
 /// Connections the kernel may queue before they are accepted.
@@ -33,7 +40,7 @@ pub fn bind(addr: &str) -> std::io::Result<TcpListener> {
 
 /// Serves `app` on `listener` with `workers` threads; upgrade requests go
 /// to `ws`. The caller runs the returned server. actix stops it on SIGTERM
-/// (gracefully) and SIGINT.
+/// (gracefully) and SIGINT. Nothing is capped.
 pub fn start<F, I, S, B>(
     listener: TcpListener,
     workers: usize,
@@ -51,12 +58,12 @@ where
     S::Service: 'static,
     B: MessageBody + 'static,
 {
-    build(listener, workers, ws, app, None)
+    build(listener, workers, ws, ServerLimits::default(), app, None)
 }
 
 /// [`start`] for an application that stops the server itself, in the
 /// steps of the [`Stopper`], and closes its sessions in between (see
-/// `Engine::drain`). actix handles no signal.
+/// `Engine::drain`). actix handles no signal. Nothing is capped.
 pub fn start_stoppable<F, I, S, B>(
     listener: TcpListener,
     workers: usize,
@@ -74,9 +81,31 @@ where
     S::Service: 'static,
     B: MessageBody + 'static,
 {
+    start_stoppable_with(listener, workers, ws, ServerLimits::default(), app)
+}
+
+/// [`start_stoppable`] with `limits` on connections and request bodies.
+pub fn start_stoppable_with<F, I, S, B>(
+    listener: TcpListener,
+    workers: usize,
+    ws: WsRoutes,
+    limits: ServerLimits,
+    app: F,
+) -> std::io::Result<(Server, Stopper)>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    <S::Service as actix_service::Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
     let listening = listener.try_clone()?;
     let (keep_alive_off, notified) = watch::channel(false);
-    let server = build(listener, workers, ws, app, Some(notified))?;
+    let server = build(listener, workers, ws, limits, app, Some(notified))?;
     let stopper = Stopper { handle: server.handle(), listener: listening, keep_alive_off };
     Ok((server, stopper))
 }
@@ -85,6 +114,7 @@ fn build<F, I, S, B>(
     listener: TcpListener,
     workers: usize,
     ws: WsRoutes,
+    limits: ServerLimits,
     app: F,
     keep_alive_off: Option<watch::Receiver<bool>>,
 ) -> std::io::Result<Server>
@@ -99,6 +129,7 @@ where
     S::Service: 'static,
     B: MessageBody + 'static,
 {
+    let table = Table::new(limits);
     let mut server = actix_server::Server::build().workers(workers).shutdown_timeout(10);
     if keep_alive_off.is_some() {
         server = server.disable_signals();
@@ -114,12 +145,16 @@ where
                 }
             });
             let app = app().into_factory().map_err(|err| err.into().error_response());
+            let app = apply_fn_factory(map_config(app, |_| AppConfig::default()), guard_request);
             let mut http = HttpService::build()
                 .keep_alive(Duration::from_secs(5))
                 // A client that goes away mid-request (an aborted long-poll)
                 // must drop the handler, so the session learns its transport
                 // broke.
-                .h1_allow_half_closed(false);
+                .h1_allow_half_closed(false)
+                .on_connect_ext(|io: &Conn, data| {
+                    data.insert(io.info());
+                });
             if let Some(notified) = keep_alive_off.clone() {
                 // actix-web's own hook for its graceful stop: once it
                 // fires, each connection closes after its current response.
@@ -133,7 +168,9 @@ where
                     }
                 });
             }
-            http.upgrade(upgrade).finish(map_config(app, |_| AppConfig::default())).tcp()
+            let http = http.upgrade(upgrade).h1(app);
+            let table = table.clone();
+            apply_fn_factory(http, move |io: TcpStream, http| admit(&table, io, http))
         })?
         .run())
 }
@@ -178,4 +215,60 @@ impl Stopper {
     pub async fn stop(&self, deadline: Instant) -> bool {
         tokio::time::timeout_at(deadline.into(), self.handle.stop(true)).await.is_ok()
     }
+}
+
+/// Serves, refuses or drops a connection just accepted.
+fn admit<S>(
+    table: &std::sync::Arc<Table>,
+    io: TcpStream,
+    http: &S,
+) -> LocalBoxFuture<'static, Result<(), S::Error>>
+where
+    S: Service<(Conn, Option<SocketAddr>), Response = ()>,
+    S::Future: 'static,
+    S::Error: 'static,
+{
+    // A connection reset before it was looked at has no peer to answer.
+    let Ok(peer) = io.peer_addr() else { return std::future::ready(Ok(())).boxed_local() };
+    match table.admit(peer.ip()) {
+        Admission::Serve(slot) => http.call((Conn::new(io, slot), Some(peer))).boxed_local(),
+        Admission::Refuse(slot, refusal) => limits::refuse(io, slot, refusal).map(Ok).boxed_local(),
+        Admission::Drop(refusal) => {
+            limits::drop_refused(io, refusal);
+            std::future::ready(Ok(())).boxed_local()
+        }
+    }
+}
+
+/// What a request is answered with, the app's response or a refusal.
+type Answer<B, E> = LocalBoxFuture<'static, Result<Response<EitherBody<B>>, E>>;
+
+/// Every request before the app: refused on a connection past the limit
+/// (but for the ops paths), its body put on a deadline, and its connection
+/// closed after it when keeping it would let a client hold it.
+fn guard_request<S, B>(mut req: Request, app: &S) -> Answer<B, S::Error>
+where
+    S: Service<Request>,
+    S::Response: Into<Response<B>> + 'static,
+    S::Future: 'static,
+    S::Error: 'static,
+    B: MessageBody + 'static,
+{
+    let Some(conn) = req.conn_data::<ConnInfo>().cloned() else {
+        let call = app.call(req);
+        return Box::pin(async move { Ok(call.await?.into().map_body(|_, body| EitherBody::left(body))) });
+    };
+    if let Some(refusal) = conn.refusal(&req) {
+        let response = refusal.response().map_body(|_, body| EitherBody::right(body));
+        return Box::pin(std::future::ready(Ok(response)));
+    }
+    let body = conn.time_body(&mut req);
+    let call = app.call(req);
+    Box::pin(async move {
+        let mut response: Response<B> = call.await?.into();
+        if conn.must_close(body.as_deref()) {
+            response.head_mut().set_connection_type(ConnectionType::Close);
+        }
+        Ok(response.map_body(|_, body| EitherBody::left(body)))
+    })
 }

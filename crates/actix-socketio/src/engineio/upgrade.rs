@@ -20,14 +20,16 @@ use tokio::net::TcpStream;
 
 use super::SocketSession;
 use super::endpoint::{self, Route};
+use super::limits::{Conn, Slot};
 use super::probe::WsAttach;
 use super::ws::{self, WsEvent, WsOutlet};
 use super::{Engine, HandlerFactory};
 use crate::protocol::engine::HttpError;
 
 /// Serves one upgrade request on its connection; the bytes are whatever
-/// the client sent behind the request.
-type Accept = Arc<dyn Fn(Request, TcpStream, BytesMut) -> LocalBoxFuture<'static, ()> + Send + Sync>;
+/// the client sent behind the request, the slot the connection's place in
+/// the server's count (held for as long as the socket lives).
+type Accept = Arc<dyn Fn(Request, TcpStream, BytesMut, Slot) -> LocalBoxFuture<'static, ()> + Send + Sync>;
 
 /// The WebSocket endpoints of a server, by exact path.
 #[derive(Clone, Default)]
@@ -39,20 +41,27 @@ impl WsRoutes {
     /// Serves the WebSocket side of `engine` at `path` (its polling side is
     /// mounted on the App with `endpoint::mount`).
     pub fn engine<F: HandlerFactory>(mut self, path: &str, engine: Arc<Engine<F>>) -> Self {
-        let accept: Accept = Arc::new(move |req, io, early| Box::pin(accept(engine.clone(), req, io, early)));
+        let accept: Accept =
+            Arc::new(move |req, io, early, slot| Box::pin(accept(engine.clone(), req, io, early, slot)));
         self.routes.push((path.to_string(), accept));
         self
     }
 
     /// Takes over an upgrade request's connection from the HTTP layer.
-    pub async fn serve(&self, req: Request, framed: Framed<TcpStream, h1::Codec>) {
+    pub async fn serve(&self, req: Request, framed: Framed<Conn, h1::Codec>) {
         let parts = framed.into_parts();
         // Keep only what the client sent after its request, not the HTTP
         // layer's buffers.
         let early = BytesMut::from(&parts.read_buf[..]);
-        let io = parts.io;
+        let (io, slot) = parts.io.into_parts();
+        if slot.overflow() {
+            // Past the connection limit no socket is opened, whatever path.
+            if let Some(refusal) = slot.info().refusal(&req) {
+                return respond_raw(io, &refusal.raw_response()).await;
+            }
+        }
         match self.routes.iter().find(|(path, _)| path == req.path()) {
-            Some((_, accept)) => accept(req, io, early).await,
+            Some((_, accept)) => accept(req, io, early, slot).await,
             None => {
                 let body = r#"{"error":{"code":"not_found","message":"no such route"}}"#;
                 respond(io, StatusCode::NOT_FOUND, body).await
@@ -61,12 +70,18 @@ impl WsRoutes {
     }
 }
 
-async fn accept<F: HandlerFactory>(engine: Arc<Engine<F>>, req: Request, mut io: TcpStream, early: BytesMut) {
+async fn accept<F: HandlerFactory>(
+    engine: Arc<Engine<F>>,
+    req: Request,
+    mut io: TcpStream,
+    early: BytesMut,
+    slot: Slot,
+) {
     let head = req.head();
     let session = match endpoint::route(&engine, head, true) {
         Ok(Route::WebSocket(session)) => session,
         Ok(Route::Forward(forward)) => {
-            if let Err(io) = forward.upgrade(head, io, early).await {
+            if let Err(io) = forward.upgrade(head, io, early, slot).await {
                 refuse(io, HttpError::SessionIdUnknown).await;
             }
             return;
@@ -105,7 +120,7 @@ async fn accept<F: HandlerFactory>(engine: Arc<Engine<F>>, req: Request, mut io:
     };
     // The socket outlives this request: it runs on its own task, so that
     // nothing of the HTTP connection stays behind.
-    ws::spawn(io, early, outlet, recipient, engine.config.max_payload);
+    ws::spawn(io, early, outlet, recipient, engine.config.max_payload, slot);
 }
 
 /// The `Sec-WebSocket-Accept` for a valid handshake (RFC 6455 4.2.1).
@@ -124,13 +139,11 @@ async fn refuse(io: TcpStream, e: HttpError) {
 }
 
 /// Answers with a JSON body and closes the connection.
-async fn respond(mut io: TcpStream, status: StatusCode, body: &str) {
-    let response = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    );
+async fn respond(io: TcpStream, status: StatusCode, body: &str) {
+    respond_raw(io, &super::limits::raw_response(status, body, None)).await
+}
+
+async fn respond_raw(mut io: TcpStream, response: &str) {
     if io.write_all(response.as_bytes()).await.is_ok() {
         let _ = io.shutdown().await;
     }

@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 
 use super::EngineConfig;
 use super::inbound::{InboundPermit, Inflight};
+use super::limits::Slot;
 
 /// What the socket reports to its session. Sent with `do_send`, past the
 /// session's mailbox bound: what bounds them is that each message carries
@@ -195,13 +196,16 @@ impl WsOutlet {
 }
 
 /// Serves one upgraded connection on a task of its own until it ends.
-/// `early` holds whatever the client sent right behind its upgrade request.
+/// `early` holds whatever the client sent right behind its upgrade request;
+/// `slot` is the connection's place in the server's count, given back when
+/// the socket is closed.
 pub fn spawn(
     io: TcpStream,
     early: BytesMut,
     outlet: WsOutlet,
     session: Recipient<WsEvent>,
     max_payload: usize,
+    slot: Slot,
 ) {
     let mut conn = Connection {
         io,
@@ -211,6 +215,7 @@ pub fn spawn(
         outlet,
         session,
         reported: false,
+        _slot: slot,
     };
     // Every idle socket is this task, so it is kept small: it is polled by
     // hand (no select! of readiness and notification futures), and the close
@@ -237,6 +242,7 @@ struct Connection {
     outlet: WsOutlet,
     session: Recipient<WsEvent>,
     reported: bool,
+    _slot: Slot,
 }
 
 /// How `run` ended: the close code to send, or none if the peer is gone.

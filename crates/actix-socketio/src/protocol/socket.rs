@@ -39,6 +39,8 @@ pub enum SocketError {
     InvalidAttachmentCount,
     #[error("more than {0} attachments")]
     TooManyAttachments(usize),
+    #[error("attachments of more than {0} bytes in all")]
+    AttachmentsTooLarge(usize),
     #[error("ack id out of range")]
     InvalidAckId,
     #[error("payload is not JSON: {0}")]
@@ -363,9 +365,19 @@ fn check_placeholders(value: &Value, count: usize) -> Result<(), SocketError> {
 #[derive(Debug)]
 pub struct Decoder {
     max_attachments: usize,
+    /// Bytes the attachments of one packet may come to.
+    max_attachment_bytes: usize,
     /// A binary packet waiting for its attachments. Boxed: every connection
     /// has a decoder, and this is rarely set.
-    pending: Option<Box<(Packet, usize)>>,
+    pending: Option<Box<Pending>>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    packet: Packet,
+    expected: usize,
+    /// The bytes of the attachments received so far.
+    bytes: usize,
 }
 
 impl Default for Decoder {
@@ -380,12 +392,24 @@ impl Decoder {
     }
 
     pub fn with_max_attachments(max_attachments: usize) -> Self {
-        Decoder { max_attachments, pending: None }
+        Decoder::with_limits(max_attachments, usize::MAX)
+    }
+
+    /// At most `max_attachments` attachments a packet, of at most
+    /// `max_attachment_bytes` in all: a client could otherwise make the
+    /// server hold that much for as long as it keeps the last one back.
+    pub fn with_limits(max_attachments: usize, max_attachment_bytes: usize) -> Self {
+        Decoder { max_attachments, max_attachment_bytes, pending: None }
     }
 
     /// True while a binary packet waits for its buffers.
     pub fn is_awaiting_attachments(&self) -> bool {
         self.pending.is_some()
+    }
+
+    /// The bytes of the attachments held for the packet waiting for more.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.as_ref().map_or(0, |p| p.bytes)
     }
 
     /// An Engine.IO text message. `Ok(None)` means the packet waits for its
@@ -397,7 +421,7 @@ impl Decoder {
         match decode_with_limit(s, self.max_attachments)? {
             Decoded::Complete(packet) => Ok(Some(packet)),
             Decoded::NeedsAttachments { packet, expected } => {
-                self.pending = Some(Box::new((packet, expected)));
+                self.pending = Some(Box::new(Pending { packet, expected, bytes: 0 }));
                 Ok(None)
             }
         }
@@ -406,12 +430,16 @@ impl Decoder {
     /// An Engine.IO binary message: the next attachment of the pending packet.
     pub fn feed_binary(&mut self, bytes: Bytes) -> Result<Option<Packet>, SocketError> {
         let mut pending = self.pending.take().ok_or(SocketError::UnexpectedBinary)?;
-        pending.0.attachments.push(bytes);
-        if pending.0.attachments.len() < pending.1 {
+        pending.bytes = pending.bytes.saturating_add(bytes.len());
+        if pending.bytes > self.max_attachment_bytes {
+            return Err(SocketError::AttachmentsTooLarge(self.max_attachment_bytes));
+        }
+        pending.packet.attachments.push(bytes);
+        if pending.packet.attachments.len() < pending.expected {
             self.pending = Some(pending);
             return Ok(None);
         }
-        Ok(Some(pending.0))
+        Ok(Some(pending.packet))
     }
 }
 
@@ -748,6 +776,26 @@ mod tests {
         for s in ["4", "4[]", "41"] {
             assert!(matches!(rejects(s), SocketError::InvalidPayload(PacketKind::ConnectError)), "{s}");
         }
+    }
+
+    #[test]
+    fn attachments_past_their_bytes_are_refused() {
+        let mut decoder = Decoder::with_limits(3, 10);
+        let s = r#"53-["a",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1},{"_placeholder":true,"num":2}]"#;
+        assert_eq!(decoder.feed_text(s).unwrap(), None);
+        assert_eq!(decoder.feed_binary(Bytes::from_static(b"123456")).unwrap(), None);
+        assert_eq!(decoder.pending_bytes(), 6);
+        assert!(matches!(
+            decoder.feed_binary(Bytes::from_static(b"12345")),
+            Err(SocketError::AttachmentsTooLarge(10))
+        ));
+        assert!(!decoder.is_awaiting_attachments(), "the packet is dropped");
+        // Exactly at the bound is still a packet.
+        assert_eq!(decoder.feed_text(s).unwrap(), None);
+        for part in [&b"1234"[..], b"1234", b"12"] {
+            let _ = decoder.feed_binary(Bytes::copy_from_slice(part)).unwrap();
+        }
+        assert_eq!(decoder.pending_bytes(), 0);
     }
 
     #[test]

@@ -15,7 +15,11 @@ use actix_socketio::socketio::{SocketApp, SocketIoFactory};
 /// that lives as long as the test process.
 #[allow(dead_code)] // Not every test file serves a Socket.IO app.
 pub fn serve<A: SocketApp>(config: EngineConfig, app: A) -> std::net::SocketAddr {
-    let factory = SocketIoFactory { app: Arc::new(app), connect_timeout: Duration::from_secs(5) };
+    let factory = SocketIoFactory {
+        app: Arc::new(app),
+        connect_timeout: Duration::from_secs(5),
+        binary: Default::default(),
+    };
     serve_engine(Engine::new(config, factory), "/socket.io/")
 }
 
