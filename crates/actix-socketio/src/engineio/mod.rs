@@ -18,6 +18,10 @@
 
 pub mod endpoint;
 mod forward;
+// The fuzz targets' way in to checks that are not public API.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
 mod polling;
 mod probe;

@@ -96,6 +96,44 @@ fn encode(message: WsMessage) -> Bytes {
     out.freeze()
 }
 
+/// A frame from the client, as the connection acts on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    Text(ByteString),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong,
+    Close,
+}
+
+/// Takes the next whole frame the client sent off the front of `read`;
+/// `Ok(None)` while it has not all arrived. An error is the close code the
+/// connection ends with: a broken or oversized frame (the codec's
+/// `max_size`), text that is not UTF-8, or a fragment, which Engine.IO
+/// clients never send. Kept apart from the connection so that it can be
+/// fuzzed without a socket.
+pub fn read_frame(codec: &mut Codec, read: &mut BytesMut) -> Result<Option<Inbound>, CloseCode> {
+    let frame = match codec.decode(read) {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            log::debug!("websocket protocol error: {e}");
+            return Err(match e {
+                ProtocolError::Overflow => CloseCode::Size,
+                _ => CloseCode::Protocol,
+            });
+        }
+    };
+    Ok(Some(match frame {
+        Frame::Text(bytes) => Inbound::Text(ByteString::try_from(bytes).map_err(|_| CloseCode::Invalid)?),
+        Frame::Binary(bytes) => Inbound::Binary(bytes),
+        Frame::Ping(payload) => Inbound::Ping(payload),
+        Frame::Pong(_) => Inbound::Pong,
+        Frame::Close(_) => Inbound::Close,
+        Frame::Continuation(_) => return Err(CloseCode::Unsupported),
+    }))
+}
+
 /// The write side of a connection, shared with its session (which may run
 /// on another worker thread, after an upgrade).
 #[derive(Clone)]
@@ -397,44 +435,28 @@ impl Connection {
             if self.outlet.0.inflight.is_full() {
                 return None;
             }
-            let frame = match self.codec.decode(&mut self.read) {
+            let frame = match read_frame(&mut self.codec, &mut self.read) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return None,
-                Err(e) => {
-                    log::debug!("websocket conn={conn_id} protocol error: {e}");
+                Err(code) => {
                     self.report(true);
-                    let code = match e {
-                        ProtocolError::Overflow => CloseCode::Size,
-                        _ => CloseCode::Protocol,
-                    };
                     return Some(Some(code));
                 }
             };
             match frame {
-                Frame::Text(bytes) => match ByteString::try_from(bytes) {
-                    Ok(text) => {
-                        let permit = self.outlet.0.inflight.permit();
-                        self.session.do_send(WsEvent::Text { conn_id, text, permit })
-                    }
-                    Err(_) => {
-                        self.report(true);
-                        return Some(Some(CloseCode::Invalid));
-                    }
-                },
-                Frame::Binary(bytes) => {
+                Inbound::Text(text) => {
+                    let permit = self.outlet.0.inflight.permit();
+                    self.session.do_send(WsEvent::Text { conn_id, text, permit })
+                }
+                Inbound::Binary(bytes) => {
                     let permit = self.outlet.0.inflight.permit();
                     self.session.do_send(WsEvent::Binary { conn_id, bytes, permit })
                 }
-                Frame::Ping(payload) => self.writing.push_back(encode(WsMessage::Pong(payload))),
-                Frame::Pong(_) => {}
-                Frame::Close(_) => {
+                Inbound::Ping(payload) => self.writing.push_back(encode(WsMessage::Pong(payload))),
+                Inbound::Pong => {}
+                Inbound::Close => {
                     self.report(false);
                     return Some(Some(CloseCode::Normal));
-                }
-                // Engine.IO clients never fragment their messages.
-                Frame::Continuation(_) => {
-                    self.report(true);
-                    return Some(Some(CloseCode::Unsupported));
                 }
             }
         }
