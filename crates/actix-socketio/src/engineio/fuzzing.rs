@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use actix::Context;
-use actix_http::RequestHead;
+use actix_http::{Method, RequestHead};
 use futures_util::future::BoxFuture;
 
 use super::endpoint::{self, Route};
@@ -64,6 +64,47 @@ pub fn handshake_key(head: &RequestHead) -> Option<String> {
     super::upgrade::handshake_key(head)
 }
 
+/// What [`Endpoint::route`] must answer, written out from PROTOCOL.md 2.9
+/// rather than from the code: `pairs` is the decoded query (the last value
+/// of a key counts), `forwarded` whether the request carries
+/// [`super::FORWARDED_HEADER`], `local_tag` the routed endpoint's tag.
+pub fn expected_route(
+    pairs: &[(String, String)],
+    method: &Method,
+    upgrade: bool,
+    local_tag: Option<&str>,
+    forwarded: bool,
+) -> Result<Routed, HttpError> {
+    let get = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let websocket = match get("transport") {
+        Some("polling") => false,
+        Some("websocket") => true,
+        _ => return Err(HttpError::TransportUnknown),
+    };
+    if let Some(sid) = get("sid") {
+        let owner = sid.split_once('.').map(|(tag, _)| tag).filter(|tag| {
+            (1..=16).contains(&tag.len())
+                && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        return match (local_tag, owner) {
+            (Some(local), Some(owner)) if owner != local && !forwarded => {
+                Ok(Routed::Forward { owner_tag: owner.to_owned(), sid: sid.to_owned() })
+            }
+            _ => Err(HttpError::SessionIdUnknown),
+        };
+    }
+    if method != Method::GET {
+        return Err(HttpError::BadHandshakeMethod);
+    }
+    if websocket != upgrade {
+        return Err(HttpError::BadRequest);
+    }
+    if get("EIO") != Some("4") {
+        return Err(HttpError::UnsupportedProtocolVersion);
+    }
+    Ok(Routed::New { websocket })
+}
+
 /// A factory that is never asked for a handler: no session starts here.
 struct Unused;
 
@@ -103,8 +144,8 @@ impl SessionRouter for Tagged {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_http::Uri;
     use actix_http::header::{HeaderName, HeaderValue};
-    use actix_http::{Method, Uri};
     use proptest::prelude::*;
 
     use crate::engineio::FORWARDED_HEADER;
@@ -125,45 +166,6 @@ mod tests {
         s.bytes()
             .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
             .collect()
-    }
-
-    /// PROTOCOL.md 2.9 on the decoded query, whose last value of a key
-    /// counts, as for the reference's parser.
-    fn expected(
-        pairs: &[(String, String)],
-        method: &Method,
-        upgrade: bool,
-        local_tag: Option<&str>,
-        forwarded: bool,
-    ) -> Result<Routed, HttpError> {
-        let get = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-        let websocket = match get("transport") {
-            Some("polling") => false,
-            Some("websocket") => true,
-            _ => return Err(HttpError::TransportUnknown),
-        };
-        if let Some(sid) = get("sid") {
-            let owner = sid.split_once('.').map(|(tag, _)| tag).filter(|tag| {
-                (1..=16).contains(&tag.len())
-                    && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
-            return match (local_tag, owner) {
-                (Some(local), Some(owner)) if owner != local && !forwarded => {
-                    Ok(Routed::Forward { owner_tag: owner.to_owned(), sid: sid.to_owned() })
-                }
-                _ => Err(HttpError::SessionIdUnknown),
-            };
-        }
-        if method != Method::GET {
-            return Err(HttpError::BadHandshakeMethod);
-        }
-        if websocket != upgrade {
-            return Err(HttpError::BadRequest);
-        }
-        if get("EIO") != Some("4") {
-            return Err(HttpError::UnsupportedProtocolVersion);
-        }
-        Ok(Routed::New { websocket })
     }
 
     fn pair() -> impl Strategy<Value = (String, String)> {
@@ -196,7 +198,7 @@ mod tests {
                 if routed { (Endpoint::routed("a").unwrap(), Some("a")) } else { (Endpoint::single(), None) };
             prop_assert_eq!(
                 endpoint.route(&head, upgrade),
-                expected(&pairs, &method, upgrade, local_tag, forwarded)
+                expected_route(&pairs, &method, upgrade, local_tag, forwarded)
             );
         }
 
