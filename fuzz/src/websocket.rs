@@ -78,12 +78,12 @@ fn script(data: &[u8]) -> (BytesMut, Read) {
                 }
             },
             1 => (Message::Binary(bytes.clone()), Inbound::Binary(bytes)),
+            // Control frames carry at most 125 bytes.
             2 => {
-                // Control frames carry at most 125 bytes.
                 let bytes = bytes.slice(..bytes.len().min(125));
                 (Message::Ping(bytes.clone()), Inbound::Ping(bytes))
             }
-            3 => (Message::Pong(bytes), Inbound::Pong),
+            3 => (Message::Pong(bytes.slice(..bytes.len().min(125))), Inbound::Pong),
             _ => (Message::Close(None), Inbound::Close),
         };
         codec.encode(message, &mut sent).expect("a client frame encodes");
