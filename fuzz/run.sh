@@ -13,6 +13,8 @@
 # Findings go to target/fuzz/out/<target>/default/ (crashes/, hangs/,
 # queue/); replay one with
 #   target/fuzz/debug/civicpulse-fuzz <target> < FILE
+# (FUZZ_TARGET_DIR moves target/fuzz elsewhere, as CI does to keep the
+# build between its runs.)
 set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true
 shopt -s nullglob
@@ -21,7 +23,8 @@ cd "$(dirname "$0")"
 AFL_VERSION=0.18.2
 secs="${FUZZ_SECS:-15}"
 jobs="${FUZZ_JOBS:-$(nproc)}"
-target_dir=../target/fuzz
+# Its own target dir: cargo-afl's flags leave nothing of target/debug to reuse.
+target_dir="${FUZZ_TARGET_DIR:-../target/fuzz}"
 out="$target_dir/out"
 bin="$target_dir/debug/civicpulse-fuzz"
 
@@ -36,7 +39,7 @@ fi
 # twice, 3 far more) as unoptimised, which runs these short sessions at
 # half the speed.
 echo "fuzz: cargo afl build"
-AFL_OPT_LEVEL="${AFL_OPT_LEVEL:-0}" RUSTFLAGS="-C codegen-units=16" \
+AFL_OPT_LEVEL="${AFL_OPT_LEVEL:-0}" RUSTFLAGS="-C codegen-units=16" CARGO_PROFILE_DEV_DEBUG=false CARGO_INCREMENTAL=0 \
   cargo afl build --quiet --locked --target-dir "$target_dir"
 
 all=$("$bin" 2>&1 | sed -n 's/.*targets: //p' || true)

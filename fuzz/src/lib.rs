@@ -14,8 +14,11 @@ mod http;
 mod socket;
 mod websocket;
 
+/// A target: panics on an input that breaks one of its checks.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name `main.rs` and `run.sh` know it by.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("engine_packet", engine::packet),
     ("engine_payload", engine::payload),
     ("socket_packet", socket::packet),
