@@ -73,6 +73,9 @@ impl BusMessage {
         if !is_word(&self.node) {
             return Err(WireError::Malformed("node"));
         }
+        if self.packet.is_empty() {
+            return Err(WireError::Malformed("empty packet"));
+        }
         let flags = if self.volatile { "v" } else { "-" };
         Ok(format!("{VERSION} {} {} {to} {except} {flags}\n{}", self.node, self.seq, self.packet))
     }
@@ -98,13 +101,15 @@ impl BusMessage {
         let to = match to {
             "*" => To::Everyone,
             _ => match to.split_once(':') {
-                Some(("r", id)) if !id.is_empty() => To::Room(id.to_string()),
-                Some(("u", id)) if !id.is_empty() => To::User(id.to_string()),
+                Some(("r", id)) if is_word(id) => To::Room(id.to_string()),
+                Some(("u", id)) if is_word(id) => To::User(id.to_string()),
                 _ => return Err(WireError::Malformed("audience")),
             },
         };
-        if node.is_empty() || packet.is_empty() {
-            return Err(WireError::Malformed("empty node or packet"));
+        // What `encode` refuses is refused here too, so that every message
+        // read can be written back (an empty except user, a tab in an id).
+        if !is_word(node) || !is_word(except) || packet.is_empty() {
+            return Err(WireError::Malformed("empty node, except user or packet"));
         }
         Ok(Self {
             node: node.to_string(),
@@ -125,6 +130,7 @@ impl BusMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn message(to: To, except_user: Option<&str>) -> BusMessage {
         BusMessage {
@@ -157,6 +163,8 @@ mod tests {
         assert!(message(To::Room("a b".into()), None).encode().is_err());
         assert!(message(To::User(String::new()), None).encode().is_err());
         assert!(message(To::Everyone, Some("-")).encode().is_err());
+        let empty = BusMessage { packet: String::new(), ..message(To::Everyone, None) };
+        assert!(empty.encode().is_err());
     }
 
     #[test]
@@ -171,6 +179,11 @@ mod tests {
             "cp1 n 1 * - -\n",
             "cp1 n one * - -\n2[]",
             "cp1 n 1 * - x\n2[]",
+            // Found by the bus_message fuzz target: these decoded, but
+            // could not be encoded again.
+            "cp1 n 7 r:01HX  v\n2[]",
+            "cp1 n 7 u:\t5 - v\n2[]",
+            "cp1 n\t1 7 * - v\n2[]",
         ] {
             assert!(
                 matches!(BusMessage::decode(broken.as_bytes()), Err(WireError::Malformed(_))),
@@ -178,5 +191,39 @@ mod tests {
             );
         }
         assert!(matches!(BusMessage::decode(b"cp1 n 1 * - -\n\xff"), Err(WireError::Malformed(_))));
+    }
+
+    fn word() -> impl Strategy<Value = String> {
+        // Mostly valid ids, sometimes with a separator in them.
+        "[a-z0-9_-]{1,6}|[ -~\t]{0,4}"
+    }
+
+    proptest! {
+        #[test]
+        fn what_encodes_decodes_to_itself(
+            node in word(),
+            seq in any::<u64>(),
+            to in prop_oneof![
+                Just(To::Everyone),
+                word().prop_map(To::Room),
+                word().prop_map(To::User),
+            ],
+            except_user in proptest::option::of(word()),
+            volatile in any::<bool>(),
+            packet in "\\PC{0,12}",
+        ) {
+            let m = BusMessage { node, seq, to, except_user, volatile, packet };
+            if let Ok(text) = m.encode() {
+                prop_assert_eq!(BusMessage::decode(text.as_bytes()), Ok(m));
+            }
+        }
+
+        #[test]
+        fn what_decodes_encodes_back(raw in "cp1 [ -~\t]{0,24}\n\\PC{0,8}|\\PC{0,16}") {
+            if let Ok(m) = BusMessage::decode(raw.as_bytes()) {
+                let text = m.encode().unwrap();
+                prop_assert_eq!(BusMessage::decode(text.as_bytes()), Ok(m));
+            }
+        }
     }
 }

@@ -43,20 +43,40 @@ pub fn find(conn: &mut AnyConnection, id: &str) -> DomainResult<IssueRow> {
         .ok_or(DomainError::NotFound("issue"))
 }
 
-pub async fn create(domain: &Domain, who: &Principal, body: &Value) -> DomainResult<Issue> {
-    let mut input = Input::new(body)?;
-    let title = input.text("title", TITLE);
-    let description = input.optional_text("description", DESCRIPTION).unwrap_or_default();
-    let city = input.optional_with("city", input::check_city).or_else(|| who.city.clone());
-    let category = input.choice("category", CATEGORIES);
-    let priority = input.optional_choice("priority", PRIORITIES).unwrap_or_else(|| "medium".into());
-    if city.is_none() && !input.has("city") {
-        input.reject("city", "is required when your account has no city");
+/// A report as its reporter gives it, checked.
+#[derive(Debug)]
+pub struct NewIssue {
+    pub title: String,
+    pub description: String,
+    pub city: String,
+    pub category: String,
+    pub priority: String,
+}
+
+impl NewIssue {
+    /// Reads a report body; the city defaults to the reporter's own.
+    pub fn from_json(body: &Value, account_city: Option<&str>) -> DomainResult<Self> {
+        let mut input = Input::new(body)?;
+        let title = input.text("title", TITLE);
+        let description = input.optional_text("description", DESCRIPTION).unwrap_or_default();
+        let city =
+            input.optional_with("city", input::check_city).or_else(|| account_city.map(str::to_string));
+        let category = input.choice("category", CATEGORIES);
+        let priority = input.optional_choice("priority", PRIORITIES).unwrap_or_else(|| "medium".into());
+        if city.is_none() && !input.has("city") {
+            input.reject("city", "is required when your account has no city");
+        }
+        input.finish()?;
+        let (Some(title), Some(city), Some(category)) = (title, city, category) else {
+            return Err(DomainError::invalid("city", "is required"));
+        };
+        Ok(Self { title, description, city, category, priority })
     }
-    input.finish()?;
-    let (Some(title), Some(city), Some(category)) = (title, city, category) else {
-        return Err(DomainError::invalid("city", "is required"));
-    };
+}
+
+pub async fn create(domain: &Domain, who: &Principal, body: &Value) -> DomainResult<Issue> {
+    let NewIssue { title, description, city, category, priority } =
+        NewIssue::from_json(body, who.city.as_deref())?;
     let now = now_ms();
     let row = IssueRow {
         id: ids::new_id(IdKind::Issue),
@@ -88,17 +108,18 @@ pub async fn get(domain: &Domain, id: String) -> DomainResult<Issue> {
 }
 
 /// The fields a PATCH may carry, each `None` when absent.
-struct IssueChanges {
-    title: Option<String>,
-    description: Option<String>,
-    status: Option<String>,
-    priority: Option<String>,
+#[derive(Debug)]
+pub struct IssueChanges {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub status: Option<String>,
+    pub priority: Option<String>,
     /// `Some(None)` unassigns.
-    assigned_to: Option<Option<String>>,
+    pub assigned_to: Option<Option<String>>,
 }
 
 impl IssueChanges {
-    fn from_json(body: &Value) -> DomainResult<Self> {
+    pub fn from_json(body: &Value) -> DomainResult<Self> {
         let mut input = Input::new(body)?;
         let title = if input.has("title") { input.text("title", TITLE) } else { None };
         let description = input.optional_text("description", DESCRIPTION);

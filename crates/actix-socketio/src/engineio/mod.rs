@@ -23,6 +23,10 @@
 mod drain;
 pub mod endpoint;
 mod forward;
+// The fuzz targets' way in to checks that are not public API.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
 pub mod limits;
 mod polling;

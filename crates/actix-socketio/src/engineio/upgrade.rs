@@ -125,7 +125,7 @@ async fn accept<F: HandlerFactory>(
 
 /// The `Sec-WebSocket-Accept` for a valid handshake (RFC 6455 4.2.1).
 /// Extensions such as permessage-deflate are declined by not naming them.
-fn handshake_key(head: &RequestHead) -> Option<String> {
+pub(crate) fn handshake_key(head: &RequestHead) -> Option<String> {
     if let Err(e) = actix_http::ws::verify_handshake(head) {
         log::debug!("websocket upgrade refused: {e}");
         return None;

@@ -97,6 +97,44 @@ fn encode(message: WsMessage) -> Bytes {
     out.freeze()
 }
 
+/// A frame from the client, as the connection acts on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    Text(ByteString),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong,
+    Close,
+}
+
+/// Takes the next whole frame the client sent off the front of `read`;
+/// `Ok(None)` while it has not all arrived. An error is the close code the
+/// connection ends with: a broken or oversized frame (the codec's
+/// `max_size`), text that is not UTF-8, or a fragment, which Engine.IO
+/// clients never send. Kept apart from the connection so that it can be
+/// fuzzed without a socket.
+pub fn read_frame(codec: &mut Codec, read: &mut BytesMut) -> Result<Option<Inbound>, CloseCode> {
+    let frame = match codec.decode(read) {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            log::debug!("websocket protocol error: {e}");
+            return Err(match e {
+                ProtocolError::Overflow => CloseCode::Size,
+                _ => CloseCode::Protocol,
+            });
+        }
+    };
+    Ok(Some(match frame {
+        Frame::Text(bytes) => Inbound::Text(ByteString::try_from(bytes).map_err(|_| CloseCode::Invalid)?),
+        Frame::Binary(bytes) => Inbound::Binary(bytes),
+        Frame::Ping(payload) => Inbound::Ping(payload),
+        Frame::Pong(_) => Inbound::Pong,
+        Frame::Close(_) => Inbound::Close,
+        Frame::Continuation(_) => return Err(CloseCode::Unsupported),
+    }))
+}
+
 /// The write side of a connection, shared with its session (which may run
 /// on another worker thread, after an upgrade).
 #[derive(Clone)]
@@ -419,44 +457,28 @@ impl Connection {
             if self.outlet.0.inflight.is_full() {
                 return None;
             }
-            let frame = match self.codec.decode(&mut self.read) {
+            let frame = match read_frame(&mut self.codec, &mut self.read) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return None,
-                Err(e) => {
-                    log::debug!("websocket conn={conn_id} protocol error: {e}");
+                Err(code) => {
                     self.report(true);
-                    let code = match e {
-                        ProtocolError::Overflow => CloseCode::Size,
-                        _ => CloseCode::Protocol,
-                    };
                     return Some(Some(code));
                 }
             };
             match frame {
-                Frame::Text(bytes) => match ByteString::try_from(bytes) {
-                    Ok(text) => {
-                        let permit = self.outlet.0.inflight.permit();
-                        self.session.do_send(WsEvent::Text { conn_id, text, permit })
-                    }
-                    Err(_) => {
-                        self.report(true);
-                        return Some(Some(CloseCode::Invalid));
-                    }
-                },
-                Frame::Binary(bytes) => {
+                Inbound::Text(text) => {
+                    let permit = self.outlet.0.inflight.permit();
+                    self.session.do_send(WsEvent::Text { conn_id, text, permit })
+                }
+                Inbound::Binary(bytes) => {
                     let permit = self.outlet.0.inflight.permit();
                     self.session.do_send(WsEvent::Binary { conn_id, bytes, permit })
                 }
-                Frame::Ping(payload) => self.writing.push_back(encode(WsMessage::Pong(payload))),
-                Frame::Pong(_) => {}
-                Frame::Close(_) => {
+                Inbound::Ping(payload) => self.writing.push_back(encode(WsMessage::Pong(payload))),
+                Inbound::Pong => {}
+                Inbound::Close => {
                     self.report(false);
                     return Some(Some(CloseCode::Normal));
-                }
-                // Engine.IO clients never fragment their messages.
-                Frame::Continuation(_) => {
-                    self.report(true);
-                    return Some(Some(CloseCode::Unsupported));
                 }
             }
         }
@@ -513,5 +535,112 @@ impl Connection {
             }
         };
         let _: Result<std::io::Result<()>, _> = tokio::time::timeout(CLOSE_LINGER, close).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Reads every frame of `stream`, arriving `cut` bytes at a time.
+    fn read_all(stream: &[u8], max_size: usize, cut: usize) -> (Vec<Inbound>, Option<CloseCode>) {
+        let mut codec = Codec::new().max_size(max_size);
+        let mut read = BytesMut::new();
+        let mut frames = Vec::new();
+        for piece in stream.chunks(cut) {
+            read.extend_from_slice(piece);
+            loop {
+                match read_frame(&mut codec, &mut read) {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break,
+                    Err(code) => return (frames, Some(code)),
+                }
+            }
+        }
+        (frames, None)
+    }
+
+    fn client_frames(messages: Vec<WsMessage>) -> BytesMut {
+        let mut codec = Codec::new().client_mode();
+        let mut out = BytesMut::new();
+        for message in messages {
+            codec.encode(message, &mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn what_the_connection_refuses() {
+        let text = |payload: &str| client_frames(vec![WsMessage::Text(payload.into())]);
+        assert_eq!(read_all(&text("4hello"), 5, 64), (vec![], Some(CloseCode::Size)));
+        // Unmasked: only a server may send that.
+        assert_eq!(read_all(b"\x81\x014", 64, 64), (vec![], Some(CloseCode::Protocol)));
+        // Text that is not UTF-8, masked with a zero key.
+        assert_eq!(read_all(b"\x81\x81\0\0\0\0\xff", 64, 64), (vec![], Some(CloseCode::Invalid)));
+        let fragment =
+            client_frames(vec![WsMessage::Continuation(actix_http::ws::Item::FirstText("4".into()))]);
+        assert_eq!(read_all(&fragment, 64, 64), (vec![], Some(CloseCode::Unsupported)));
+    }
+
+    /// A client message, and what the reader makes of it.
+    #[derive(Debug, Clone)]
+    enum Sent {
+        Text(String),
+        Binary(Vec<u8>),
+        Ping(Vec<u8>),
+        Pong(Vec<u8>),
+        Close,
+    }
+
+    impl Sent {
+        fn frames(self) -> (WsMessage, Inbound) {
+            match self {
+                Sent::Text(s) => (WsMessage::Text(s.as_str().into()), Inbound::Text(s.into())),
+                Sent::Binary(b) => (WsMessage::Binary(b.clone().into()), Inbound::Binary(b.into())),
+                Sent::Ping(b) => (WsMessage::Ping(b.clone().into()), Inbound::Ping(b.into())),
+                Sent::Pong(b) => (WsMessage::Pong(b.into()), Inbound::Pong),
+                Sent::Close => (WsMessage::Close(None), Inbound::Close),
+            }
+        }
+    }
+
+    fn sent() -> impl Strategy<Value = Sent> {
+        let bytes = proptest::collection::vec(any::<u8>(), 0..300);
+        // Control frames carry at most 125 bytes.
+        let control = proptest::collection::vec(any::<u8>(), 0..=125);
+        prop_oneof![
+            any::<String>().prop_map(Sent::Text),
+            bytes.prop_map(Sent::Binary),
+            control.clone().prop_map(Sent::Ping),
+            control.prop_map(Sent::Pong),
+            Just(Sent::Close),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn client_frames_are_read_back(messages in proptest::collection::vec(sent(), 0..6), cut in 1usize..40) {
+            let (sent, expected): (Vec<_>, Vec<_>) = messages.into_iter().map(Sent::frames).unzip();
+            prop_assert_eq!(read_all(&client_frames(sent), 1 << 16, cut), (expected, None));
+        }
+
+        #[test]
+        fn any_bytes_are_read_the_same_however_they_arrive(
+            stream in proptest::collection::vec(any::<u8>(), 0..200),
+            max_size in 0usize..300,
+            cut in 1usize..40,
+        ) {
+            let whole = read_all(&stream, max_size, stream.len().max(1));
+            for frame in &whole.0 {
+                if let Inbound::Text(text) = frame {
+                    prop_assert!(text.len() <= max_size);
+                }
+                if let Inbound::Binary(bytes) | Inbound::Ping(bytes) = frame {
+                    prop_assert!(bytes.len() <= max_size);
+                }
+            }
+            prop_assert_eq!(read_all(&stream, max_size, cut), whole);
+        }
     }
 }

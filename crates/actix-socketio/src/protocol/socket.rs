@@ -649,6 +649,17 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_relayed_exactly() {
+        // The shortest text of each f64, which is what the encoder writes.
+        // serde_json's default float parser (without `float_roundtrip`)
+        // read these one unit in the last place off, so a relayed number
+        // was not the one its sender sent (the fuzz targets' round trips
+        // fail on them).
+        canonical(r#"2["e",1.0715660391465826e-75,-4.99111057251555e+135,4.425160402714337e+284]"#);
+        canonical(r#"2["e",5e-324,1.7976931348623157e+308,0.1,-0.0]"#);
+    }
+
+    #[test]
     fn numeric_event_names_are_accepted() {
         let packet = canonical(r#"2[1,"x"]"#);
         assert_eq!(packet.event_name().as_deref(), Some("1"));
@@ -842,8 +853,7 @@ mod tests {
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::from),
             any::<u64>().prop_map(Value::from),
-            // Binary fractions print and parse back exactly.
-            any::<i32>().prop_map(|n| Value::from(f64::from(n) / 4.0)),
+            any::<f64>().prop_filter_map("not JSON", serde_json::Number::from_f64).prop_map(Value::Number),
             any::<String>().prop_map(Value::String),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {

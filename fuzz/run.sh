@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Builds the fuzz targets with cargo-afl (AFL++ on stable Rust, installed
+# from crates.io when missing) and runs each for FUZZ_SECS seconds on its
+# corpus (fuzz/corpus/<target>/), FUZZ_JOBS at a time. Fails if any target
+# crashed or hung, or if a seed of the corpus does; prints each such input
+# and its panic.
+#
+#   fuzz/run.sh                        every target, FUZZ_SECS (15) each
+#   FUZZ_SECS=600 fuzz/run.sh emitter  one target, longer
+#   FUZZ_KEEP=1 fuzz/run.sh emitter    then add what it found to the
+#                                      corpus, minimised (afl-cmin)
+#
+# Findings go to target/fuzz/out/<target>/default/ (crashes/, hangs/,
+# queue/); replay one with
+#   target/fuzz/debug/civicpulse-fuzz <target> < FILE
+# (FUZZ_TARGET_DIR moves target/fuzz elsewhere, as CI does to keep the
+# build between its runs.)
+set -euo pipefail
+shopt -s inherit_errexit 2>/dev/null || true
+shopt -s nullglob
+cd "$(dirname "$0")"
+
+AFL_VERSION=0.18.2
+secs="${FUZZ_SECS:-15}"
+jobs="${FUZZ_JOBS:-$(nproc)}"
+# Its own target dir: cargo-afl's flags leave nothing of target/debug to reuse.
+target_dir="${FUZZ_TARGET_DIR:-../target/fuzz}"
+out="$target_dir/out"
+bin="$target_dir/debug/civicpulse-fuzz"
+
+# cargo-afl builds AFL++ (make and a C compiler) when it is installed.
+if ! cargo afl --version 2>/dev/null | grep -q "cargo-afl $AFL_VERSION "; then
+  echo "fuzz: installing cargo-afl $AFL_VERSION"
+  cargo install --quiet --locked cargo-afl --version "$AFL_VERSION"
+fi
+
+# cargo-afl compiles everything at opt-level 3 in one codegen unit: on two
+# cores that build takes several times as long (CPU time: opt-level 1
+# twice, 3 far more) as unoptimised, which runs these short sessions at
+# half the speed.
+echo "fuzz: cargo afl build"
+AFL_OPT_LEVEL="${AFL_OPT_LEVEL:-0}" RUSTFLAGS="-C codegen-units=16" CARGO_PROFILE_DEV_DEBUG=false CARGO_INCREMENTAL=0 \
+  cargo afl build --quiet --locked --target-dir "$target_dir"
+
+all=$("$bin" 2>&1 | sed -n 's/.*targets: //p' || true)
+targets=("$@")
+((${#targets[@]})) || read -ra targets <<<"$all"
+
+# No screen; no CPU pinning (other jobs share the cores); and a machine
+# whose core dumps go to a program still reports crashes to AFL.
+export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
+
+run() {
+  local target=$1
+  [[ -d corpus/$target ]] || { echo "fuzz: no corpus/$target (targets: $all)" >&2; return 1; }
+  rm -rf "${out:?}/$target"
+  # A 1 s timeout: every input is small, so an input that takes longer
+  # loops or is quadratic.
+  cargo afl fuzz -V "$secs" -t 1000 -i "corpus/$target" -o "$out/$target" -- "$bin" "$target" \
+    >"$out/$target.log" 2>&1
+}
+
+mkdir -p "$out"
+echo "fuzz: ${targets[*]} for ${secs}s each, $jobs at a time"
+pids=()
+for target in "${targets[@]}"; do
+  while (($(jobs -rp | wc -l) >= jobs)); do wait -n || true; done
+  run "$target" &
+  pids+=("$!")
+done
+
+failed=0
+for i in "${!targets[@]}"; do
+  target=${targets[$i]}
+  status=0
+  wait "${pids[$i]}" || status=$?
+  dir="$out/$target/default"
+  stats="$dir/fuzzer_stats"
+  if ((status)) || [[ ! -f $stats ]]; then
+    echo "fuzz: $target: afl-fuzz failed (exit $status); the end of its log:"
+    tail -n 15 "$out/$target.log" | sed 's/\x1b\[[0-9;]*m//g'
+    failed=1
+    continue
+  fi
+  execs=$(awk -F': ' '/^execs_done/ { print $2 }' "$stats")
+  paths=$(awk -F': ' '/^corpus_count/ { print $2 }' "$stats")
+  findings=("$dir"/crashes/id:* "$dir"/hangs/id:*)
+  if ((${#findings[@]})); then
+    failed=1
+    for finding in "${findings[@]}"; do
+      echo "fuzz: $target: ${finding#"$out/"}; the input, base64: $(base64 -w0 "$finding")"
+      replay=$(RUST_BACKTRACE=0 timeout 10 "$bin" "$target" <"$finding" 2>&1 || true)
+      grep -A2 -m1 'panicked' <<<"$replay" || echo "  (no panic when replayed: a hang, or a signal)"
+    done
+  else
+    echo "fuzz: $target: $execs runs, $paths inputs in its queue, no crash"
+  fi
+  if [[ ${FUZZ_KEEP:-} == 1 ]]; then
+    rm -rf "$out/$target.min"
+    cargo afl cmin -i "$dir/queue" -o "$out/$target.min" -- "$bin" "$target" >/dev/null
+    rm -f "corpus/$target"/*
+    for input in "$out/$target.min"/*; do
+      cp "$input" "corpus/$target/$(sha1sum <"$input" | cut -c1-16)"
+    done
+    echo "fuzz: $target: corpus minimised to $(ls "corpus/$target" | wc -l) inputs"
+  fi
+done
+exit "$failed"
