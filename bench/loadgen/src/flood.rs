@@ -116,7 +116,7 @@ const CHUNK_BYTES: usize = 64 * 1024;
 const HEALTHZ_TIMEOUT: Duration = Duration::from_secs(5);
 const RSS_EVERY: Duration = Duration::from_millis(100);
 const METRICS_EVERY: Duration = Duration::from_millis(100);
-const STORED_EVERY: Duration = Duration::from_millis(250);
+const STORED_EVERY: Duration = Duration::from_millis(100);
 
 /// How the flood ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -677,15 +677,20 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
         let at_end = samples.last().map_or(0, |s| s.1);
         let last_growth =
             samples.windows(2).filter(|w| w[1].1 > w[0].1).map(|w| w[1].0).next_back();
-        // The count by the first sample taken once the server had cut the
-        // flooder off: what was stored later came after the disconnect.
+        // The count by the last sample taken before the server was seen to
+        // cut the flooder off: what was stored later (frames it had taken
+        // in before) was stored after the disconnect.
         let at_disconnect = disconnected_us
-            .and_then(|d| samples.iter().find(|(t, _)| *t >= d))
-            .map(|s| s.1);
+            .map(|d| samples.iter().take_while(|(t, _)| *t <= d).last().map_or(0, |s| s.1));
         let line = format!(
             "{at_end} stored in all{}{}",
             at_disconnect.map(|c| format!(", {c} by the disconnect, {} after it", at_end - c)).unwrap_or_default(),
-            last_growth.map(|t| format!("; last growth {:.2} s into the flood", rel(t))).unwrap_or_default()
+            last_growth
+                .map(|t| match disconnected_us {
+                    Some(d) => format!("; last growth {:.2} s after the disconnect", (t as f64 - d as f64) / 1e6),
+                    None => format!("; last growth {:.2} s into the flood", rel(t)),
+                })
+                .unwrap_or_default()
         );
         r.row("flooder's messages stored", line);
         json!({
