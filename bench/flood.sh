@@ -9,8 +9,8 @@
 # (bench/peers/node) has none. Writes bench/results/flood/latest.json (every
 # run) and latest.md (the table). See BENCHMARKS.md, "Flood".
 #
-#   bench/flood.sh                                   # ~6 minutes plus the build
-#   SERVERS=civicpulse BUILD=0 bench/flood.sh
+#   bench/flood.sh                                   # ~20 minutes plus the build
+#   ROUNDS=1 SERVERS=civicpulse BUILD=0 bench/flood.sh
 #   CASES="send-unjoined:1000000" SERVERS="civicpulse node" bench/flood.sh
 #
 # CASES are kind:frames, kind one of typing, presence, send-unjoined,
@@ -20,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+ROUNDS=${ROUNDS:-3}                # every case against every server, ROUNDS times
 SERVERS=${SERVERS:-"civicpulse node"}
 CASES=${CASES:-"typing:300000 presence:300000 send-unjoined:300000 send-joined:300000 send-unjoined:1000000"}
 BUILD=${BUILD:-1}                  # 0: use the binaries already built
@@ -136,46 +137,51 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 log "$(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 RUN=0
-for case in $CASES; do
-  kind=${case%%:*} frames=${case##*:}
-  for server in $SERVERS; do
-    RUN=$((RUN + 1))
-    dir=$WORK/run-$RUN
-    mkdir -p "$dir"
-    log "run $RUN: $frames $kind frames against $server"
-    status=0
-    load_before=$(cut -d' ' -f1 /proc/loadavg)
-    if ! start_server "$server" "$dir"; then
+read -r -a SERVER_LIST <<<"$SERVERS"
+for round in $(seq 1 "$ROUNDS"); do
+  for case in $CASES; do
+    kind=${case%%:*} frames=${case##*:}
+    # Rotate the order every round so no server always goes first.
+    for i in "${!SERVER_LIST[@]}"; do
+      server=${SERVER_LIST[$(((i + round - 1) % ${#SERVER_LIST[@]}))]}
+      RUN=$((RUN + 1))
+      dir=$WORK/run-$RUN
+      mkdir -p "$dir"
+      log "round $round/$ROUNDS, run $RUN: $frames $kind frames against $server"
+      status=0
+      load_before=$(cut -d' ' -f1 /proc/loadavg)
+      if ! start_server "$server" "$dir"; then
+        stop_server
+        printf '{"round":%d,"server":"%s","kind":"%s","frames":%s,"exit":1,"result":{"ok":false,"error":"server did not start"}}\n' \
+          "$round" "$server" "$kind" "$frames" >>"$RAW"
+        continue
+      fi
+      timeout $((BASELINE + FLOOD_TIMEOUT + COOLDOWN + 90)) "$LG_BIN" flood --url "http://127.0.0.1:$PORT" \
+        --secret "$JWT_SECRET" --pid "$SERVER_PID" --label "$server" --db "$DB" \
+        --flood-kind "$kind" --frames "$frames" --baseline "$BASELINE" --flood-min "$FLOOD_MIN" \
+        --flood-timeout "$FLOOD_TIMEOUT" --cooldown "$COOLDOWN" --victim-rate "$VICTIM_RATE" \
+        --flood-recv-buffer "$RECV_BUFFER" --max-server-rss-mib "$MAX_SERVER_RSS_MIB" \
+        >"$dir/loadgen.out" 2>"$dir/loadgen.err" &
+      LG_PID=$!
+      wait "$LG_PID" || status=$?
+      LG_PID=""
+      # The server's RSS once the run is over (the flooder gone either way).
+      rss_after=$(awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$SERVER_PID/status" 2>/dev/null || echo null)
       stop_server
-      printf '{"server":"%s","kind":"%s","frames":%s,"exit":1,"result":{"ok":false,"error":"server did not start"}}\n' \
-        "$server" "$kind" "$frames" >>"$RAW"
-      continue
-    fi
-    timeout $((BASELINE + FLOOD_TIMEOUT + COOLDOWN + 90)) "$LG_BIN" flood --url "http://127.0.0.1:$PORT" \
-      --secret "$JWT_SECRET" --pid "$SERVER_PID" --label "$server" --db "$DB" \
-      --flood-kind "$kind" --frames "$frames" --baseline "$BASELINE" --flood-min "$FLOOD_MIN" \
-      --flood-timeout "$FLOOD_TIMEOUT" --cooldown "$COOLDOWN" --victim-rate "$VICTIM_RATE" \
-      --flood-recv-buffer "$RECV_BUFFER" --max-server-rss-mib "$MAX_SERVER_RSS_MIB" \
-      >"$dir/loadgen.out" 2>"$dir/loadgen.err" &
-    LG_PID=$!
-    wait "$LG_PID" || status=$?
-    LG_PID=""
-    # The server's RSS once the run is over (the flooder gone either way).
-    rss_after=$(awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$SERVER_PID/status" 2>/dev/null || echo null)
-    stop_server
-    grep -v '^RESULT ' "$dir/loadgen.out" >&2 || true
-    result=$(grep '^RESULT ' "$dir/loadgen.out" | tail -n1 | cut -c8-)
-    if [[ -z $result ]]; then
-      log "no RESULT (exit $status); stderr:"
-      tail -n 20 "$dir/loadgen.err" >&2
-      result='{"ok":false,"error":"no result"}'
-    fi
-    printf '{"server":"%s","kind":"%s","frames":%s,"exit":%d,"load_before":%s,"load_after":%s,"rss_after_run_bytes":%s,"result":%s}\n' \
-      "$server" "$kind" "$frames" "$status" "$load_before" "$(cut -d' ' -f1 /proc/loadavg)" "${rss_after:-null}" "$result" >>"$RAW"
+      grep -v '^RESULT ' "$dir/loadgen.out" >&2 || true
+      result=$(grep '^RESULT ' "$dir/loadgen.out" | tail -n1 | cut -c8-)
+      if [[ -z $result ]]; then
+        log "no RESULT (exit $status); stderr:"
+        tail -n 20 "$dir/loadgen.err" >&2
+        result='{"ok":false,"error":"no result"}'
+      fi
+      printf '{"round":%d,"server":"%s","kind":"%s","frames":%s,"exit":%d,"load_before":%s,"load_after":%s,"rss_after_run_bytes":%s,"result":%s}\n' \
+        "$round" "$server" "$kind" "$frames" "$status" "$load_before" "$(cut -d' ' -f1 /proc/loadavg)" "${rss_after:-null}" "$result" >>"$RAW"
+    done
   done
 done
 
 mkdir -p "$OUT"
-export STARTED BASELINE FLOOD_MIN COOLDOWN VICTIM_RATE RECV_BUFFER MAX_SERVER_RSS_MIB FLOOD_TIMEOUT
+export ROUNDS STARTED BASELINE FLOOD_MIN COOLDOWN VICTIM_RATE RECV_BUFFER MAX_SERVER_RSS_MIB FLOOD_TIMEOUT
 node "$ROOT/bench/flood-report.js" "$RAW" "$OUT/latest.json" "$OUT/latest.md"
 log "wrote $OUT/latest.md and $OUT/latest.json (raw runs and server logs in $WORK)"

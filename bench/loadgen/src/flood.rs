@@ -239,7 +239,12 @@ struct Trip {
 }
 
 /// The victim: `message:send` to its own issue at `rate`, until `stop`.
-async fn victim(mut conn: Conn, issue: String, rate: f64, mut stop: watch::Receiver<bool>) -> (Vec<Trip>, bool) {
+async fn victim(
+    mut conn: Conn,
+    issue: String,
+    rate: f64,
+    mut stop: watch::Receiver<bool>,
+) -> (Vec<Trip>, bool) {
     let period = Duration::from_secs_f64(1.0 / rate.max(0.1));
     let mut ticker = tokio::time::interval(period);
     // A stalled server is what is being measured: missed ticks are not
@@ -531,9 +536,10 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     let mut victim_conn =
         net::connect_to(&target, target.addr, &fixture.token(0)).await.map_err(|e| format!("victim: {e}"))?;
     fleet::join_issue(&mut victim_conn, &victim_issue, timeout).await.map_err(|e| format!("victim: {e}"))?;
-    let mut flooder = net::connect_with(&target, target.addr, &fixture.token(1), Some(args.flood_recv_buffer))
-        .await
-        .map_err(|e| format!("flooder: {e}"))?;
+    let mut flooder =
+        net::connect_with(&target, target.addr, &fixture.token(1), Some(args.flood_recv_buffer))
+            .await
+            .map_err(|e| format!("flooder: {e}"))?;
     if kind.joins() {
         fleet::join_issue(&mut flooder, &flood_issue, timeout).await.map_err(|e| format!("flooder: {e}"))?;
     }
@@ -555,7 +561,9 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     tokio::time::sleep(Duration::from_secs_f64(args.baseline)).await;
 
     let stored_task = match (&args.db, kind.stores()) {
-        (Some(db), true) => Some(tokio::spawn(stored_sampler(db.clone(), flood_issue.clone(), stop_rx.clone()))),
+        (Some(db), true) => {
+            Some(tokio::spawn(stored_sampler(db.clone(), flood_issue.clone(), stop_rx.clone())))
+        }
         _ => None,
     };
     let watch_task =
@@ -589,9 +597,16 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
         Some(task) => Some(task.await.unwrap_or_default()),
         None => None,
     };
-    let disconnected_us = match watch_task {
+    let seen_us = match watch_task {
         Some(task) => task.await.ok().flatten(),
         None => None,
+    };
+    // /metrics is polled every 100 ms, but a write that failed because the
+    // server hung up came after the cut too: the earlier of the two is the
+    // closer bound on when it happened.
+    let disconnected_us = match (seen_us, outcome.end) {
+        (Some(seen), FloodEnd::WriteFailed) => Some(seen.min(outcome.end_us)),
+        (seen, _) => seen,
     };
     let counters_after = match &counters_before {
         Some(_) => counters(&Http::fresh(&target, Duration::from_secs(5)).map_err(|e| e.to_string())?).await,
@@ -623,7 +638,10 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
             format!("{} ({} probes, {} failed)", f.healthz.line(), f.probes, f.probe_failures),
         );
         if let (Some(peak), Some(end)) = (f.rss_peak, f.rss_end) {
-            r.row(&format!("{} server RSS", span.name), format!("peak {} MiB, end {} MiB", mib(peak), mib(end)));
+            r.row(
+                &format!("{} server RSS", span.name),
+                format!("peak {} MiB, end {} MiB", mib(peak), mib(end)),
+            );
         }
         phases.insert(
             span.name.into(),
@@ -675,8 +693,11 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     }
     let stored_json = stored.as_ref().map(|samples| {
         let at_end = samples.last().map_or(0, |s| s.1);
-        let last_growth =
-            samples.windows(2).filter(|w| w[1].1 > w[0].1).map(|w| w[1].0).next_back();
+        // The issue is new and only the flooder writes to it, so the count
+        // was 0 when the flood started: a first sample above 0 is growth.
+        let start = [(flood_start, 0)];
+        let series: Vec<(u64, u64)> = start.iter().chain(samples).copied().collect();
+        let last_growth = series.windows(2).filter(|w| w[1].1 > w[0].1).map(|w| w[1].0).next_back();
         // The count by the last sample taken before the server was seen to
         // cut the flooder off: what was stored later (frames it had taken
         // in before) was stored after the disconnect.
