@@ -70,7 +70,7 @@ impl FloodKind {
             FloodKind::Typing => socket::Packet::event(
                 "/",
                 events::USER_TYPING,
-                vec![json!({ "issueId": issue, "isTyping": i % 2 == 0 })],
+                vec![json!({ "issueId": issue, "isTyping": i.is_multiple_of(2) })],
             ),
             FloodKind::Presence => {
                 socket::Packet::event("/", events::PRESENCE_LIST, vec![json!({})]).with_ack_id(i + 1)
