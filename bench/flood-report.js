@@ -130,7 +130,6 @@ const settings = {};
 for (const k of ['ROUNDS', 'BASELINE', 'FLOOD_MIN', 'FLOOD_TIMEOUT', 'COOLDOWN', 'VICTIM_RATE', 'RECV_BUFFER', 'MAX_SERVER_RSS_MIB']) {
   settings[k.toLowerCase()] = Number(env(k));
 }
-fs.writeFileSync(
-  jsonOut,
-  `${JSON.stringify({ started: env('STARTED'), finished, cores: os.cpus().length, settings, runs }, null, 1)}\n`,
-);
+// One run per line: readable, and diffs between result sets stay small.
+const head = JSON.stringify({ started: env('STARTED'), finished, cores: os.cpus().length, settings });
+fs.writeFileSync(jsonOut, `${head.slice(0, -1)},"runs":[\n${runs.map((r) => JSON.stringify(r)).join(',\n')}\n]}\n`);

@@ -9,7 +9,7 @@
 # (bench/peers/node) has none. Writes bench/results/flood/latest.json (every
 # run) and latest.md (the table). See BENCHMARKS.md, "Flood".
 #
-#   bench/flood.sh                                   # ~20 minutes plus the build
+#   bench/flood.sh                                   # ~15 minutes plus the build
 #   ROUNDS=1 SERVERS=civicpulse BUILD=0 bench/flood.sh
 #   CASES="send-unjoined:1000000" SERVERS="civicpulse node" bench/flood.sh
 #
