@@ -13,6 +13,7 @@
 //! civicpulse-loadgen rooms     --url … --rooms 100 --members 20 --rate 2 --duration 20
 //! civicpulse-loadgen handshake --url … --connections 5000 --concurrency 200
 //! civicpulse-loadgen typing    --url … --rooms 50 --members 20 --rate 2 --duration 20
+//! civicpulse-loadgen flood     --url … --pid PID --flood-kind send-unjoined --frames 300000 --db server.db
 //! ```
 //!
 //! Every scenario prints a human table on stdout and then exactly one line
@@ -21,6 +22,7 @@
 mod broadcast;
 mod connections;
 mod fleet;
+mod flood;
 mod net;
 mod redis;
 mod rooms;
@@ -47,6 +49,9 @@ pub enum Scenario {
     Handshake,
     /// Every member of --rooms × --members toggles user:typing at --rate.
     Typing,
+    /// One socket writes --frames frames without reading; a victim's round
+    /// trips, /healthz and the server's RSS before, during and after.
+    Flood,
 }
 
 /// Which nodes receive the REST writes that trigger broadcast events.
@@ -128,6 +133,42 @@ pub struct Args {
     /// A name for the server under test, copied into the JSON.
     #[arg(long, default_value = "")]
     pub label: String,
+    /// flood: what the flooder sends.
+    #[arg(long, value_enum, default_value_t = flood::FloodKind::Typing)]
+    pub flood_kind: flood::FloodKind,
+    /// flood: frames the flooder writes.
+    #[arg(long, default_value_t = 300_000)]
+    pub frames: u64,
+    /// flood: seconds measured before the flood starts.
+    #[arg(long, default_value_t = 5.0)]
+    pub baseline: f64,
+    /// flood: the flood phase lasts at least this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub flood_min: f64,
+    /// flood: seconds after which a flooder still writing gives up.
+    #[arg(long, default_value_t = 120.0)]
+    pub flood_timeout: f64,
+    /// flood: seconds measured after the flood.
+    #[arg(long, default_value_t = 5.0)]
+    pub cooldown: f64,
+    /// flood: SO_RCVBUF of the flooder's socket, in bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub flood_recv_buffer: u32,
+    /// flood: the victim's message:send round trips per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub victim_rate: f64,
+    /// flood: milliseconds between /healthz probes.
+    #[arg(long, default_value_t = 100)]
+    pub healthz_interval_ms: u64,
+    /// flood: the server's SQLite file, to count the flooder's stored
+    /// messages over time (with the sqlite3 shell).
+    #[arg(long)]
+    pub db: Option<std::path::PathBuf>,
+    /// flood: abandon the flood once the server's RSS passes this many MiB
+    /// (0: never), so that a server without limits cannot take the machine
+    /// down.
+    #[arg(long, default_value_t = 4096)]
+    pub max_server_rss_mib: u64,
 }
 
 impl Args {
@@ -197,6 +238,7 @@ fn main() -> ExitCode {
     let sockets = match args.scenario {
         Scenario::Idle | Scenario::Broadcast | Scenario::Handshake => args.connections,
         Scenario::Rooms | Scenario::Typing => args.rooms * args.members,
+        Scenario::Flood => 2,
     };
     if sockets as u64 + 64 > soft {
         eprintln!(
@@ -223,6 +265,7 @@ fn main() -> ExitCode {
             Scenario::Broadcast => broadcast::run(&args, target.clone()).await,
             Scenario::Rooms => rooms::rooms(&args, target.clone()).await,
             Scenario::Typing => rooms::typing(&args, target.clone()).await,
+            Scenario::Flood => flood::run(&args, target.clone()).await,
         }
     });
     // Sockets still open are simply dropped with the runtime.

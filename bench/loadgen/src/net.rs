@@ -82,9 +82,17 @@ impl Target {
 
     /// A TCP connection to `to` from the next source address (bound before
     /// connect, so each source address has its own ephemeral port range).
-    pub async fn tcp_to(&self, to: SocketAddr) -> io::Result<TcpStream> {
+    ///
+    /// With `recv_buffer`, the receive buffer is set to that many bytes
+    /// before connecting (so the window the kernel advertises is small from
+    /// the start): a client that stops reading then really stops the
+    /// server's writes, instead of hiding megabytes in its kernel buffer.
+    pub async fn tcp_with(&self, to: SocketAddr, recv_buffer: Option<u32>) -> io::Result<TcpStream> {
         let source = self.next_source();
         let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size)?;
+        }
         socket.bind(SocketAddr::new(source, 0))?;
         let stream = tokio::time::timeout(self.connect_timeout, socket.connect(to))
             .await
@@ -181,6 +189,32 @@ impl Http {
         Ok(Self { client, base: format!("http://{to}") })
     }
 
+    /// A client that opens a new connection for every request (none is
+    /// kept idle), each request bounded by `timeout`: a prober that sees
+    /// what a newcomer sees, accept queue included, rather than one warm
+    /// connection.
+    pub fn fresh(target: &Target, timeout: Duration) -> Result<Self, HttpError> {
+        let client = reqwest::Client::builder()
+            .local_address(target.next_source())
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(0)
+            .http1_only()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { client, base: format!("http://{}", target.addr) })
+    }
+
+    /// GETs `path`: the status and the whole body.
+    pub async fn get(&self, path: &str) -> Result<HttpResponse, HttpError> {
+        let response = self.client.get(format!("{}{path}", self.base)).send().await?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await?.to_vec();
+        Ok(HttpResponse { status, body })
+    }
+
     /// POSTs `body` as JSON (or nothing) to `path`, with a bearer token if
     /// given; the status and the whole body. A pooled connection that the
     /// server closed before the request went out is replaced (hyper
@@ -253,13 +287,29 @@ pub async fn connect(target: &Target, token: &str) -> Result<Conn, ConnectError>
 
 /// [`connect`] to node `to` of the target.
 pub async fn connect_to(target: &Target, to: SocketAddr, token: &str) -> Result<Conn, ConnectError> {
-    tokio::time::timeout(target.connect_timeout, connect_inner(target, to, token))
+    connect_with(target, to, token, None).await
+}
+
+/// [`connect_to`] over a TCP connection whose receive buffer is
+/// `recv_buffer` bytes (see [`Target::tcp_with`]).
+pub async fn connect_with(
+    target: &Target,
+    to: SocketAddr,
+    token: &str,
+    recv_buffer: Option<u32>,
+) -> Result<Conn, ConnectError> {
+    tokio::time::timeout(target.connect_timeout, connect_inner(target, to, token, recv_buffer))
         .await
         .unwrap_or(Err(ConnectError::Timeout))
 }
 
-async fn connect_inner(target: &Target, to: SocketAddr, token: &str) -> Result<Conn, ConnectError> {
-    let stream = target.tcp_to(to).await?;
+async fn connect_inner(
+    target: &Target,
+    to: SocketAddr,
+    token: &str,
+    recv_buffer: Option<u32>,
+) -> Result<Conn, ConnectError> {
+    let stream = target.tcp_with(to, recv_buffer).await?;
     let url = format!("ws://{to}/socket.io/?EIO=4&transport=websocket");
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await?;
     let mut conn = Conn { ws, pings: 0 };

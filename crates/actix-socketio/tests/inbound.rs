@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use tungstenite::Message;
 
-use actix_socketio::engineio::{EngineConfig, InboundPermit};
+use actix_socketio::engineio::{CloseReason, EngineConfig, InboundPermit};
 use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketRef};
 
 const MAX_INFLIGHT: usize = 16;
@@ -162,4 +162,65 @@ fn a_polling_post_is_answered_only_once_the_events_it_carried_are_below_the_boun
     assert!(!post.is_finished(), "the POST was answered with {} events in hand", MAX_INFLIGHT + 4);
     holder.release();
     assert_eq!(post.join().expect("POST thread").expect("POST answered"), "ok");
+}
+
+/// Closes every socket at its first event, as an application cuts off a
+/// flooder.
+#[derive(Clone, Default)]
+struct Closer;
+
+impl SocketApp for Closer {
+    type Socket = ();
+
+    fn connect(&self, _: &SocketRef<Self>, _: &Map<String, Value>) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    fn event(&self, _: &mut (), socket: &SocketRef<Self>, _: Event) {
+        socket.close(CloseReason::ForcedClose);
+    }
+
+    fn disconnect(&self, _: (), _: &SocketRef<Self>, _: &str) {}
+}
+
+#[test]
+fn a_client_still_sending_after_the_server_closed_it_is_dropped_not_read_on() {
+    let addr = common::serve(EngineConfig::default(), Closer);
+    let (mut ws, _) =
+        tungstenite::connect(format!("ws://{addr}/socket.io/?EIO=4&transport=websocket")).expect("connect");
+    ws.send(Message::text("40")).expect("CONNECT");
+    loop {
+        if let Message::Text(text) = ws.read().expect("CONNECT reply")
+            && text.starts_with("40")
+        {
+            break;
+        }
+    }
+    let tungstenite::stream::MaybeTlsStream::Plain(stream) = ws.get_mut() else { panic!("plain TCP") };
+    let mut stream: TcpStream = stream.try_clone().expect("clone the stream");
+    // Only so that a server that neither reads nor hangs up fails the test
+    // rather than hanging it.
+    stream.set_write_timeout(Some(Duration::from_secs(20))).expect("write timeout");
+
+    // The first event has the socket closed; the client never reads and
+    // goes on writing. While it lingers for the client's close frame, the
+    // server reads only a little more and then hangs up, so the writes
+    // fail once the kernel's buffers (a few MB on loopback) are full,
+    // rather than being read and thrown away for the whole linger.
+    let frame = client_text_frame(&format!(r#"42["flood","{}"]"#, "x".repeat(1000)));
+    let limit = 32 << 20;
+    let mut written = 0;
+    let error = loop {
+        if written >= limit {
+            panic!("the server took {written} bytes from a socket it had closed");
+        }
+        match stream.write_all(&frame) {
+            Ok(()) => written += frame.len(),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(error.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset),
+        "the server hung up (after {written} bytes), rather than stopping reading: {error}"
+    );
 }

@@ -78,6 +78,13 @@ const READ_CHUNK: usize = 4096;
 /// before the TCP connection is dropped (dropping with unread input would
 /// reset it and could destroy our close frame in flight).
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// What a closed socket's client may still send while it lingers: enough
+/// for its close frame and messages it sent before it saw ours, and no
+/// more. A client that keeps writing (a flooder just cut off) would
+/// otherwise be read, and its frames thrown away, at full speed for the
+/// whole linger: tens of megabytes of the server's time. Past this the
+/// connection is dropped at once (a reset, which such a client has earned).
+const LINGER_DRAIN_MAX: usize = 64 * 1024;
 /// Frames handed to one vectored write.
 const WRITE_BATCH: usize = 64;
 
@@ -524,11 +531,21 @@ impl Connection {
             }
             self.io.shutdown().await?;
             let mut sink = [0u8; 512];
+            let mut drained = 0;
             loop {
                 self.io.readable().await?;
                 match self.io.try_read(&mut sink) {
                     Ok(0) => return Ok(()),
-                    Ok(_) => {}
+                    Ok(n) => {
+                        drained += n;
+                        if drained > LINGER_DRAIN_MAX {
+                            log::debug!(
+                                "websocket conn={} still sending after the close; dropped",
+                                self.outlet.id()
+                            );
+                            return Ok(());
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
