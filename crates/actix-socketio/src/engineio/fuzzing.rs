@@ -52,8 +52,10 @@ impl Endpoint {
             Route::Polling(None) => Routed::New { websocket: false },
             Route::WebSocket(None) => Routed::New { websocket: true },
             Route::Forward(forward) => Routed::Forward { owner_tag: forward.owner_tag, sid: forward.sid },
-            // This engine has no sessions to find.
-            Route::Polling(Some(_)) | Route::WebSocket(Some(_)) => unreachable!("a session was found"),
+            // This engine has no sessions to find, and never drains.
+            Route::Polling(Some(_)) | Route::WebSocket(Some(_)) | Route::Draining => {
+                unreachable!("a session was found, or the engine drains")
+            }
         })
     }
 }
