@@ -271,12 +271,13 @@ start_node() {
       [[ $name == before ]] && bin=$BEFORE_BIN
       # The load generator is faster than any person (the sweep sends up to
       # 80 messages/s from one socket; wrk upvotes with one user's token from
-      # one address, and few users hold many sockets): the limits on what
-      # clients send are lifted, as the Node peer has none.
+      # one address, and few users hold thousands of sockets from one
+      # address): the limits on what clients send are lifted, as the Node
+      # peer has none.
       env HOST=127.0.0.1 PORT="$port" DATABASE_URL="sqlite://$dir/civicpulse.db" JWT_SECRET="$JWT_SECRET" \
         PING_INTERVAL_MS="$PING_INTERVAL_MS" PING_TIMEOUT_MS="$PING_TIMEOUT_MS" RUST_LOG="${SERVER_LOG:-warn}" \
         SOCKET_EVENT_RATE=1000000 SOCKET_EVENT_BURST=1000000 SOCKET_USER_EVENT_RATE=0 SOCKET_ADDRESS_EVENT_RATE=0 \
-        REST_USER_WRITE_RATE=0 REST_ADDRESS_WRITE_RATE=0 MAX_SOCKETS_PER_USER=1000000 \
+        REST_USER_WRITE_RATE=0 REST_ADDRESS_WRITE_RATE=0 MAX_SOCKETS_PER_USER=1000000 MAX_CONNECTIONS_PER_ADDRESS=0 \
         "$@" "$bin" >"$dir/server-$i.log" 2>&1 &
       ;;
     node)

@@ -49,7 +49,11 @@ trap cleanup EXIT INT TERM
 servers=""
 for i in 1 2 3; do
   port=$((3100 + i))
+  # Behind nginx every client has nginx's address: the per-address limits
+  # would count them all as one, so they are off (the per-socket and
+  # per-user ones still hold).
   env HOST=127.0.0.1 PORT=$port NODE_ID=node-$i DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" \
+    MAX_CONNECTIONS_PER_ADDRESS=0 SOCKET_ADDRESS_EVENT_RATE=0 REST_ADDRESS_WRITE_RATE=0 \
     JWT_SECRET="$JWT_SECRET" RUST_LOG=${RUST_LOG:-info} "$BIN" >"$LOG_DIR/node-$i.log" 2>&1 &
   pids+=($!)
   servers+="    server 127.0.0.1:$port;"$'\n'
