@@ -61,7 +61,11 @@ fn serve(app: Slow) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, 
     std::thread::spawn(move || {
         let system = actix_rt::System::new();
         system.block_on(async move {
-            let factory = SocketIoFactory { app: Arc::new(app), connect_timeout: Duration::from_secs(5) };
+            let factory = SocketIoFactory {
+                app: Arc::new(app),
+                connect_timeout: Duration::from_secs(5),
+                binary: Default::default(),
+            };
             let engine = Engine::new(EngineConfig::default(), factory);
             let listener = server::bind("127.0.0.1:0").expect("bind");
             ready.send(listener.local_addr().expect("address")).expect("report address");
