@@ -16,6 +16,8 @@ struct Fixture {
     config: ServiceConfig,
     single: Endpoint,
     routed: Endpoint,
+    /// A routed endpoint that drains.
+    draining: Endpoint,
     // Kept for the clock task that the HTTP config starts.
     _system: actix_rt::SystemRunner,
 }
@@ -28,13 +30,19 @@ thread_local! {
             config,
             single: Endpoint::single(),
             routed: Endpoint::routed(LOCAL_TAG).expect("a valid tag"),
+            draining: {
+                let endpoint = Endpoint::routed(LOCAL_TAG).expect("a valid tag");
+                endpoint.drain();
+                endpoint
+            },
             _system: system,
         }
     };
 }
 
 /// Up to a few pipelined requests; each is routed by an endpoint of one
-/// node and by one of several, and checked against PROTOCOL.md 2.9.
+/// node, by one of several and by one that drains, and checked against
+/// PROTOCOL.md 2.9.
 pub fn request(data: &[u8]) {
     FIXTURE.with(|fixture| {
         let mut codec = Codec::new(fixture.config.clone());
@@ -55,16 +63,17 @@ fn check(fixture: &Fixture, head: &RequestHead) {
     let query = head.uri.query().unwrap_or("");
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let forwarded = head.headers().contains_key(FORWARDED_HEADER);
-    assert_eq!(
-        fixture.single.route(head, upgrade),
-        expected_route(&pairs, &head.method, upgrade, None, forwarded),
-        "{query:?}"
-    );
-    assert_eq!(
-        fixture.routed.route(head, upgrade),
-        expected_route(&pairs, &head.method, upgrade, Some(LOCAL_TAG), forwarded),
-        "{query:?}"
-    );
+    for (endpoint, local_tag, draining) in [
+        (&fixture.single, None, false),
+        (&fixture.routed, Some(LOCAL_TAG), false),
+        (&fixture.draining, Some(LOCAL_TAG), true),
+    ] {
+        assert_eq!(
+            endpoint.route(head, upgrade),
+            expected_route(&pairs, &head.method, upgrade, local_tag, forwarded, draining),
+            "{query:?}"
+        );
+    }
 
     if let Some(accept) = handshake_key(head) {
         // Base64 of a SHA-1, for a GET that names its key.

@@ -25,6 +25,8 @@ pub enum Routed {
     New { websocket: bool },
     /// To the node whose tag the sid starts with.
     Forward { owner_tag: String, sid: String },
+    /// A handshake refused because the endpoint drains.
+    Draining,
 }
 
 /// An endpoint with no sessions.
@@ -45,6 +47,11 @@ impl Endpoint {
         Engine::routed(EngineConfig::default(), Unused, router).ok().map(|engine| Self { engine })
     }
 
+    /// Starts no new session from now on, as in a drain.
+    pub fn drain(&self) {
+        self.engine.draining.store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// The reference server's checks of a request, in its order; `upgrade`
     /// says whether it asks for a WebSocket.
     pub fn route(&self, head: &RequestHead, upgrade: bool) -> Result<Routed, HttpError> {
@@ -52,10 +59,9 @@ impl Endpoint {
             Route::Polling(None) => Routed::New { websocket: false },
             Route::WebSocket(None) => Routed::New { websocket: true },
             Route::Forward(forward) => Routed::Forward { owner_tag: forward.owner_tag, sid: forward.sid },
-            // This engine has no sessions to find, and never drains.
-            Route::Polling(Some(_)) | Route::WebSocket(Some(_)) | Route::Draining => {
-                unreachable!("a session was found, or the engine drains")
-            }
+            Route::Draining => Routed::Draining,
+            // This engine has no sessions to find.
+            Route::Polling(Some(_)) | Route::WebSocket(Some(_)) => unreachable!("a session was found"),
         })
     }
 }
@@ -69,13 +75,15 @@ pub fn handshake_key(head: &RequestHead) -> Option<String> {
 /// What [`Endpoint::route`] must answer, written out from PROTOCOL.md 2.9
 /// rather than from the code: `pairs` is the decoded query (the last value
 /// of a key counts), `forwarded` whether the request carries
-/// [`super::FORWARDED_HEADER`], `local_tag` the routed endpoint's tag.
+/// [`super::FORWARDED_HEADER`], `local_tag` the routed endpoint's tag,
+/// `draining` whether it drains.
 pub fn expected_route(
     pairs: &[(String, String)],
     method: &Method,
     upgrade: bool,
     local_tag: Option<&str>,
     forwarded: bool,
+    draining: bool,
 ) -> Result<Routed, HttpError> {
     let get = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     let websocket = match get("transport") {
@@ -103,6 +111,9 @@ pub fn expected_route(
     }
     if get("EIO") != Some("4") {
         return Err(HttpError::UnsupportedProtocolVersion);
+    }
+    if draining {
+        return Ok(Routed::Draining);
     }
     Ok(Routed::New { websocket })
 }
@@ -193,14 +204,18 @@ mod tests {
             upgrade in any::<bool>(),
             routed in any::<bool>(),
             forwarded in any::<bool>(),
+            draining in any::<bool>(),
         ) {
             let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", escape(k), escape(v))).collect();
             let head = head(method.clone(), &query.join("&"), forwarded);
             let (endpoint, local_tag) =
                 if routed { (Endpoint::routed("a").unwrap(), Some("a")) } else { (Endpoint::single(), None) };
+            if draining {
+                endpoint.drain();
+            }
             prop_assert_eq!(
                 endpoint.route(&head, upgrade),
-                expected_route(&pairs, &method, upgrade, local_tag, forwarded)
+                expected_route(&pairs, &method, upgrade, local_tag, forwarded, draining)
             );
         }
 
