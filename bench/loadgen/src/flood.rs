@@ -151,7 +151,8 @@ struct FloodOutcome {
     error: Option<String>,
     /// (time, frames written so far), one entry per write call.
     progress: Vec<(u64, u64)>,
-    /// Kept open (never read) until the run ends, unless it broke.
+    /// Kept open (never read) until the run ends once every frame is
+    /// written; dropped when it broke or the flood was abandoned.
     conn: Option<Conn>,
 }
 
@@ -173,14 +174,14 @@ async fn flood(
     // Where each frame of the chunk ends, to count whole frames written.
     let mut ends: Vec<usize> = Vec::new();
     let stream = conn.ws.get_mut();
-    let finish = |end, error, frames, bytes, progress, conn| FloodOutcome {
+    let finish = |end, error, frames, bytes, progress| FloodOutcome {
         end,
         end_us: now_us(),
         frames,
         bytes,
         error,
         progress,
-        conn,
+        conn: None,
     };
     while next < n {
         chunk.clear();
@@ -196,17 +197,17 @@ async fn flood(
             let written = tokio::select! {
                 biased;
                 _ = cap.notified() => {
-                    return finish(FloodEnd::RssCap, None, frames, bytes, progress, None);
+                    return finish(FloodEnd::RssCap, None, frames, bytes, progress);
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    return finish(FloodEnd::TimedOut, None, frames, bytes, progress, None);
+                    return finish(FloodEnd::TimedOut, None, frames, bytes, progress);
                 }
                 written = stream.write(&chunk[offset..]) => written,
             };
             match written {
                 Ok(0) => {
                     let error = Some("write returned 0".to_owned());
-                    return finish(FloodEnd::WriteFailed, error, frames, bytes, progress, None);
+                    return finish(FloodEnd::WriteFailed, error, frames, bytes, progress);
                 }
                 Ok(k) => {
                     offset += k;
@@ -218,12 +219,12 @@ async fn flood(
                     progress.push((now_us(), frames));
                 }
                 Err(e) => {
-                    return finish(FloodEnd::WriteFailed, Some(e.to_string()), frames, bytes, progress, None);
+                    return finish(FloodEnd::WriteFailed, Some(e.to_string()), frames, bytes, progress);
                 }
             }
         }
     }
-    let mut outcome = finish(FloodEnd::AllWritten, None, frames, bytes, progress, None);
+    let mut outcome = finish(FloodEnd::AllWritten, None, frames, bytes, progress);
     outcome.conn = Some(conn);
     outcome
 }
