@@ -7,8 +7,10 @@
 #
 #   fuzz/run.sh                        every target, FUZZ_SECS (15) each
 #   FUZZ_SECS=600 fuzz/run.sh emitter  one target, longer
-#   FUZZ_KEEP=1 fuzz/run.sh emitter    then add what it found to the
-#                                      corpus, minimised (afl-cmin)
+#   FUZZ_KEEP=1 fuzz/run.sh emitter    then replace its corpus with the
+#                                      seeds and what it found, minimised
+#                                      (afl-cmin; after a minute that is
+#                                      hundreds of files: pick from them)
 #
 # Findings go to target/fuzz/out/<target>/default/ (crashes/, hangs/,
 # queue/); replay one with
@@ -102,7 +104,7 @@ for i in "${!targets[@]}"; do
   fi
   if [[ ${FUZZ_KEEP:-} == 1 ]]; then
     rm -rf "$out/$target.min"
-    cargo afl cmin -i "$dir/queue" -o "$out/$target.min" -- "$bin" "$target" >/dev/null
+    cargo afl cmin -i "$dir/queue" -o "$out/$target.min" -- "$bin" "$target" >"$out/$target.cmin.log" 2>&1
     rm -f "corpus/$target"/*
     for input in "$out/$target.min"/*; do
       cp "$input" "corpus/$target/$(sha1sum <"$input" | cut -c1-16)"
