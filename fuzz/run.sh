@@ -15,8 +15,8 @@
 # Findings go to target/fuzz/out/<target>/default/ (crashes/, hangs/,
 # queue/); replay one with
 #   target/fuzz/debug/civicpulse-fuzz <target> < FILE
-# (FUZZ_TARGET_DIR moves target/fuzz elsewhere, as CI does to keep the
-# build between its runs.)
+# (FUZZ_TARGET_DIR, an absolute path, moves target/fuzz elsewhere, as CI
+# does to keep the build between its runs.)
 set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true
 shopt -s nullglob
