@@ -7,13 +7,15 @@
 #
 #   fuzz/run.sh                        every target, FUZZ_SECS (15) each
 #   FUZZ_SECS=600 fuzz/run.sh emitter  one target, longer
-#   FUZZ_KEEP=1 fuzz/run.sh emitter    then add what it found to the
-#                                      corpus, minimised (afl-cmin)
+#   FUZZ_KEEP=1 fuzz/run.sh emitter    then replace its corpus with the
+#                                      seeds and what it found, minimised
+#                                      (afl-cmin; after a minute that is
+#                                      hundreds of files: pick from them)
 #
 # Findings go to target/fuzz/out/<target>/default/ (crashes/, hangs/,
 # queue/); replay one with
 #   target/fuzz/debug/civicpulse-fuzz <target> < FILE
-# (FUZZ_TARGET_DIR moves target/fuzz elsewhere.)
+# (FUZZ_TARGET_DIR, an absolute path, moves target/fuzz elsewhere.)
 set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true
 shopt -s nullglob
@@ -54,14 +56,27 @@ targets=("$@")
 # whose core dumps go to a program still reports crashes to AFL.
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
 
+# Runs the target once on a file, printing what it says; fails as it does.
+# (In a shell of its own whose stderr is dropped: bash reports an abort.)
+replay() {
+  RUST_BACKTRACE=0 bash -c 'timeout 10 "$0" "$1" <"$2" 2>&1; exit $?' "$bin" "$1" "$2" 2>/dev/null
+}
+
 run() {
   local target=$1
   [[ -d corpus/$target ]] || { echo "fuzz: no corpus/$target (targets: $all)" >&2; return 1; }
   rm -rf "${out:?}/$target"
+  local log="$out/$target.log" seed
+  # afl-fuzz only warns about a seed that crashes, and goes on without it.
+  for seed in "corpus/$target"/*; do
+    if ! replay "$target" "$seed" >"$log"; then
+      echo "seed ${seed#corpus/} fails" >>"$log"
+      return 1
+    fi
+  done
   # A 1 s timeout: every input is small, so an input that takes longer
   # loops or is quadratic.
-  cargo afl fuzz -V "$secs" -t 1000 -i "corpus/$target" -o "$out/$target" -- "$bin" "$target" \
-    >"$out/$target.log" 2>&1
+  cargo afl fuzz -V "$secs" -t 1000 -i "corpus/$target" -o "$out/$target" -- "$bin" "$target" >"$log" 2>&1
 }
 
 mkdir -p "$out"
@@ -81,7 +96,7 @@ for i in "${!targets[@]}"; do
   dir="$out/$target/default"
   stats="$dir/fuzzer_stats"
   if ((status)) || [[ ! -f $stats ]]; then
-    echo "fuzz: $target: afl-fuzz failed (exit $status); the end of its log:"
+    echo "fuzz: $target: failed (exit $status); the end of its log:"
     tail -n 15 "$out/$target.log" | sed 's/\x1b\[[0-9;]*m//g'
     failed=1
     continue
@@ -93,15 +108,15 @@ for i in "${!targets[@]}"; do
     failed=1
     for finding in "${findings[@]}"; do
       echo "fuzz: $target: ${finding#"$out/"}; the input, base64: $(base64 -w0 "$finding")"
-      replay=$(RUST_BACKTRACE=0 timeout 10 "$bin" "$target" <"$finding" 2>&1 || true)
-      grep -A2 -m1 'panicked' <<<"$replay" || echo "  (no panic when replayed: a hang, or a signal)"
+      { replay "$target" "$finding" || true; } | grep -A2 -m1 'panicked' ||
+        echo "  (no panic when replayed: a hang, or a signal)"
     done
   else
     echo "fuzz: $target: $execs runs, $paths inputs in its queue, no crash"
   fi
   if [[ ${FUZZ_KEEP:-} == 1 ]]; then
     rm -rf "$out/$target.min"
-    cargo afl cmin -i "$dir/queue" -o "$out/$target.min" -- "$bin" "$target" >/dev/null
+    cargo afl cmin -i "$dir/queue" -o "$out/$target.min" -- "$bin" "$target" >"$out/$target.cmin.log" 2>&1
     rm -f "corpus/$target"/*
     for input in "$out/$target.min"/*; do
       cp "$input" "corpus/$target/$(sha1sum <"$input" | cut -c1-16)"
