@@ -726,6 +726,17 @@ pub async fn run(args: &Args, target: Arc<Target>) -> Result<Report, String> {
         })
     });
 
+    // When the slowest round trips were sent, relative to the flood's
+    // start: a stall the flood caused clusters after it, noise does not.
+    let mut slowest: Vec<(u64, u64)> =
+        trips.iter().filter_map(|t| Some((t.ack_us?.saturating_sub(t.sent_us), t.sent_us))).collect();
+    slowest.sort_unstable_by(|a, b| b.cmp(a));
+    let slowest: Vec<Value> = slowest
+        .iter()
+        .take(5)
+        .map(|&(latency, sent)| json!({ "sent_s": round3((sent as f64 - flood_start as f64) / 1e6), "ms": round3(latency as f64 / 1e3) }))
+        .collect();
+    r.set("victim_slowest", slowest);
     r.set("kind", kind.name());
     r.set("frames_asked", n);
     r.set("flood_recv_buffer", args.flood_recv_buffer);
