@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use actix_socketio::engineio::limits::ServerLimits;
 use actix_socketio::engineio::upgrade::WsRoutes;
 use actix_socketio::engineio::{DrainPlan, Drained, Engine, EngineConfig, endpoint, server};
 use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
@@ -71,11 +72,12 @@ fn serve(app: Slow) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, 
             ready.send(listener.local_addr().expect("address")).expect("report address");
             let ws = WsRoutes::default().engine("/socket.io/", engine.clone());
             let app_engine = engine.clone();
-            let (running, stopper) = server::start_stoppable(listener, 1, ws, move || {
-                let engine = app_engine.clone();
-                App::new().configure(move |cfg| endpoint::mount(cfg, "/socket.io/", engine))
-            })
-            .expect("server");
+            let (running, stopper) =
+                server::start_stoppable_with(listener, 1, ws, ServerLimits::default(), move || {
+                    let engine = app_engine.clone();
+                    App::new().configure(move |cfg| endpoint::mount(cfg, "/socket.io/", engine))
+                })
+                .expect("server");
             actix_rt::spawn(running);
             let _ = start.await;
             let now = Instant::now();

@@ -63,28 +63,8 @@ where
 
 /// [`start`] for an application that stops the server itself, in the
 /// steps of the [`Stopper`], and closes its sessions in between (see
-/// `Engine::drain`). actix handles no signal. Nothing is capped.
-pub fn start_stoppable<F, I, S, B>(
-    listener: TcpListener,
-    workers: usize,
-    ws: WsRoutes,
-    app: F,
-) -> std::io::Result<(Server, Stopper)>
-where
-    F: Fn() -> I + Send + Clone + 'static,
-    I: IntoServiceFactory<S, Request>,
-    S: ServiceFactory<Request, Config = AppConfig> + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: std::fmt::Debug,
-    S::Response: Into<Response<B>> + 'static,
-    <S::Service as actix_service::Service<Request>>::Future: 'static,
-    S::Service: 'static,
-    B: MessageBody + 'static,
-{
-    start_stoppable_with(listener, workers, ws, ServerLimits::default(), app)
-}
-
-/// [`start_stoppable`] with `limits` on connections and request bodies.
+/// `Engine::drain`), with `limits` on connections and request bodies.
+/// actix handles no signal.
 pub fn start_stoppable_with<F, I, S, B>(
     listener: TcpListener,
     workers: usize,
@@ -175,7 +155,7 @@ where
         .run())
 }
 
-/// Stops a server made by [`start_stoppable`] in steps.
+/// Stops a server made by [`start_stoppable_with`] in steps.
 pub struct Stopper {
     handle: ServerHandle,
     /// The listening socket, shared with the acceptor thread.
