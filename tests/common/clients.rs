@@ -220,21 +220,55 @@ pub fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandl
 /// `npm ci` in tests/js, unless node_modules matches package-lock.json.
 pub fn js_ready() {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        with_file_lock("js-clients", || {
-            let dir = root().join("tests/js");
-            let stamp = digest(&[&dir.join("package-lock.json")])?;
-            let marker = dir.join("node_modules/.civicpulse-installed");
-            if std::fs::read_to_string(&marker).is_ok_and(|s| s == stamp) {
-                return Ok(());
-            }
-            run_setup(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir))?;
-            std::fs::write(&marker, stamp).map_err(|e| format!("writing {}: {e}", marker.display()))
-        })
-    });
-    if let Err(e) = ready {
+    if let Err(e) = READY.get_or_init(|| npm_ready("tests/js")) {
         panic!("cannot install the JavaScript clients (needs node and npm): {e}");
     }
+}
+
+/// `npm ci` in tests/browser (playwright-core, the client's browser build,
+/// the Admin UI's bundle), and Debian's Chromium present.
+pub fn browser_ready() {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        if !Path::new(&chromium).exists() {
+            return Err(format!("no browser at {chromium}: `apt-get install -y chromium` (or set CHROMIUM)"));
+        }
+        npm_ready("tests/browser")
+    });
+    if let Err(e) = ready {
+        panic!("cannot run the browser tier: {e}");
+    }
+}
+
+/// `npm ci` in `dir` (relative to the crate), once per change of its
+/// package-lock.json, under a file lock across test processes.
+fn npm_ready(dir: &str) -> Result<(), String> {
+    with_file_lock(&dir.replace('/', "-"), || {
+        let dir = root().join(dir);
+        let stamp = digest(&[&dir.join("package-lock.json")])?;
+        let marker = dir.join("node_modules/.civicpulse-installed");
+        if std::fs::read_to_string(&marker).is_ok_and(|s| s == stamp) {
+            return Ok(());
+        }
+        run_setup(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir))?;
+        std::fs::write(&marker, stamp).map_err(|e| format!("writing {}: {e}", marker.display()))
+    })
+}
+
+/// Runs `node tests/browser/<script> <scenario>`: Debian's Chromium driven
+/// by playwright-core. Screenshots go to the target directory's
+/// `browser-screenshots`.
+pub fn browser(script: &str, scenario: &str, input: &Value, timeout: Duration) {
+    browser_ready();
+    let path = root().join("tests/browser").join(script);
+    run_scenario(
+        &format!("chromium {script} {scenario:?}"),
+        Path::new("node"),
+        &[path.to_str().expect("utf-8 path"), scenario],
+        input,
+        timeout,
+    );
 }
 
 /// A virtualenv in tests/python/.venv with requirements.txt installed;
