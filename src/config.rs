@@ -65,6 +65,8 @@ pub struct Config {
     /// sessions (`http://host:port`).
     pub node_url: String,
     pub cors_origins: Vec<String>,
+    /// Whether `/` serves the demo client (src/http/demo).
+    pub demo_client: bool,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub connect_timeout: Duration,
@@ -260,6 +262,7 @@ impl Config {
             redis_key_prefix,
             node_url,
             cors_origins,
+            demo_client: parse_bool(get("DEMO_CLIENT"), "DEMO_CLIENT", true)?,
             ping_interval: millis("PING_INTERVAL_MS", 25_000)?,
             ping_timeout: millis("PING_TIMEOUT_MS", 20_000)?,
             connect_timeout: millis("CONNECT_TIMEOUT_MS", 45_000)?,
@@ -406,6 +409,16 @@ fn checked_name(var: &'static str, raw: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// `true`/`false`, also as `1`/`0`, `yes`/`no`, `on`/`off`, in any case.
+fn parse_bool(raw: Option<&str>, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    let Some(raw) = raw else { return Ok(default) };
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError { var, reason: format!("{raw:?} is not true or false") }),
+    }
+}
+
 fn parse_num<T>(
     raw: Option<&str>,
     var: &'static str,
@@ -442,6 +455,8 @@ mod tests {
         assert!(c.jwt_secret_generated);
         assert_eq!(c.access_token_ttl, Duration::from_secs(900));
         assert_eq!(c.db_timeout, Duration::from_secs(10));
+        assert!(c.demo_client);
+        assert!(!Config::from_vars(&vars(&[("DEMO_CLIENT", "off")])).unwrap().demo_client);
     }
 
     #[test]
@@ -455,6 +470,7 @@ mod tests {
             ("REDIS_URL", "http://x"),
             ("REDIS_URL", "redis://host:notaport"),
             ("NODE_ID", "has space"),
+            ("DEMO_CLIENT", "maybe"),
             ("NODE_ID", "n".repeat(65).as_str()),
             ("REDIS_KEY_PREFIX", "a{b}"),
             ("NODE_URL", "ftp://x"),

@@ -191,7 +191,12 @@ fn http_server(
                 }
             })
             .configure(|cfg| actix_socketio::engineio::endpoint::mount(cfg, "/socket.io/", socket_io.clone()))
-            .configure(http::routes)
+            .configure(|cfg| {
+                if s.config.demo_client {
+                    http::demo::routes(cfg);
+                }
+                http::routes(cfg);
+            })
     })?;
     Ok((server, bound, stopper))
 }
