@@ -78,3 +78,17 @@ fn two_tabs_see_each_other_live_in_the_demo() {
     let input = json!({ "url": server.url(), "official": { "email": email, "password": password } });
     browser("demo.mjs", "two-tabs", &input, Duration::from_secs(120));
 }
+
+#[test]
+#[ignore = "needs Debian's chromium (.ci/run installs it)"]
+fn the_demo_keeps_its_socket_through_token_refreshes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database_url = format!("sqlite://{}", dir.path().join("civicpulse.db").display());
+    // Short tokens and no grace: a page that did not refresh would be cut
+    // off within seconds.
+    let ttl = 4;
+    let server =
+        Server::start(&database_url, &[("ACCESS_TOKEN_TTL_SECS", "4"), ("SOCKET_TOKEN_GRACE_SECS", "1")]);
+    let input = json!({ "url": server.url(), "accessTokenTtlSecs": ttl });
+    browser("demo.mjs", "refresh", &input, Duration::from_secs(120));
+}

@@ -102,4 +102,48 @@ async function twoTabs() {
   assert.deepEqual(problems, [], 'no page errors, console errors or CSP violations');
 }
 
-await run({ 'two-tabs': twoTabs });
+/**
+ * With access tokens of a few seconds (the server's ACCESS_TOKEN_TTL_SECS),
+ * the page keeps its sign-in and its socket through several lifetimes: it
+ * refreshes ahead of expiry, keeps each rotated refresh token and hands the
+ * socket the new access token (`auth:refresh`).
+ */
+async function refresh() {
+  const browser = await launch();
+  const problems = [];
+  const page = await openDemo(browser, 'citizen', problems);
+  const register = page.locator('#register-form');
+  await register.locator('[name=displayName]').fill('Rae Refresh');
+  await register.locator('[name=email]').fill('rae@city.example');
+  await register.locator('[name=password]').fill('rae-password');
+  await register.locator('button[type=submit]').click();
+  await live(page);
+  const stored = () => page.evaluate(() => JSON.parse(sessionStorage.getItem('civicpulse.session')));
+  const first = await stored();
+  // A global binding of the page's script: the connection's id.
+  const socketId = await page.evaluate(() => socket.id);
+  const ttl = input.accessTokenTtlSecs;
+
+  await page.locator('#report summary').click();
+  await page.locator('#report-form [name=title]').fill('Pothole on Oak Avenue');
+  await page.locator('#report-form button[type=submit]').click();
+  await page.locator('#issue-title', { hasText: 'Pothole on Oak Avenue' }).waitFor();
+
+  const seen = new Set([first.refreshToken]);
+  await until(`three refreshes (tokens of ${ttl} s)`, async () => {
+    seen.add((await stored()).refreshToken);
+    return seen.size >= 4;
+  }, ttl * 5000);
+  // The socket was never ended: the same connection, still live, and
+  // what it sends is accepted under the newest token.
+  assert.equal(await page.evaluate(() => socket.id), socketId, 'the same socket throughout');
+  assert.match(await text(page, '#connection'), /live \(websocket\)/);
+  await page.locator('#message').fill('Still here after three refreshes');
+  await page.locator('#message').press('Enter');
+  await page.locator('#messages li', { hasText: 'Still here after three refreshes' }).waitFor();
+  assert.equal(await page.locator('#message').inputValue(), '', 'the message was acknowledged');
+  await screenshot(page, 'demo-refresh', ['Pothole on Oak Avenue', 'Still here after three refreshes', 'live (websocket)']);
+  assert.deepEqual(problems, [], 'no page errors, console errors or CSP violations');
+}
+
+await run({ 'two-tabs': twoTabs, refresh });
