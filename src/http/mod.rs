@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, handlers per resource, the error type and the
 //! extractors. Handlers translate between HTTP and the domain, nothing more.
 
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod handlers;

@@ -31,10 +31,20 @@ use crate::protocol::engine::HttpError;
 /// the server's count (held for as long as the socket lives).
 type Accept = Arc<dyn Fn(Request, TcpStream, BytesMut, Slot) -> LocalBoxFuture<'static, ()> + Send + Sync>;
 
+/// Whether an upgrade request may open a WebSocket, from its head (its
+/// `Origin` header, typically): the application's policy. Upgrades never
+/// pass through the App, so its CORS middleware never sees them.
+pub type OriginCheck = Arc<dyn Fn(&RequestHead) -> bool + Send + Sync>;
+
+/// The answer to an upgrade the [`OriginCheck`] refuses.
+const ORIGIN_REFUSED: &str =
+    r#"{"error":{"code":"origin_not_allowed","message":"WebSockets from this origin are not allowed"}}"#;
+
 /// The WebSocket endpoints of a server, by exact path.
 #[derive(Clone, Default)]
 pub struct WsRoutes {
     routes: Vec<(String, Accept)>,
+    origin: Option<OriginCheck>,
 }
 
 impl WsRoutes {
@@ -44,6 +54,14 @@ impl WsRoutes {
         let accept: Accept =
             Arc::new(move |req, io, early, slot| Box::pin(accept(engine.clone(), req, io, early, slot)));
         self.routes.push((path.to_string(), accept));
+        self
+    }
+
+    /// Refuses, 403, every upgrade `check` does not allow, whatever path
+    /// (browsers do not apply CORS to WebSockets: this is where a server
+    /// says which pages may open them).
+    pub fn check_origin(mut self, check: OriginCheck) -> Self {
+        self.origin = Some(check);
         self
     }
 
@@ -59,6 +77,9 @@ impl WsRoutes {
             if let Some(refusal) = slot.info().refusal(&req) {
                 return respond_raw(io, &refusal.raw_response()).await;
             }
+        }
+        if self.origin.as_ref().is_some_and(|allowed| !allowed(req.head())) {
+            return respond(io, StatusCode::FORBIDDEN, ORIGIN_REFUSED).await;
         }
         match self.routes.iter().find(|(path, _)| path == req.path()) {
             Some((_, accept)) => accept(req, io, early, slot).await,
