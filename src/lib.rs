@@ -214,6 +214,7 @@ fn server_limits(services: &Services) -> actix_socketio::engineio::limits::Serve
         body_read_timeout: Some(config.body_read_timeout),
         ops_paths: ["/healthz", "/readyz", "/metrics"].map(String::from).to_vec(),
         stats: services.metrics.server.clone(),
+        cors: Some(http::cors::refusals_readable_by(&config.cors_origins)),
     }
 }
 

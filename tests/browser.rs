@@ -55,7 +55,7 @@ impl Node {
             reqwest::Method::POST,
             "/api/issues",
             Some(&alice.token),
-            json!({ "title": "Streetlight out on Elm St", "category": "lighting" }),
+            json!({ "title": "Streetlight out on Elm St", "category": "electricity" }),
         );
         assert_eq!(status, 201, "create issue: {issue}");
         json!({
@@ -152,6 +152,15 @@ fn an_allowed_page_reads_retry_after_and_a_refused_page_fails_in_the_browser() {
     clients::browser("tier.mjs", "cors", &node.input(), SCENARIO_LIMIT);
     // The WebSocket refused was the server's origin check, not the browser.
     assert!(metric(&node.server, "civicpulse_ws_origin_refusals_total") >= 1.0);
+}
+
+#[test]
+#[ignore = "needs Debian's chromium"]
+fn an_allowed_page_reads_the_connection_caps_429_and_its_retry_after() {
+    let node = Node::start(&[("MAX_CONNECTIONS_PER_ADDRESS", "4")]);
+    let mut input = node.input();
+    input["maxPerAddress"] = 4.into();
+    clients::browser("tier.mjs", "refusals", &input, SCENARIO_LIMIT);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::{StatusCode, header};
 use actix_web::{Error, HttpResponse};
-use actix_socketio::engineio::upgrade::OriginCheck;
+use actix_socketio::engineio::origin::OriginPolicy;
 use futures_util::future::LocalBoxFuture;
 
 use super::error::ApiError;
@@ -75,20 +75,25 @@ fn refused(refusal: &CorsError) -> ApiError {
     }
 }
 
-/// The check of WebSocket upgrades (`WS_ORIGIN_CHECK`): an upgrade with an
-/// `Origin` header (every browser sends one) must come from an allowed
-/// origin or the server's own; one without (a client that is not a
-/// browser) passes. Refusals are counted.
-pub fn upgrade_check(origins: &AllowedOrigins, metrics: Arc<Metrics>) -> OriginCheck {
+/// The check of WebSocket upgrades (`WS_ORIGIN_CHECK`): a page must be of
+/// an allowed origin or the server's own (upgrades without an `Origin`,
+/// from clients that are not browsers, pass before this is asked).
+/// Refusals are counted.
+pub fn upgrade_check(origins: &AllowedOrigins, metrics: Arc<Metrics>) -> OriginPolicy {
     let origins = origins.clone();
-    Arc::new(move |head| {
-        let Some(origin) = head.headers().get(header::ORIGIN) else { return true };
-        let host = head.headers().get(header::HOST).and_then(|h| h.to_str().ok());
-        let allowed = origin.to_str().is_ok_and(|origin| origins.allows(origin, host));
+    OriginPolicy::new(move |origin, host| {
+        let allowed = origins.allows(origin, host);
         if !allowed {
             metrics.ws_origin_refusals.fetch_add(1, Ordering::Relaxed);
             log::debug!(target: "civicpulse::http", "websocket upgrade from origin {origin:?} refused");
         }
         allowed
     })
+}
+
+/// Who may read the refusals answered before the App (429
+/// `too_many_connections`, 503 `over_capacity`): the pages CORS allows.
+pub fn refusals_readable_by(origins: &AllowedOrigins) -> OriginPolicy {
+    let origins = origins.clone();
+    OriginPolicy::new(move |origin, host| origins.allows(origin, host))
 }

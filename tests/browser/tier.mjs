@@ -21,6 +21,7 @@
 // harness.mjs `screenshot`).
 
 import assert from 'node:assert/strict';
+import { connect as connectTcp } from 'node:net';
 import { join } from 'node:path';
 
 import { ROOT, input, launch, log, newPage, run, screenshot, serveOrigin, sleep, until } from './harness.mjs';
@@ -31,9 +32,9 @@ const { url, users, issueId } = input;
 const PAGE = `<!doctype html>
 <html><head><meta charset="utf-8"><title>CivicPulse browser tier</title>
 <script src="/socket.io.min.js"></script><script src="/page.js"></script>
-<style>body{font:14px sans-serif;margin:2em} #state div{font-weight:bold;margin:.2em 0} pre{font-size:11px}</style>
+<style>body{font:14px sans-serif;margin:2em} #state div{font-weight:bold;margin:.2em 0} pre{font-size:11px;white-space:pre-wrap;word-break:break-all}</style>
 </head><body><h1 id="title">browser tier</h1><div id="state"></div><pre id="log"></pre></body></html>`;
-const FILES = { '/': { body: PAGE }, '/page.js': { file: join(ROOT, 'tests/browser/page.js') } };
+const FILES = { '/': { body: PAGE }, '/favicon.ico': { body: '', type: 'image/x-icon' }, '/page.js': { file: join(ROOT, 'tests/browser/page.js') } };
 
 /** The page origin CivicPulse allows, and one it does not. */
 const allowedOrigin = () => serveOrigin(FILES, input.pagePort);
@@ -342,6 +343,35 @@ scenarios.cors = async () => {
     await until('the websocket connected', () => refused.evaluate(() => window.socket.connected));
     await roundTrip(refused, 'unchecked websocket');
     await screenshot(refused, 'cors-refused-ws-unchecked', ['socket: connected', 'transport: websocket']);
+  }
+};
+
+/**
+ * The connection cap's 429 (answered before the App, where the CORS
+ * middleware is not) is readable by an allowed page, Retry-After included:
+ * `maxPerAddress` idle connections of this script fill the address's
+ * quota, so the page's next connection is refused.
+ */
+scenarios.refusals = async () => {
+  const browser = await launch();
+  const page = await openPage(browser, await allowedOrigin(), 'allowed origin: connection cap');
+  const { port, hostname } = new URL(url);
+  const held = [];
+  for (let i = 0; i < input.maxPerAddress; i++) {
+    const socket = connectTcp({ port: Number(port), host: hostname });
+    await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    held.push(socket);
+  }
+  try {
+    // A simple request (no preflight), on a connection of its own.
+    const r = await api(page, 'GET', `/api/issues?capped=${Date.now()}`);
+    assert.equal(r.status, 429, JSON.stringify(r));
+    assert.equal(r.json.error.code, 'too_many_connections', JSON.stringify(r));
+    assert.equal(r.retryAfter, '5', 'Retry-After readable by the page');
+    await page.evaluate((s) => tier.show('connection cap', `429, retry-after ${s}`), r.retryAfter);
+    await screenshot(page, 'refusal-readable', ['connection cap: 429, retry-after 5']);
+  } finally {
+    for (const socket of held) socket.destroy();
   }
 };
 
