@@ -244,7 +244,10 @@ impl Config {
             Some("on" | "true" | "1") => true,
             Some("off" | "false" | "0") => false,
             Some(other) => {
-                return Err(ConfigError { var: "WS_ORIGIN_CHECK", reason: format!("{other:?} is not on or off") });
+                return Err(ConfigError {
+                    var: "WS_ORIGIN_CHECK",
+                    reason: format!("{other:?} is not on or off"),
+                });
             }
         };
         let default_workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -525,8 +528,9 @@ mod tests {
         let c = Config::from_vars(&vars(&[("CORS_ORIGINS", "https://app.example")])).unwrap();
         assert_eq!(c.cors_origins, AllowedOrigins::List(vec!["https://app.example".into()]));
         assert!(c.ws_origin_check);
-        let c = Config::from_vars(&vars(&[("CORS_ORIGINS", "https://app.example"), ("WS_ORIGIN_CHECK", "off")]))
-            .unwrap();
+        let c =
+            Config::from_vars(&vars(&[("CORS_ORIGINS", "https://app.example"), ("WS_ORIGIN_CHECK", "off")]))
+                .unwrap();
         assert!(!c.ws_origin_check);
         let c = Config::from_vars(&vars(&[("WS_ORIGIN_CHECK", "on")])).unwrap();
         assert!(c.ws_origin_check, "only the server's own pages (and non-browser clients)");

@@ -166,9 +166,11 @@ fn http_server(
         web::Data::new(http::rate_limit::AuthRateLimit::new(services.config.auth_rate_per_minute));
     let write_limits = services.write_limits.clone();
     let bound = listener.local_addr()?;
-    let mut ws = actix_socketio::engineio::upgrade::WsRoutes::default().engine("/socket.io/", socket_io.clone());
+    let mut ws =
+        actix_socketio::engineio::upgrade::WsRoutes::default().engine("/socket.io/", socket_io.clone());
     if services.config.ws_origin_check {
-        ws = ws.check_origin(http::cors::upgrade_check(&services.config.cors_origins, services.metrics.clone()));
+        ws = ws
+            .check_origin(http::cors::upgrade_check(&services.config.cors_origins, services.metrics.clone()));
     }
     let (workers, limits) = (services.config.workers, server_limits(services));
     let (server, stopper) = start_stoppable_with(listener, workers, ws, limits, move || {

@@ -76,7 +76,8 @@ fn borrowed(vars: &[(String, String)]) -> Vec<(&str, &str)> {
 /// A citizen of springfield, registered over HTTP.
 pub fn register(server: &Server, name: &str) -> TestUser {
     let email = format!("{}-{}@example.test", name.to_lowercase(), rand::random::<u32>());
-    let body = json!({ "email": email, "password": common::PASSWORD, "displayName": name, "city": common::CITY });
+    let body =
+        json!({ "email": email, "password": common::PASSWORD, "displayName": name, "city": common::CITY });
     let (status, v) = server.request(reqwest::Method::POST, "/api/auth/register", None, body);
     assert_eq!(status, 201, "register {name}: {v}");
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
@@ -92,8 +93,12 @@ pub fn register(server: &Server, name: &str) -> TestUser {
 }
 
 fn metric(server: &Server, name: &str) -> f64 {
-    let text = reqwest::blocking::get(format!("{}/metrics", server.url())).and_then(|r| r.text()).unwrap_or_default();
-    text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok())).unwrap_or(f64::NAN)
+    let text = reqwest::blocking::get(format!("{}/metrics", server.url()))
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(f64::NAN)
 }
 
 #[test]
@@ -122,7 +127,8 @@ fn rooms_typing_and_presence_between_two_browser_profiles() {
 fn a_page_reconnects_and_rejoins_its_room_across_a_server_restart() {
     let mut node = Node::start(&[("DRAIN_TIMEOUT_SECS", "2")]);
     let input = node.input();
-    let script = std::thread::spawn(move || clients::browser("tier.mjs", "reconnect", &input, SCENARIO_LIMIT));
+    let script =
+        std::thread::spawn(move || clients::browser("tier.mjs", "reconnect", &input, SCENARIO_LIMIT));
     // The page stops the node (SIGTERM) once its socket is in the room.
     let stopped = loop {
         if let Some(status) = node.server.wait_exit(Duration::from_millis(100)) {
@@ -166,8 +172,11 @@ fn an_allowed_page_reads_the_connection_caps_429_and_its_retry_after() {
 #[test]
 #[ignore = "needs Debian's chromium"]
 fn with_the_websocket_origin_check_off_a_refused_page_can_open_a_websocket() {
-    let node =
-        Node::start(&[("WS_ORIGIN_CHECK", "off"), ("REST_USER_WRITE_RATE", "1"), ("REST_USER_WRITE_BURST", "3")]);
+    let node = Node::start(&[
+        ("WS_ORIGIN_CHECK", "off"),
+        ("REST_USER_WRITE_RATE", "1"),
+        ("REST_USER_WRITE_BURST", "3"),
+    ]);
     let mut input = node.input();
     input["wsCheck"] = false.into();
     clients::browser("tier.mjs", "cors", &input, SCENARIO_LIMIT);

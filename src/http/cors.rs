@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actix_cors::{Cors, CorsError};
+use actix_socketio::engineio::origin::OriginPolicy;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::{StatusCode, header};
 use actix_web::{Error, HttpResponse};
-use actix_socketio::engineio::origin::OriginPolicy;
 use futures_util::future::LocalBoxFuture;
 
 use super::error::ApiError;

@@ -225,7 +225,11 @@ impl Refusal {
     }
 
     /// The answer to `req`, readable by its page if `cors` allows it.
-    pub(crate) fn response(self, req: &Request, cors: Option<&OriginPolicy>) -> Response<actix_http::body::BoxBody> {
+    pub(crate) fn response(
+        self,
+        req: &Request,
+        cors: Option<&OriginPolicy>,
+    ) -> Response<actix_http::body::BoxBody> {
         let mut response = Response::with_body(self.status(), self.body()).map_into_boxed_body();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -235,7 +239,8 @@ impl Refusal {
         if let Some(origin) = cors.and_then(|cors| cors.readable_by(origin, host)) {
             if let Ok(origin) = HeaderValue::from_str(&origin) {
                 headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-                headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
+                headers
+                    .insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
                 headers.insert(header::VARY, HeaderValue::from_static("Origin"));
             }
         }
@@ -744,6 +749,31 @@ mod tests {
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
+    }
+
+    #[test]
+    fn refusals_are_readable_by_the_pages_the_policy_allows_only() {
+        let policy = OriginPolicy::new(|origin, _| origin == "https://app.example");
+        let request = |origin: &'static str| {
+            let mut req = Request::new();
+            req.head_mut().headers.insert(header::ORIGIN, HeaderValue::from_static(origin));
+            req
+        };
+        let allowed = Refusal::Capacity.response(&request("https://app.example"), Some(&policy));
+        let headers = allowed.headers();
+        assert_eq!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "https://app.example");
+        assert_eq!(headers.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).unwrap(), "retry-after");
+        assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "1");
+        for (req, cors) in
+            [(request("https://evil.example"), Some(&policy)), (request("https://app.example"), None)]
+        {
+            let refused = Refusal::Capacity.response(&req, cors);
+            assert!(refused.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+        }
+        let raw = Refusal::Address.raw_response(Some("https://app.example"));
+        assert!(raw.contains("\r\naccess-control-allow-origin: https://app.example\r\n"), "{raw}");
+        assert!(raw.contains("\r\nretry-after: 5\r\n"), "{raw}");
+        assert!(!Refusal::Address.raw_response(None).contains("access-control"));
     }
 
     #[test]

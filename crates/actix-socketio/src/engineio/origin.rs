@@ -88,9 +88,15 @@ mod tests {
     #[test]
     fn only_allowed_pages_may_read_and_non_browsers_pass() {
         let policy = OriginPolicy::new(|origin, host| origin == "https://app.example" || host == Some("own"));
-        assert_eq!(policy.readable_by(Some("https://app.example"), None).as_deref(), Some("https://app.example"));
+        assert_eq!(
+            policy.readable_by(Some("https://app.example"), None).as_deref(),
+            Some("https://app.example")
+        );
         assert_eq!(policy.readable_by(Some("https://evil.example"), None), None);
-        assert_eq!(policy.readable_by(Some("https://evil.example"), Some("own")).as_deref(), Some("https://evil.example"));
+        assert_eq!(
+            policy.readable_by(Some("https://evil.example"), Some("own")).as_deref(),
+            Some("https://evil.example")
+        );
         assert_eq!(policy.readable_by(None, None), None);
         let mut headers = HeaderMap::new();
         assert!(policy.allows(&headers), "no Origin: not a browser");
