@@ -16,6 +16,8 @@
 //   pids           the server processes to stop (reconnect); the test
 //                  starts them again on the same ports
 //   wsCheck        whether WS_ORIGIN_CHECK is on (cors; default true)
+//   maxPerAddress  the server's MAX_CONNECTIONS_PER_ADDRESS (refusals)
+//   label          prefixed to the screenshots' names (e.g. cluster)
 //
 // Every scenario ends with screenshots whose page state is checked (see
 // harness.mjs `screenshot`).
@@ -35,6 +37,9 @@ const PAGE = `<!doctype html>
 <style>body{font:14px sans-serif;margin:2em} #state div{font-weight:bold;margin:.2em 0} pre{font-size:11px;white-space:pre-wrap;word-break:break-all}</style>
 </head><body><h1 id="title">browser tier</h1><div id="state"></div><pre id="log"></pre></body></html>`;
 const FILES = { '/': { body: PAGE }, '/favicon.ico': { body: '', type: 'image/x-icon' }, '/page.js': { file: join(ROOT, 'tests/browser/page.js') } };
+
+/** A screenshot named for the scenario, under the run's `label` if any. */
+const shot = (page, name, expected) => screenshot(page, input.label ? `${input.label}-${name}` : name, expected);
 
 /** The page origin CivicPulse allows, and one it does not. */
 const allowedOrigin = () => serveOrigin(FILES, input.pagePort);
@@ -105,7 +110,7 @@ scenarios.transports = async () => {
   assert.deepEqual(await page.evaluate(() => tier.transports), ['polling', 'websocket'], 'polling, then upgraded');
   assert.ok(polls.length >= 1 && websockets.length === 1, `polls ${polls.length}, websockets ${websockets}`);
   await roundTrip(page, 'after the upgrade');
-  await screenshot(page, 'transports-default', ['socket: connected', 'transport: websocket (upgraded)', 'upgrades: 1']);
+  await shot(page, 'transports-default', ['socket: connected', 'transport: websocket (upgraded)', 'upgrades: 1']);
   await disconnect(page);
 
   polls.length = 0;
@@ -115,7 +120,7 @@ scenarios.transports = async () => {
   await roundTrip(page, 'websocket only');
   assert.equal(polls.length, 0, 'websocket only: no polling request');
   assert.equal(websockets.length, 2);
-  await screenshot(page, 'transports-websocket', ['socket: connected', 'transport: websocket']);
+  await shot(page, 'transports-websocket', ['socket: connected', 'transport: websocket']);
   await disconnect(page);
 
   await page.evaluate(() => (tier.transports.length = 0));
@@ -127,7 +132,7 @@ scenarios.transports = async () => {
   assert.equal(await page.evaluate(() => window.socket.io.engine.transport.name), 'polling');
   assert.equal(websockets.length, 2, 'polling only: no websocket opened');
   assert.ok(polls.length >= 2, `polling only: ${polls.length} polls`);
-  await screenshot(page, 'transports-polling', ['socket: connected', 'transport: polling']);
+  await shot(page, 'transports-polling', ['socket: connected', 'transport: polling']);
 };
 
 /**
@@ -183,7 +188,7 @@ scenarios.auth = async () => {
   assert.equal((await events(page, 'disconnect')).length, 0, 'never disconnected once connected');
   await roundTrip(page, 'after auth:refresh');
   await page.evaluate(() => tier.show('auth:refresh', 'ok'));
-  await screenshot(page, 'auth-refresh', ['socket: connected', 'auth failures: 1', 'refreshed: 2', 'auth:refresh: ok']);
+  await shot(page, 'auth-refresh', ['socket: connected', 'auth failures: 1', 'refreshed: 2', 'auth:refresh: ok']);
 };
 
 /** Two users' pages (browser profiles of their own): rooms, typing, presence. */
@@ -210,7 +215,7 @@ scenarios.rooms = async () => {
   await seen(alice, 'user:typing', (p) => p.userId === users.bob.id && !p.isTyping, 'alice: bob stopped typing', 8000);
   assert.equal((await events(bob, 'user:typing')).length, 0, 'bob does not hear his own typing');
   await alice.evaluate(() => tier.show('room', 'bob typed and wrote'));
-  await screenshot(alice, 'rooms-alice', ['socket: connected', 'room: bob typed and wrote', 'Still broken today']);
+  await shot(alice, 'rooms-alice', ['socket: connected', 'room: bob typed and wrote', 'Still broken today']);
 
   await ok(alice, 'leave:issue', issueId);
   await ok(bob, 'message:send', { issueId, content: 'After alice left' });
@@ -219,12 +224,12 @@ scenarios.rooms = async () => {
   await sleep(500);
   const late = (await events(alice, 'message:new')).filter((e) => e.payload.content === 'After alice left');
   assert.equal(late.length, 0, 'alice left the room: nothing more from it');
-  await screenshot(bob, 'rooms-bob', ['socket: connected', 'After alice left']);
+  await shot(bob, 'rooms-bob', ['socket: connected', 'After alice left']);
 
   await disconnect(bob);
   await seen(alice, 'presence:update', (p) => p.userId === users.bob.id && !p.online, 'alice: bob offline');
   await alice.evaluate(() => tier.show('presence', 'bob went offline'));
-  await screenshot(alice, 'rooms-presence', ['presence: bob went offline']);
+  await shot(alice, 'rooms-presence', ['presence: bob went offline']);
 };
 
 /**
@@ -267,7 +272,7 @@ scenarios.reconnect = async () => {
   assert.equal(await page.evaluate(() => tier.counts['manager reconnects']), 1);
   assert.equal(await page.evaluate(() => tier.counts['socket reconnect (never in v4)'] ?? 0), 0);
   await page.evaluate(() => tier.show('socket reconnect (never in v4)', 0));
-  await screenshot(page, 'reconnect', [
+  await shot(page, 'reconnect', [
     'socket: connected',
     'manager reconnects: 1',
     're-joined: yes',
@@ -302,7 +307,7 @@ scenarios.cors = async () => {
   assert.equal(limited.json.error.code, 'rate_limited', JSON.stringify(limited));
   assert.match(String(limited.retryAfter), /^[1-9][0-9]*$/, `Retry-After readable by the page: ${limited.retryAfter}`);
   await allowed.evaluate((s) => tier.show('429 retry-after', s), limited.retryAfter);
-  await screenshot(allowed, 'cors-allowed', [`429 retry-after: ${limited.retryAfter}`]);
+  await shot(allowed, 'cors-allowed', [`429 retry-after: ${limited.retryAfter}`]);
 
   const refused = await openPage(browser, await otherOrigin(), 'refused origin');
   const consoleLines = [];
@@ -338,11 +343,11 @@ scenarios.cors = async () => {
     await until('the websocket closed', () => websockets.length === 1 && websockets[0].closed);
     assert.equal(websockets[0].received, 0, 'not one frame from a refused upgrade');
     await until('the 403 in the console', () => consoleLines.some((t) => t.includes('403')));
-    await screenshot(refused, 'cors-refused', ['socket: connect_error: websocket error']);
+    await shot(refused, 'cors-refused', ['socket: connect_error: websocket error']);
   } else {
     await until('the websocket connected', () => refused.evaluate(() => window.socket.connected));
     await roundTrip(refused, 'unchecked websocket');
-    await screenshot(refused, 'cors-refused-ws-unchecked', ['socket: connected', 'transport: websocket']);
+    await shot(refused, 'cors-refused-ws-unchecked', ['socket: connected', 'transport: websocket']);
   }
 };
 
@@ -369,7 +374,7 @@ scenarios.refusals = async () => {
     assert.equal(r.json.error.code, 'too_many_connections', JSON.stringify(r));
     assert.equal(r.retryAfter, '5', 'Retry-After readable by the page');
     await page.evaluate((s) => tier.show('connection cap', `429, retry-after ${s}`), r.retryAfter);
-    await screenshot(page, 'refusal-readable', ['connection cap: 429, retry-after 5']);
+    await shot(page, 'refusal-readable', ['connection cap: 429, retry-after 5']);
   } finally {
     for (const socket of held) socket.destroy();
   }

@@ -47,6 +47,7 @@ impl Proxied {
             "issueId": self.cluster.issue_id(&alice),
             "expiredToken": clients::expired_token(&alice),
             "pids": pids,
+            "label": "cluster",
         })
     }
 }
