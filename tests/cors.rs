@@ -101,7 +101,7 @@ fn preflight(app: &TestApp, origin: &str, method: &str, headers: &str) -> Raw {
 fn upgrade(app: &TestApp, extra: &str) -> Raw {
     request(
         app,
-        &format!(
+        format!(
             "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}",
             app.node.addr

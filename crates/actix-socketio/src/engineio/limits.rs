@@ -236,13 +236,11 @@ impl Refusal {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after()));
         let origin = req.head().headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
         let host = req.head().headers().get(header::HOST).and_then(|h| h.to_str().ok());
-        if let Some(origin) = cors.and_then(|cors| cors.readable_by(origin, host)) {
-            if let Ok(origin) = HeaderValue::from_str(&origin) {
-                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-                headers
-                    .insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
-                headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-            }
+        let readable_by = cors.and_then(|cors| cors.readable_by(origin, host));
+        if let Some(Ok(origin)) = readable_by.map(|origin| HeaderValue::from_str(&origin)) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
         }
         response.head_mut().set_connection_type(ConnectionType::Close);
         response

@@ -9,10 +9,13 @@ use std::sync::Arc;
 
 use actix_http::header::{self, HeaderMap};
 
+/// `(origin, host) -> allowed`.
+type Allows = dyn Fn(&str, Option<&str>) -> bool + Send + Sync;
+
 /// Whether a page of `origin` (a request's `Origin` header) may use the
 /// server addressed as `host` (its `Host` header).
 #[derive(Clone)]
-pub struct OriginPolicy(Arc<dyn Fn(&str, Option<&str>) -> bool + Send + Sync>);
+pub struct OriginPolicy(Arc<Allows>);
 
 impl OriginPolicy {
     pub fn new(allows: impl Fn(&str, Option<&str>) -> bool + Send + Sync + 'static) -> Self {
