@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::origins::AllowedOrigins;
+
 /// Where data lives. Chosen by the scheme of `DATABASE_URL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -64,9 +66,14 @@ pub struct Config {
     /// Where the other nodes reach this one to forward requests for its
     /// sessions (`http://host:port`).
     pub node_url: String,
-    pub cors_origins: Vec<String>,
     /// Whether `/` serves the demo client (src/http/demo).
     pub demo_client: bool,
+    /// Pages that may call from another origin (`CORS_ORIGINS`).
+    pub cors_origins: AllowedOrigins,
+    /// Whether WebSocket upgrades from a browser page must come from an
+    /// allowed origin (`WS_ORIGIN_CHECK`; on by default when
+    /// `CORS_ORIGINS` is set).
+    pub ws_origin_check: bool,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub connect_timeout: Duration,
@@ -152,6 +159,7 @@ impl std::fmt::Debug for Config {
             .field("redis_key_prefix", &self.redis_key_prefix)
             .field("node_url", &self.node_url)
             .field("cors_origins", &self.cors_origins)
+            .field("ws_origin_check", &self.ws_origin_check)
             .field("workers", &self.workers)
             .field("drain_timeout", &self.drain_timeout)
             .finish_non_exhaustive()
@@ -231,9 +239,9 @@ impl Config {
                 format!("http://{reachable}:{port}")
             }
         };
-        let cors_origins = get("CORS_ORIGINS")
-            .map(|s| s.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect())
-            .unwrap_or_default();
+        let cors_origins = AllowedOrigins::parse(get("CORS_ORIGINS").unwrap_or(""))
+            .map_err(|reason| ConfigError { var: "CORS_ORIGINS", reason })?;
+        let ws_origin_check = parse_bool(get("WS_ORIGIN_CHECK"), "WS_ORIGIN_CHECK", cors_origins.is_set())?;
         let default_workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let drain_timeout =
             Duration::from_secs(parse_num(get("DRAIN_TIMEOUT_SECS"), "DRAIN_TIMEOUT_SECS", 10u64, 0..=3600)?);
@@ -263,6 +271,7 @@ impl Config {
             node_url,
             cors_origins,
             demo_client: parse_bool(get("DEMO_CLIENT"), "DEMO_CLIENT", true)?,
+            ws_origin_check,
             ping_interval: millis("PING_INTERVAL_MS", 25_000)?,
             ping_timeout: millis("PING_TIMEOUT_MS", 20_000)?,
             connect_timeout: millis("CONNECT_TIMEOUT_MS", 45_000)?,
@@ -415,7 +424,7 @@ fn parse_bool(raw: Option<&str>, var: &'static str, default: bool) -> Result<boo
     match raw.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError { var, reason: format!("{raw:?} is not true or false") }),
+        _ => Err(ConfigError { var, reason: format!("{raw:?} is not on or off (true/false, 1/0, yes/no)") }),
     }
 }
 
@@ -498,10 +507,41 @@ mod tests {
             ("MAX_BINARY_ATTACHMENTS", "1001"),
             ("MAX_PACKET_BINARY_BYTES", "0"),
             ("MAX_PENDING_BINARY_BYTES", "0"),
+            ("CORS_ORIGINS", "http://127.0.0.1:8790/"),
+            ("CORS_ORIGINS", "https://a.example,app.example"),
+            ("CORS_ORIGINS", "*,https://a.example"),
+            ("WS_ORIGIN_CHECK", "yes"),
         ] {
             let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{var}={value}");
         }
+    }
+
+    #[test]
+    fn a_malformed_origin_stops_the_start_naming_the_variable_and_the_entry() {
+        let err = Config::from_vars(&vars(&[("CORS_ORIGINS", "https://a.example, http://127.0.0.1:8790/")]))
+            .unwrap_err();
+        assert_eq!(err.var, "CORS_ORIGINS");
+        let line = err.to_string();
+        assert!(line.starts_with("invalid CORS_ORIGINS: \"http://127.0.0.1:8790/\""), "{line}");
+        assert!(line.contains("trailing slash"), "{line}");
+    }
+
+    #[test]
+    fn the_websocket_origin_check_is_on_when_origins_are_configured() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!((&c.cors_origins, c.ws_origin_check), (&AllowedOrigins::None, false));
+        let c = Config::from_vars(&vars(&[("CORS_ORIGINS", "https://app.example")])).unwrap();
+        assert_eq!(c.cors_origins, AllowedOrigins::List(vec!["https://app.example".into()]));
+        assert!(c.ws_origin_check);
+        let c =
+            Config::from_vars(&vars(&[("CORS_ORIGINS", "https://app.example"), ("WS_ORIGIN_CHECK", "off")]))
+                .unwrap();
+        assert!(!c.ws_origin_check);
+        let c = Config::from_vars(&vars(&[("WS_ORIGIN_CHECK", "on")])).unwrap();
+        assert!(c.ws_origin_check, "only the server's own pages (and non-browser clients)");
+        let c = Config::from_vars(&vars(&[("CORS_ORIGINS", "*")])).unwrap();
+        assert_eq!((c.cors_origins, c.ws_origin_check), (AllowedOrigins::Any, true));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! pieces are wired together: configuration → storage → domain → the
 //! actors and the socket app (subscribers of domain events) → HTTP.
 //!
-//! Modules depend only on those below them: ids, timestamp, config,
+//! Modules depend only on those below them: ids, timestamp, origins, config,
 //! descriptors, metrics, limits → auth → db → domain → protocol → cluster →
 //! actors → realtime → http → shutdown → this file (and main.rs).
 
@@ -19,6 +19,7 @@ pub mod http;
 pub mod ids;
 pub mod limits;
 pub mod metrics;
+pub mod origins;
 pub mod protocol;
 pub mod realtime;
 pub mod schema;
@@ -165,7 +166,12 @@ fn http_server(
         web::Data::new(http::rate_limit::AuthRateLimit::new(services.config.auth_rate_per_minute));
     let write_limits = services.write_limits.clone();
     let bound = listener.local_addr()?;
-    let ws = actix_socketio::engineio::upgrade::WsRoutes::default().engine("/socket.io/", socket_io.clone());
+    let mut ws =
+        actix_socketio::engineio::upgrade::WsRoutes::default().engine("/socket.io/", socket_io.clone());
+    if services.config.ws_origin_check {
+        ws = ws
+            .check_origin(http::cors::upgrade_check(&services.config.cors_origins, services.metrics.clone()));
+    }
     let (workers, limits) = (services.config.workers, server_limits(services));
     let (server, stopper) = start_stoppable_with(listener, workers, ws, limits, move || {
         App::new()
@@ -174,7 +180,8 @@ fn http_server(
             .app_data(write_limits.clone())
             .app_data(readiness.clone())
             .app_data(web::Data::from(s.metrics.clone()))
-            .wrap(cors(&s.config.cors_origins))
+            .wrap(http::cors::middleware(&s.config.cors_origins))
+            .wrap_fn(http::cors::error_shape)
             .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("civicpulse::http"))
             .wrap_fn({
                 let metrics = s.metrics.clone();
@@ -214,20 +221,8 @@ fn server_limits(services: &Services) -> actix_socketio::engineio::limits::Serve
         body_read_timeout: Some(config.body_read_timeout),
         ops_paths: ["/healthz", "/readyz", "/metrics"].map(String::from).to_vec(),
         stats: services.metrics.server.clone(),
+        cors: Some(http::cors::refusals_readable_by(&config.cors_origins)),
     }
-}
-
-fn cors(origins: &[String]) -> actix_cors::Cors {
-    let cors = actix_cors::Cors::default()
-        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
-        .allowed_headers([actix_web::http::header::AUTHORIZATION, actix_web::http::header::CONTENT_TYPE])
-        // So that a page can read how long to wait after a 429.
-        .expose_headers([actix_web::http::header::RETRY_AFTER])
-        .max_age(3600);
-    if origins.iter().any(|o| o == "*") {
-        return cors.allow_any_origin();
-    }
-    origins.iter().fold(cors, |cors, origin| cors.allowed_origin(origin))
 }
 
 /// Runs a node until it is stopped (SIGTERM or SIGINT), then drains it

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub socket_cap_refusals: AtomicU64,
     /// REST writes answered 429 (per user or per address).
     pub rest_writes_refused: AtomicU64,
+    /// WebSocket upgrades refused by `WS_ORIGIN_CHECK`.
+    pub ws_origin_refusals: AtomicU64,
     /// Sockets ended because their token expired / their sign-in was
     /// revoked or their role changed.
     pub sockets_expired: AtomicU64,
@@ -247,6 +249,11 @@ impl Metrics {
                 &self.socket_cap_refusals,
             ),
             ("rest_writes_rate_limited", "REST writes answered 429.", &self.rest_writes_refused),
+            (
+                "ws_origin_refusals",
+                "WebSocket upgrades refused 403: their Origin is not allowed (WS_ORIGIN_CHECK).",
+                &self.ws_origin_refusals,
+            ),
             ("sockets_expired", "Sockets ended when their access token expired.", &self.sockets_expired),
             (
                 "sockets_revoked",

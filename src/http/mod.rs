@@ -2,6 +2,7 @@
 //! extractors. Handlers translate between HTTP and the domain, nothing more.
 
 pub mod demo;
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod handlers;

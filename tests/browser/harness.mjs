@@ -84,11 +84,12 @@ export async function newPage(browser, label) {
 const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.css': 'text/css', '.map': 'application/json' };
 
 /**
- * An HTTP server on 127.0.0.1 (a free port: an origin of its own) serving
+ * An HTTP server on 127.0.0.1 (a free port: an origin of its own, or
+ * `port`, an origin the server under test was told to allow) serving
  * `files`, a map from path to `{ body | file, type }`, and `/socket.io.min.js`
  * from the npm package. Resolves with its origin, `http://127.0.0.1:PORT`.
  */
-export async function serveOrigin(files = {}) {
+export async function serveOrigin(files = {}, port = 0) {
   const routes = { '/socket.io.min.js': { file: CLIENT_BUNDLE }, ...files };
   const server = createServer((req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
@@ -105,7 +106,10 @@ export async function serveOrigin(files = {}) {
       res.writeHead(500, { 'content-type': 'text/plain' }).end(String(e));
     }
   });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
   opened.push(() => new Promise((resolve) => server.close(resolve)));
   return `http://127.0.0.1:${server.address().port}`;
 }

@@ -40,6 +40,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::origin::{self, OriginPolicy};
+
 /// The caps of one server. The default caps nothing.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
@@ -55,6 +57,9 @@ pub struct ServerLimits {
     /// Paths still served past `max_connections` (exact match).
     pub ops_paths: Vec<String>,
     pub stats: Arc<ServerStats>,
+    /// The pages that may read the refusals (429, 503): they are answered
+    /// before the App, so its CORS middleware never adds its headers.
+    pub cors: Option<OriginPolicy>,
 }
 
 impl Default for ServerLimits {
@@ -66,6 +71,7 @@ impl Default for ServerLimits {
             body_read_timeout: None,
             ops_paths: Vec::new(),
             stats: Arc::default(),
+            cors: None,
         }
     }
 }
@@ -211,16 +217,31 @@ impl Refusal {
         }
     }
 
-    /// The whole answer, for a connection the HTTP layer never sees.
-    pub(crate) fn raw_response(self) -> String {
-        raw_response(self.status(), self.body(), Some(self.retry_after()))
+    /// The whole answer, for a connection the HTTP layer never sees;
+    /// readable by a page of `allow_origin`, if given.
+    pub(crate) fn raw_response(self, allow_origin: Option<&str>) -> String {
+        let cors = allow_origin.map(origin::raw_cors_lines).unwrap_or_default();
+        raw_response_with(self.status(), self.body(), Some(self.retry_after()), &cors)
     }
 
-    pub(crate) fn response(self) -> Response<actix_http::body::BoxBody> {
+    /// The answer to `req`, readable by its page if `cors` allows it.
+    pub(crate) fn response(
+        self,
+        req: &Request,
+        cors: Option<&OriginPolicy>,
+    ) -> Response<actix_http::body::BoxBody> {
         let mut response = Response::with_body(self.status(), self.body()).map_into_boxed_body();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after()));
+        let origin = req.head().headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
+        let host = req.head().headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        let readable_by = cors.and_then(|cors| cors.readable_by(origin, host));
+        if let Some(Ok(origin)) = readable_by.map(|origin| HeaderValue::from_str(&origin)) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
         response.head_mut().set_connection_type(ConnectionType::Close);
         response
     }
@@ -228,9 +249,14 @@ impl Refusal {
 
 /// An HTTP/1.1 answer with a JSON body that closes the connection.
 pub(crate) fn raw_response(status: StatusCode, body: &str, retry_after: Option<u32>) -> String {
+    raw_response_with(status, body, retry_after, "")
+}
+
+/// [`raw_response`] with `extra` header lines (each ending in CRLF).
+fn raw_response_with(status: StatusCode, body: &str, retry_after: Option<u32>, extra: &str) -> String {
     let retry = retry_after.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
     format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{retry}connection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{retry}{extra}connection: close\r\n\r\n{body}",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len()
@@ -485,6 +511,11 @@ pub(crate) struct ConnInfo {
 }
 
 impl ConnInfo {
+    /// The pages that may read this server's refusals.
+    pub(crate) fn cors(&self) -> Option<&OriginPolicy> {
+        self.table.limits.cors.as_ref()
+    }
+
     /// The refusal for a request that may not be served on this connection.
     pub(crate) fn refusal(&self, req: &Request) -> Option<Refusal> {
         let ops = self.table.limits.ops_paths.iter().any(|p| p == req.path());
@@ -666,8 +697,11 @@ const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 /// on a closed socket, whose reset can destroy the answer before the
 /// client reads it.
 pub(crate) async fn refuse(mut io: TcpStream, slot: Slot, refusal: Refusal) {
-    let _ = tokio::time::timeout(REFUSAL_WAIT, read_head(&mut io)).await;
-    if io.write_all(refusal.raw_response().as_bytes()).await.is_ok() {
+    let mut head = Vec::with_capacity(1024);
+    let _ = tokio::time::timeout(REFUSAL_WAIT, read_head(&mut io, &mut head)).await;
+    let (origin, host) = origin::origin_and_host(&head);
+    let readable_by = slot.table.limits.cors.as_ref().and_then(|cors| cors.readable_by(origin, host));
+    if io.write_all(refusal.raw_response(readable_by.as_deref()).as_bytes()).await.is_ok() {
         let _ = io.shutdown().await;
         let mut sink = [0u8; 1024];
         let _ = tokio::time::timeout(REFUSAL_WAIT, async {
@@ -681,12 +715,11 @@ pub(crate) async fn refuse(mut io: TcpStream, slot: Slot, refusal: Refusal) {
 /// Answers a connection that cannot be given a descriptor's worth of time:
 /// only if the kernel takes the answer at once.
 pub(crate) fn drop_refused(io: TcpStream, refusal: Refusal) {
-    let _ = io.try_write(refusal.raw_response().as_bytes());
+    let _ = io.try_write(refusal.raw_response(None).as_bytes());
 }
 
-/// Reads until the end of a request head (or 8 KiB of one).
-async fn read_head(io: &mut TcpStream) {
-    let mut head = Vec::with_capacity(1024);
+/// Reads into `head` until the end of a request head (or 8 KiB of one).
+async fn read_head(io: &mut TcpStream, head: &mut Vec<u8>) {
     let mut chunk = [0u8; 1024];
     while head.len() < 8192 {
         match io.read(&mut chunk).await {
@@ -714,6 +747,31 @@ mod tests {
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
+    }
+
+    #[test]
+    fn refusals_are_readable_by_the_pages_the_policy_allows_only() {
+        let policy = OriginPolicy::new(|origin, _| origin == "https://app.example");
+        let request = |origin: &'static str| {
+            let mut req = Request::new();
+            req.head_mut().headers.insert(header::ORIGIN, HeaderValue::from_static(origin));
+            req
+        };
+        let allowed = Refusal::Capacity.response(&request("https://app.example"), Some(&policy));
+        let headers = allowed.headers();
+        assert_eq!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "https://app.example");
+        assert_eq!(headers.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).unwrap(), "retry-after");
+        assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "1");
+        for (req, cors) in
+            [(request("https://evil.example"), Some(&policy)), (request("https://app.example"), None)]
+        {
+            let refused = Refusal::Capacity.response(&req, cors);
+            assert!(refused.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+        }
+        let raw = Refusal::Address.raw_response(Some("https://app.example"));
+        assert!(raw.contains("\r\naccess-control-allow-origin: https://app.example\r\n"), "{raw}");
+        assert!(raw.contains("\r\nretry-after: 5\r\n"), "{raw}");
+        assert!(!Refusal::Address.raw_response(None).contains("access-control"));
     }
 
     #[test]

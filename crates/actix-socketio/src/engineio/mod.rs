@@ -16,6 +16,8 @@
 //! - `server`: the HTTP server with that bypass built in.
 //! - `limits`: the server's caps on connections (per address, in all,
 //!   with a reserve for health checks) and on slow request bodies.
+//! - `origin`: the application's rule for browser origins, for the
+//!   upgrades and refusals its CORS middleware never sees.
 //! - `router`: which node owns a session, when several nodes serve one
 //!   endpoint without sticky sessions ([`SessionRouter`], the sid format).
 //! - `forward`: requests for another node's session, passed to it.
@@ -29,6 +31,7 @@ mod forward;
 pub mod fuzzing;
 mod inbound;
 pub mod limits;
+pub mod origin;
 mod polling;
 mod probe;
 pub mod router;

@@ -239,7 +239,7 @@ where
         return Box::pin(async move { Ok(call.await?.into().map_body(|_, body| EitherBody::left(body))) });
     };
     if let Some(refusal) = conn.refusal(&req) {
-        let response = refusal.response().map_body(|_, body| EitherBody::right(body));
+        let response = refusal.response(&req, conn.cors()).map_body(|_, body| EitherBody::right(body));
         return Box::pin(std::future::ready(Ok(response)));
     }
     let body = conn.time_body(&mut req);

@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use super::SocketSession;
 use super::endpoint::{self, Route};
 use super::limits::{Conn, Slot};
+use super::origin::OriginPolicy;
 use super::probe::WsAttach;
 use super::ws::{self, WsEvent, WsOutlet};
 use super::{Engine, HandlerFactory};
@@ -31,10 +32,15 @@ use crate::protocol::engine::HttpError;
 /// the server's count (held for as long as the socket lives).
 type Accept = Arc<dyn Fn(Request, TcpStream, BytesMut, Slot) -> LocalBoxFuture<'static, ()> + Send + Sync>;
 
+/// The answer to an upgrade from a page the origin check refuses.
+const ORIGIN_REFUSED: &str =
+    r#"{"error":{"code":"origin_not_allowed","message":"WebSockets from this origin are not allowed"}}"#;
+
 /// The WebSocket endpoints of a server, by exact path.
 #[derive(Clone, Default)]
 pub struct WsRoutes {
     routes: Vec<(String, Accept)>,
+    origin: Option<OriginPolicy>,
 }
 
 impl WsRoutes {
@@ -44,6 +50,15 @@ impl WsRoutes {
         let accept: Accept =
             Arc::new(move |req, io, early, slot| Box::pin(accept(engine.clone(), req, io, early, slot)));
         self.routes.push((path.to_string(), accept));
+        self
+    }
+
+    /// Refuses, 403, every upgrade from a page `policy` does not allow,
+    /// whatever path (browsers do not apply CORS to WebSockets: this is
+    /// where a server says which pages may open them). Upgrades without
+    /// an `Origin` (clients that are not browsers) pass.
+    pub fn check_origin(mut self, policy: OriginPolicy) -> Self {
+        self.origin = Some(policy);
         self
     }
 
@@ -57,8 +72,12 @@ impl WsRoutes {
         if slot.overflow() {
             // Past the connection limit no socket is opened, whatever path.
             if let Some(refusal) = slot.info().refusal(&req) {
-                return respond_raw(io, &refusal.raw_response()).await;
+                // A browser reads nothing of a refused upgrade: no CORS.
+                return respond_raw(io, &refusal.raw_response(None)).await;
             }
+        }
+        if self.origin.as_ref().is_some_and(|policy| !policy.allows(req.head().headers())) {
+            return respond(io, StatusCode::FORBIDDEN, ORIGIN_REFUSED).await;
         }
         match self.routes.iter().find(|(path, _)| path == req.path()) {
             Some((_, accept)) => accept(req, io, early, slot).await,
