@@ -510,7 +510,7 @@ mod tests {
             ("CORS_ORIGINS", "http://127.0.0.1:8790/"),
             ("CORS_ORIGINS", "https://a.example,app.example"),
             ("CORS_ORIGINS", "*,https://a.example"),
-            ("WS_ORIGIN_CHECK", "yes"),
+            ("WS_ORIGIN_CHECK", "sometimes"),
         ] {
             let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{var}={value}");
