@@ -54,6 +54,10 @@ pub struct Config {
     pub jwt_secret_generated: bool,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// The Socket.IO Admin UI's protocol on `/admin`, for admins only.
+    pub admin_ui: bool,
+    /// Whether the Admin UI only watches (no join, leave, disconnect, emit).
+    pub admin_ui_readonly: bool,
     /// Cluster mode is on when set (see `cluster`).
     pub redis_url: Option<String>,
     /// This node's name in the cluster: in Redis keys, logs and metrics.
@@ -255,6 +259,8 @@ impl Config {
             jwt_secret_generated,
             access_token_ttl: secs("ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
             refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
+            admin_ui: flag(get("ADMIN_UI"), "ADMIN_UI", true)?,
+            admin_ui_readonly: flag(get("ADMIN_UI_READONLY"), "ADMIN_UI_READONLY", true)?,
             redis_url,
             node_id,
             redis_key_prefix,
@@ -384,6 +390,16 @@ impl Config {
     }
 }
 
+/// `true`/`false` (or `1`/`0`).
+fn flag(raw: Option<&str>, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(raw) => Err(ConfigError { var, reason: format!("{raw:?} is not true or false") }),
+    }
+}
+
 /// A token-bucket rate per second; 0 turns that limit off.
 fn rate(raw: Option<&str>, var: &'static str, default: u32) -> Result<u32, ConfigError> {
     parse_num(raw, var, default, 0..=1_000_000)
@@ -442,6 +458,9 @@ mod tests {
         assert!(c.jwt_secret_generated);
         assert_eq!(c.access_token_ttl, Duration::from_secs(900));
         assert_eq!(c.db_timeout, Duration::from_secs(10));
+        assert!(c.admin_ui && c.admin_ui_readonly, "the Admin UI is served, read-only");
+        let c = Config::from_vars(&vars(&[("ADMIN_UI", "false"), ("ADMIN_UI_READONLY", "0")])).unwrap();
+        assert!(!c.admin_ui && !c.admin_ui_readonly);
     }
 
     #[test]
@@ -466,6 +485,8 @@ mod tests {
             ("TRENDING_WINDOW_SECS", "86401"),
             ("TRENDING_WINDOW_SECS", "1.5"),
             ("SOCKET_EVENT_RATE", "0"),
+            ("ADMIN_UI", "yes"),
+            ("ADMIN_UI_READONLY", "2"),
             ("SOCKET_EVENT_BURST", "x"),
             ("SOCKET_FLOOD_STRIKES", "0"),
             ("MAX_ROOMS_PER_SOCKET", "0"),
