@@ -226,7 +226,10 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     if origins.iter().any(|o| o == "*") {
         return cors.allow_any_origin();
     }
-    origins.iter().fold(cors, |cors, origin| cors.allowed_origin(origin))
+    // Credentials for the origins named (never for "*"): CivicPulse sets
+    // no cookie, but clients that send them (the Admin UI's
+    // `withCredentials`, for a proxy's sticky cookie) must be let through.
+    origins.iter().fold(cors.supports_credentials(), |cors, origin| cors.allowed_origin(origin))
 }
 
 /// Runs a node until it is stopped (SIGTERM or SIGINT), then drains it

@@ -87,8 +87,10 @@ const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '
  * An HTTP server on 127.0.0.1 (a free port: an origin of its own) serving
  * `files`, a map from path to `{ body | file, type }`, and `/socket.io.min.js`
  * from the npm package. Resolves with its origin, `http://127.0.0.1:PORT`.
+ * `port` 0 (the default) is a free one; a test gives its own when the
+ * server must know the origin first (its CORS_ORIGINS).
  */
-export async function serveOrigin(files = {}) {
+export async function serveOrigin(files = {}, port = 0) {
   const routes = { '/socket.io.min.js': { file: CLIENT_BUNDLE }, ...files };
   const server = createServer((req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
@@ -105,7 +107,7 @@ export async function serveOrigin(files = {}) {
       res.writeHead(500, { 'content-type': 'text/plain' }).end(String(e));
     }
   });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
   opened.push(() => new Promise((resolve) => server.close(resolve)));
   return `http://127.0.0.1:${server.address().port}`;
 }

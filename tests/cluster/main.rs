@@ -4,6 +4,7 @@
 //! python-socketio. Ignored by plain `cargo test` (they need PostgreSQL,
 //! Redis and, for the proxy, nginx); CI runs them with `--ignored`.
 
+mod admin;
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
