@@ -94,8 +94,11 @@ scenarios.cluster = async () => {
   await bobRow.locator('button').click();
   await until('bob to be disconnected', () => b.disconnects.length > 0);
   assert.deepEqual(b.disconnects, ['io server disconnect']);
-  await bobRow.waitFor({ state: 'detached', timeout: WAIT_MS });
   assert.ok(a.socket.connected && c.socket.connected, 'only bob was disconnected');
+  // (The click also reaches the row, which opens the socket's page.)
+  await page.goto(`${origin}/ui/index.html#/sockets/`);
+  await page.getByRole('row', { name: new RegExp(`^${a.id.replace(/[^\w]/g, '\\$&')} \\d`) }).waitFor({ timeout: WAIT_MS });
+  await bobRow.waitFor({ state: 'detached', timeout: WAIT_MS });
   await screenshot(page, 'admin-ui-disconnected', [a.id, c.id]);
   for (const t of sockets) t.socket.close();
 };
