@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_socketio::engineio::{CloseReason, Push, SharedMessage};
-use actix_socketio::protocol::socket::Packet;
+use actix_socketio::protocol::socket::{Packet, RESERVED_EVENTS};
 use actix_socketio::socketio::{PendingAuth, SocketRef, encode_shared};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -51,9 +51,6 @@ const LIST_WAIT: Duration = Duration::from_millis(1500);
 /// Events held for an admin socket while its listing is gathered (then
 /// sent after it, so that the listing does not undo them).
 const BACKLOG_MAX: usize = 1024;
-/// Event names a client reserves for itself.
-const RESERVED: &[&str] =
-    &["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
 
 /// What an admin may do to sockets, as it travels between nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,7 +88,7 @@ impl Action {
                 Ok(Self::Disconnect { close: arg(1).as_bool() == Some(true), filter: filter(arg(2))? })
             }
             "emit" => {
-                let event = arg(2).as_str().filter(|e| !e.is_empty() && !RESERVED.contains(e));
+                let event = arg(2).as_str().filter(|e| !e.is_empty() && !RESERVED_EVENTS.contains(e));
                 let event = event.ok_or("the event is a name of your own")?.to_string();
                 Ok(Self::Emit {
                     event,
