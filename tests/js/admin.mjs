@@ -104,9 +104,18 @@ scenarios.readonly = async () => {
   assert.equal(typeof mine.clientId, 'string');
   assert.ok(mine.handshake.issued > 0 && typeof mine.handshake.address === 'string', JSON.stringify(mine));
 
-  const b = await connect('bob', { auth: { token: bob.token } });
+  // Bob polls first, then upgrades: the UI hears of the upgrade.
+  const b = await connect('bob', { auth: { token: bob.token }, transports: ['polling', 'websocket'] });
   const connected = await received(ui, 'socket_connected', (s) => s.id === b.socket.id);
   assert.equal(connected.data.userId, bob.id);
+  await until('bob on websocket', () => b.socket.io.engine.transport.name === 'websocket');
+  if (connected.transport === 'polling') {
+    await received(ui, 'socket_updated', (s) => s.id === b.socket.id && s.transport === 'websocket');
+  }
+  const again = await uiLogin('admin-ui again');
+  const relisted = await received(again, 'all_sockets');
+  assert.equal(relisted.find((s) => s.id === b.socket.id)?.transport, 'websocket', JSON.stringify(relisted));
+  again.socket.close();
   await join(b, input.otherIssueId);
   await until('room_joined', () => sockets(ui).get(b.socket.id)?.rooms.includes(room(input.otherIssueId)));
   assert.deepEqual(await ack(b, 'leave:issue', input.otherIssueId), { ok: true });
