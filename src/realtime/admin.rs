@@ -473,8 +473,15 @@ impl Admin {
         reply.ok(json!({ "ok": true }));
     }
 
-    /// Applies an action to this node's matching sockets.
+    /// Applies an action to this node's matching sockets. An emit is
+    /// encoded once, for all of them.
     fn apply(&self, membership: &Membership, action: Action) {
+        let frame = match &action {
+            Action::Emit { event, args, .. } => {
+                Some(encode_shared(&Packet::event(MAIN, event, args.clone())))
+            }
+            _ => None,
+        };
         let action = Arc::new(action);
         for socket in self.live.sockets(MAIN, usize::MAX) {
             if let Some(f) = action.filter()
@@ -483,21 +490,24 @@ impl Admin {
             {
                 continue;
             }
-            let (action, membership) = (action.clone(), membership.clone());
+            let (action, membership, frame) = (action.clone(), membership.clone(), frame.clone());
             socket.update(move |state, socket| {
                 if !matches(action.filter(), state, &socket.id) {
                     return;
                 }
-                match &*action {
-                    Action::Join { issue_id, .. } => {
+                match (&*action, frame) {
+                    (Action::Join { issue_id, .. }, _) => {
                         membership.join(state, socket, Reply::none(socket), issue_id.clone())
                     }
-                    Action::Leave { issue_id, .. } => {
+                    (Action::Leave { issue_id, .. }, _) => {
                         membership.leave(state, socket, Reply::none(socket), issue_id.clone())
                     }
-                    Action::Disconnect { close: true, .. } => socket.close(CloseReason::ForcedClose),
-                    Action::Disconnect { close: false, .. } => socket.disconnect(),
-                    Action::Emit { event, args, .. } => socket.emit(event, args.clone()),
+                    (Action::Disconnect { close: true, .. }, _) => socket.close(CloseReason::ForcedClose),
+                    (Action::Disconnect { close: false, .. }, _) => socket.disconnect(),
+                    (Action::Emit { .. }, Some(frame)) => {
+                        let _ = socket.recipient().try_send(Push::Shared(frame));
+                    }
+                    (Action::Emit { .. }, None) => {}
                 }
             });
         }
