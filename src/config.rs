@@ -56,6 +56,10 @@ pub struct Config {
     pub jwt_secret_generated: bool,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// The Socket.IO Admin UI's protocol on `/admin`, for admins only.
+    pub admin_ui: bool,
+    /// Whether the Admin UI only watches (no join, leave, disconnect, emit).
+    pub admin_ui_readonly: bool,
     /// Cluster mode is on when set (see `cluster`).
     pub redis_url: Option<String>,
     /// This node's name in the cluster: in Redis keys, logs and metrics.
@@ -265,6 +269,8 @@ impl Config {
             jwt_secret_generated,
             access_token_ttl: secs("ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
             refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
+            admin_ui: parse_bool(get("ADMIN_UI"), "ADMIN_UI", true)?,
+            admin_ui_readonly: parse_bool(get("ADMIN_UI_READONLY"), "ADMIN_UI_READONLY", true)?,
             redis_url,
             node_id,
             redis_key_prefix,
@@ -466,6 +472,9 @@ mod tests {
         assert_eq!(c.db_timeout, Duration::from_secs(10));
         assert!(c.demo_client);
         assert!(!Config::from_vars(&vars(&[("DEMO_CLIENT", "off")])).unwrap().demo_client);
+        assert!(c.admin_ui && c.admin_ui_readonly, "the Admin UI is served, read-only");
+        let c = Config::from_vars(&vars(&[("ADMIN_UI", "false"), ("ADMIN_UI_READONLY", "0")])).unwrap();
+        assert!(!c.admin_ui && !c.admin_ui_readonly);
     }
 
     #[test]
@@ -491,6 +500,8 @@ mod tests {
             ("TRENDING_WINDOW_SECS", "86401"),
             ("TRENDING_WINDOW_SECS", "1.5"),
             ("SOCKET_EVENT_RATE", "0"),
+            ("ADMIN_UI", "sure"),
+            ("ADMIN_UI_READONLY", "2"),
             ("SOCKET_EVENT_BURST", "x"),
             ("SOCKET_FLOOD_STRIKES", "0"),
             ("MAX_ROOMS_PER_SOCKET", "0"),

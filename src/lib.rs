@@ -59,6 +59,9 @@ pub struct Services {
     pub domain: Domain,
     pub metrics: Arc<Metrics>,
     pub write_limits: web::Data<http::rate_limit::WriteLimits>,
+    /// Sign-in attempts per address (AUTH_RATE_PER_MINUTE): REST's and the
+    /// Admin UI's on `/admin` draw on the same bucket.
+    pub auth_attempts: Option<Arc<limits::KeyedBucket<std::net::IpAddr>>>,
 }
 
 impl Services {
@@ -96,7 +99,8 @@ impl Services {
         domain.hub.subscribe(move |event| metrics_sub.record_event(event.name()));
         let write_limits =
             web::Data::new(http::rate_limit::WriteLimits::from_config(&config, metrics.clone()));
-        Ok(Self { config: Arc::new(config), domain, metrics, write_limits })
+        let auth_attempts = limits::KeyedBucket::per_minute(config.auth_rate_per_minute).map(Arc::new);
+        Ok(Self { config: Arc::new(config), domain, metrics, write_limits, auth_attempts })
     }
 
     /// Joins the cluster (with `REDIS_URL`), starts the actors and
@@ -123,7 +127,8 @@ impl Services {
         // Forwarding subscribes before the app's actors, so that a socket
         // hears a domain event before anything an actor says about it
         // (e.g. issue:upvoted before the issue:trending it caused).
-        let engine = realtime::start(&self.domain, &fanout, &self.metrics, &self.config)?;
+        let engine =
+            realtime::start(&self.domain, &fanout, &self.metrics, &self.config, self.auth_attempts.clone())?;
         actors::start_all(&actors::kit::Kit::new(
             self.domain.hub.clone(),
             fanout.push(),
@@ -162,8 +167,7 @@ fn http_server(
         cluster: realtime.cluster.clone(),
         draining: draining.clone(),
     });
-    let auth_limit =
-        web::Data::new(http::rate_limit::AuthRateLimit::new(services.config.auth_rate_per_minute));
+    let auth_limit = web::Data::new(http::rate_limit::AuthRateLimit::shared(services.auth_attempts.clone()));
     let write_limits = services.write_limits.clone();
     let bound = listener.local_addr()?;
     let mut ws =

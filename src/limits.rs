@@ -30,6 +30,11 @@ impl<K: Hash + Eq + Clone> KeyedBucket<K> {
         Some(Self::with_quota(Quota::per_second(rate).allow_burst(burst)))
     }
 
+    /// `per_minute` sustained, all of it at once if spent so; `None` when 0.
+    pub fn per_minute(per_minute: u32) -> Option<Self> {
+        NonZeroU32::new(per_minute).map(|n| Self::with_quota(Quota::per_minute(n)))
+    }
+
     pub fn with_quota(quota: Quota) -> Self {
         Self { limiter: RateLimiter::keyed(quota), checks: AtomicU64::new(0) }
     }

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use actix_socketio::protocol::socket::{Decoder, PacketKind, RESERVED_EVENTS};
+use civicpulse::cluster::admin::AdminMessage;
 use civicpulse::cluster::emitter::{self, EmitterError};
 use civicpulse::cluster::wire::{BusMessage, To};
 use civicpulse::domain::input::{check_city, check_email, check_url};
@@ -15,10 +16,15 @@ use civicpulse::domain::{DomainError, Role, WireError};
 use civicpulse::ids::{self, IdKind};
 use serde_json::Value;
 
-/// A message off the bus: what decodes encodes back to the same message;
-/// and a message made from the input's fields either is refused by the
-/// encoder or decodes back to itself.
+/// A message off the bus: what decodes encodes back to the same message
+/// (an event's or the Admin UI's); and a message made from the input's
+/// fields either is refused by the encoder or decodes back to itself.
 pub fn bus_message(data: &[u8]) {
+    if let Ok(message) = AdminMessage::decode(data) {
+        let text =
+            message.encode().unwrap_or_else(|e| panic!("{message:?} decoded but does not encode: {e}"));
+        assert_eq!(AdminMessage::decode(text.as_bytes()), Ok(message));
+    }
     if let Ok(message) = BusMessage::decode(data) {
         let text =
             message.encode().unwrap_or_else(|e| panic!("{message:?} decoded but does not encode: {e}"));

@@ -7,6 +7,7 @@
 //! - [`typing`]: one typing state per user per room for the cluster;
 //! - [`window`]: a sliding-window count shared by the nodes (trending);
 //! - `revocations`: logouts and revoked tokens, for every node;
+//! - [`admin`]: what the nodes tell each other for the Admin UI (pure);
 //! - this file: the [`Cluster`] handle, its Redis connection, the bus
 //!   (publishing and the delivery of what the others publish) and the
 //!   routes other nodes use to forward requests for this node's sessions.
@@ -20,6 +21,7 @@
 //! subscriptions; `redis::aio::ConnectionManager` reconnects it, and the
 //! heartbeat subscribes again and re-announces this node's users.
 
+pub mod admin;
 pub mod emitter;
 pub mod presence;
 mod revocations;
@@ -65,6 +67,9 @@ pub struct Inbound {
 /// Hands what arrives to this node's sockets (the actors; see
 /// `actors::Fanout::start`).
 pub type Deliver = Arc<dyn Fn(Inbound) + Send + Sync>;
+
+/// Hands the other nodes' Admin UI messages to this node's `/admin` side.
+pub type AdminDeliver = Arc<dyn Fn(admin::AdminMessage) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -196,6 +201,8 @@ pub struct Cluster {
     pub stats: Arc<ClusterStats>,
     /// This node's revocations, shared with the others.
     revoked: Arc<Revocations>,
+    /// Where the Admin UI's messages go (set by `realtime::admin`).
+    admin: std::sync::OnceLock<AdminDeliver>,
 }
 
 /// What `Cluster::new` leaves for `Cluster::run`.
@@ -243,6 +250,7 @@ impl Cluster {
             routes: DashMap::new(),
             stats: metrics.cluster.clone(),
             revoked,
+            admin: std::sync::OnceLock::new(),
         });
         Ok((cluster, Pending { outbox: outbox_rx, pushes }))
     }
@@ -316,6 +324,32 @@ impl Cluster {
             self.unpublished.fetch_sub(1, Ordering::AcqRel);
             self.not_published(1, "the outbox is full");
         }
+    }
+
+    /// Where the other nodes' Admin UI messages go; the first call wins.
+    pub fn on_admin(&self, deliver: AdminDeliver) {
+        let _ = self.admin.set(deliver);
+    }
+
+    /// Queues an Admin UI message for the other nodes, in the same bounded
+    /// outbox as the events (and counted with them if it cannot be).
+    pub fn publish_admin(&self, message: &admin::AdminMessage) {
+        match message.encode() {
+            Ok(encoded) => {
+                self.unpublished.fetch_add(1, Ordering::AcqRel);
+                if self.outbox.try_send(encoded).is_err() {
+                    self.unpublished.fetch_sub(1, Ordering::AcqRel);
+                    self.not_published(1, "the outbox is full");
+                }
+            }
+            Err(e) => self.not_published(1, &e.to_string()),
+        }
+    }
+
+    /// How many nodes are in the cluster, as their registrations say.
+    pub async fn node_count(&self) -> Option<usize> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HLEN").arg(self.keys.nodes()).query_async(&mut conn).await.ok()
     }
 
     /// Everything published so far has gone to Redis, or failed to: a
@@ -394,6 +428,9 @@ impl Cluster {
     }
 
     fn on_bus_message(&self, payload: &[u8], deliver: &Deliver) {
+        if admin::is_admin(payload) {
+            return self.on_admin_message(payload);
+        }
         let message = match BusMessage::decode(payload) {
             Ok(message) => message,
             Err(WireError::NotOurs) => return,
@@ -415,6 +452,18 @@ impl Cluster {
             except_user: message.except_user,
             volatile: message.volatile,
         });
+    }
+
+    fn on_admin_message(&self, payload: &[u8]) {
+        let Some(deliver) = self.admin.get() else { return };
+        match admin::AdminMessage::decode(payload) {
+            Ok(message) if *message.node() == *self.node => {}
+            Ok(message) => deliver(message),
+            Err(e) => {
+                self.stats.decode_failures.fetch_add(1, Ordering::Relaxed);
+                log::warn!(target: "civicpulse::cluster", "node={} dropped an admin message: {e}", self.node);
+            }
+        }
     }
 
     /// Counts the events of `node` that never arrived here: each node

@@ -30,7 +30,12 @@ pub fn middleware(origins: &AllowedOrigins) -> Cors {
     match origins {
         AllowedOrigins::Any => cors.allow_any_origin(),
         AllowedOrigins::None => cors,
-        AllowedOrigins::List(list) => list.iter().fold(cors, |cors, origin| cors.allowed_origin(origin)),
+        // Credentials for the origins named (never for "*"): CivicPulse sets
+        // no cookie, but clients that send them (the Admin UI's
+        // `withCredentials`, a proxy's sticky cookie) must be let through.
+        AllowedOrigins::List(list) => {
+            list.iter().fold(cors.supports_credentials(), |cors, origin| cors.allowed_origin(origin))
+        }
     }
 }
 

@@ -5,29 +5,31 @@
 
 use std::future::{Ready, ready};
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use governor::Quota;
 
 use super::error::ApiError;
 use crate::limits::KeyedBucket;
 use crate::metrics::Metrics;
 
 pub struct AuthRateLimit {
-    /// `None`: no limit.
-    bucket: Option<KeyedBucket<IpAddr>>,
+    /// `None`: no limit. Shared with the Admin UI's sign-in on `/admin`.
+    bucket: Option<Arc<KeyedBucket<IpAddr>>>,
 }
 
 impl AuthRateLimit {
     /// `per_minute` 0 turns the limit off; a client may spend the whole
     /// minute's allowance at once.
     pub fn new(per_minute: u32) -> Self {
-        Self { bucket: NonZeroU32::new(per_minute).map(|n| KeyedBucket::with_quota(Quota::per_minute(n))) }
+        Self::shared(KeyedBucket::per_minute(per_minute).map(Arc::new))
+    }
+
+    pub fn shared(bucket: Option<Arc<KeyedBucket<IpAddr>>>) -> Self {
+        Self { bucket }
     }
 }
 

@@ -2,6 +2,7 @@
 //! (join:issue, leave:issue, message:send, …) and the forwarding of domain
 //! events to their audience (everyone, or an issue's room).
 
+pub mod admin;
 mod limits;
 mod sessions;
 
@@ -24,7 +25,9 @@ use crate::ids::{self, IdKind};
 use crate::metrics::Metrics;
 use crate::protocol::events::{self as names, Audience, error_ack, server_event, wire_error_ack};
 use actix_socketio::engineio::{Engine, EngineConfig, InboundPermit};
-use actix_socketio::socketio::{BinaryLimits, Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
+use actix_socketio::socketio::{
+    BinaryLimits, Event, PendingAuth, Refusal, SocketApp, SocketIoFactory, SocketRef,
+};
 
 /// The Socket.IO engine serving CivicPulse.
 pub type CivicEngine = Engine<SocketIoFactory<CivicApp>>;
@@ -37,10 +40,24 @@ pub struct CivicApp {
     metrics: Arc<Metrics>,
     limits: limits::EventLimits,
     shared_limits: limits::SharedBuckets,
-    max_rooms: usize,
     live: Arc<sessions::LiveSockets>,
     /// How long a socket outlives its token (seconds).
     token_grace: i64,
+    membership: Membership,
+    /// The Admin UI on `/admin` (`None` with `ADMIN_UI=false`).
+    admin: Option<Arc<admin::Admin>>,
+    auth_attempts: Option<Arc<crate::limits::KeyedBucket<std::net::IpAddr>>>,
+}
+
+/// Joining and leaving issue rooms, for a socket's own events and an
+/// admin's actions alike.
+#[derive(Clone)]
+pub struct Membership {
+    domain: Domain,
+    rooms: Arc<RoomDirectory>,
+    max_rooms: usize,
+    metrics: Arc<Metrics>,
+    admin: Option<Arc<admin::Admin>>,
 }
 
 /// What a connected socket carries: who it is and the rooms it is in.
@@ -56,6 +73,11 @@ pub struct CivicSocket {
     rooms: HashSet<String>,
     /// What this socket may still send (see `limits`).
     buckets: limits::Buckets,
+    /// An Admin UI socket (on `/admin`): it watches, it is not in rooms.
+    admin: bool,
+    websocket: bool,
+    /// When it connected (Unix milliseconds).
+    connected_at: i64,
     /// Held while one of this socket's events that depend on each other
     /// (join, leave, message:send, typing) is handled, to its end. The lock
     /// is FIFO, so they take effect in the order the client sent them: a
@@ -74,6 +96,7 @@ pub fn start(
     fanout: &Fanout,
     metrics: &Arc<Metrics>,
     config: &crate::config::Config,
+    auth_attempts: Option<Arc<crate::limits::KeyedBucket<std::net::IpAddr>>>,
 ) -> Result<Arc<CivicEngine>, ClusterError> {
     let push = fanout.push();
     domain.hub.subscribe(move |event| {
@@ -86,6 +109,19 @@ pub fn start(
     let live = Arc::new(sessions::LiveSockets::new(config.max_sockets_per_user));
     end_revoked_sockets(domain, &live, metrics);
     actix::spawn(end_expired_sockets(live.clone(), metrics.clone()));
+    let admin = config
+        .admin_ui
+        .then(|| Arc::new(admin::Admin::new(config, fanout.cluster(), live.clone(), metrics.clone())));
+    let membership = Membership {
+        domain: domain.clone(),
+        rooms: fanout.rooms.clone(),
+        max_rooms: config.max_rooms_per_socket,
+        metrics: metrics.clone(),
+        admin: admin.clone(),
+    };
+    if let Some(admin) = &admin {
+        admin.start(membership.clone());
+    }
     let app = CivicApp {
         domain: domain.clone(),
         rooms: fanout.rooms.clone(),
@@ -94,9 +130,11 @@ pub fn start(
         metrics: metrics.clone(),
         limits: limits::EventLimits::from_config(config),
         shared_limits: limits::SharedBuckets::from_config(config),
-        max_rooms: config.max_rooms_per_socket,
         live,
         token_grace: config.socket_token_grace.as_secs() as i64,
+        membership,
+        admin,
+        auth_attempts,
     };
     let engine_config = EngineConfig {
         ping_interval: config.ping_interval,
@@ -126,7 +164,17 @@ pub fn start(
 impl SocketApp for CivicApp {
     type Socket = CivicSocket;
 
+    fn authenticate(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>) -> Option<PendingAuth> {
+        (&*socket.namespace == admin::NAMESPACE && self.admin.is_some())
+            .then(|| admin::authenticate(&self.domain, self.auth_attempts.clone(), socket.peer, auth))
+    }
+
     fn connect(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>) -> Result<CivicSocket, Refusal> {
+        if &*socket.namespace == admin::NAMESPACE
+            && let Some(admin) = &self.admin
+        {
+            return self.connect_admin(admin, socket, auth);
+        }
         if &*socket.namespace != names::NAMESPACE {
             return Err(Refusal::InvalidNamespace);
         }
@@ -165,7 +213,7 @@ impl SocketApp for CivicApp {
             city: user.city.clone(),
         };
         self.presence.do_send(SocketOnline { user: online, socket_id: socket.id.clone() });
-        Ok(CivicSocket {
+        let state = CivicSocket {
             user_id,
             user,
             session,
@@ -173,12 +221,19 @@ impl SocketApp for CivicApp {
             deadline,
             rooms: HashSet::new(),
             buckets: limits::Buckets::new(&self.limits),
+            admin: false,
+            websocket: socket.websocket,
+            connected_at: crate::timestamp::now_ms(),
             turn: Arc::default(),
-        })
+        };
+        if let Some(admin) = &self.admin {
+            admin.socket_connected(&state, socket);
+        }
+        Ok(state)
     }
 
     fn event(&self, state: &mut CivicSocket, socket: &SocketRef<Self>, event: Event) {
-        let reply = Reply { socket: socket.clone(), ack: event.ack, _permit: event.permit };
+        let reply = Reply { socket: socket.clone(), ack: event.ack, _permit: Some(event.permit) };
         let shared = &self.shared_limits;
         let (verdict, first_refusal) = state.buckets.check(|| shared.allow(&state.user_id, socket.peer));
         if first_refusal {
@@ -197,6 +252,12 @@ impl SocketApp for CivicApp {
             }
             limits::Verdict::Gone => return,
         }
+        if state.admin {
+            if let Some(admin) = &self.admin {
+                admin.event(&self.membership, socket, reply, &event.name, &event.args);
+            }
+            return;
+        }
         let first = event.args.first().cloned().unwrap_or(Value::Null);
         if event.name == names::AUTH_REFRESH {
             return self.refresh_token(state, socket, reply, first);
@@ -206,20 +267,17 @@ impl SocketApp for CivicApp {
                 .error("token_expired", "the access token expired: send auth:refresh with a new one");
         }
         match event.name.as_str() {
-            names::JOIN_ISSUE => self.join(state, socket, reply, first),
-            names::LEAVE_ISSUE => {
+            names::JOIN_ISSUE | names::LEAVE_ISSUE => {
                 let Some(issue_id) =
                     first.as_str().filter(|id| ids::is_valid(IdKind::Issue, id)).map(str::to_string)
                 else {
                     return reply.error("not_found", "issue not found");
                 };
-                let rooms = self.rooms.clone();
-                in_turn(state, socket, move |state, socket| {
-                    if state.rooms.remove(&issue_id) {
-                        rooms.leave(&issue_id, socket.id.clone());
-                    }
-                    reply.ok(json!({ "ok": true }));
-                });
+                if event.name == names::JOIN_ISSUE {
+                    self.membership.join(state, socket, reply, issue_id);
+                } else {
+                    self.membership.leave(state, socket, reply, issue_id);
+                }
             }
             names::MESSAGE_SEND => self.send_message(state, reply, first),
             names::USER_TYPING => self.typing(state, socket, reply, first),
@@ -231,7 +289,27 @@ impl SocketApp for CivicApp {
         }
     }
 
+    fn upgraded(&self, state: &mut CivicSocket, socket: &SocketRef<Self>) {
+        state.websocket = true;
+        if !state.admin
+            && let Some(admin) = &self.admin
+        {
+            admin.socket_upgraded(socket);
+        }
+    }
+
     fn disconnect(&self, state: CivicSocket, socket: &SocketRef<Self>, reason: &str) {
+        if state.admin {
+            log::info!(target: "civicpulse::admin", "socket={} admin={} left the Admin UI ({reason})", socket.id, state.user_id);
+            self.live.remove(&state.user_id, &socket.id, state.deadline);
+            if let Some(admin) = &self.admin {
+                admin.unwatch(&socket.id);
+            }
+            return;
+        }
+        if let Some(admin) = &self.admin {
+            admin.socket_disconnected(&state, socket, reason);
+        }
         log::info!(target: "civicpulse::socket", "sid={} socket={} disconnected user={} reason={reason}", socket.engine_sid(), socket.id, state.user.user_id);
         self.metrics.connected_sockets.fetch_sub(1, Ordering::Relaxed);
         self.live.remove(&state.user_id, &socket.id, state.deadline);
@@ -244,17 +322,56 @@ impl SocketApp for CivicApp {
 }
 
 impl CivicApp {
-    fn join(&self, state: &CivicSocket, socket: &SocketRef<Self>, reply: Reply, issue_id: Value) {
-        let Some(issue_id) =
-            issue_id.as_str().filter(|id| ids::is_valid(IdKind::Issue, id)).map(str::to_string)
-        else {
-            return reply.error("not_found", "issue not found");
+    /// An admin, signed in by `admin::authenticate`: watches, and is ended
+    /// by a role change or a revocation, not by its token's expiry (the UI
+    /// has no way to refresh it).
+    fn connect_admin(
+        &self,
+        admin: &Arc<admin::Admin>,
+        socket: &SocketRef<Self>,
+        auth: &Map<String, Value>,
+    ) -> Result<CivicSocket, Refusal> {
+        let refuse = |message: &str| {
+            log::info!(target: "civicpulse::admin", "sid={} Admin UI refused: {message}", socket.engine_sid());
+            Err(Refusal::Refused { message: message.into(), close: true })
         };
+        if let Some(message) = auth.get("refused").and_then(Value::as_str) {
+            return refuse(message);
+        }
+        let claims =
+            auth.get("token").and_then(Value::as_str).and_then(|t| self.domain.verify_access(t).ok());
+        let Some(claims) = claims.filter(|c| c.role == crate::domain::Role::Admin) else {
+            return refuse("invalid credentials");
+        };
+        let user_id: Arc<str> = claims.sub.as_str().into();
+        if let sessions::Admission::Refused { .. } = self.live.admit(&user_id, socket, i64::MAX) {
+            return refuse("limit_reached: too many sockets for this user");
+        }
+        log::info!(target: "civicpulse::admin", "sid={} socket={} admin={} opened the Admin UI", socket.engine_sid(), socket.id, user_id);
+        admin.watch(socket);
+        Ok(CivicSocket {
+            user_id,
+            session: claims.sid.as_deref().map(Arc::from),
+            user: Principal::from(claims),
+            expires_at: i64::MAX,
+            deadline: i64::MAX,
+            rooms: HashSet::new(),
+            buckets: limits::Buckets::new(&self.limits),
+            admin: true,
+            websocket: socket.websocket,
+            connected_at: crate::timestamp::now_ms(),
+            turn: Arc::default(),
+        })
+    }
+}
+
+impl Membership {
+    fn join(&self, state: &CivicSocket, socket: &SocketRef<CivicApp>, reply: Reply, issue_id: String) {
         let domain = self.domain.clone();
         let rooms = self.rooms.clone();
         let socket = socket.clone();
         let turn = state.turn.clone();
-        let (max_rooms, metrics) = (self.max_rooms, self.metrics.clone());
+        let (max_rooms, metrics, admin) = (self.max_rooms, self.metrics.clone(), self.admin.clone());
         actix::spawn(async move {
             let _turn = turn.lock().await;
             match issues::get(&domain, issue_id.clone()).await {
@@ -270,6 +387,9 @@ impl CivicApp {
                             recipient: socket.recipient(),
                         };
                         rooms.join(&issue_id, member);
+                        if let Some(admin) = &admin {
+                            admin.room_joined(&socket.id, &issue_id);
+                        }
                     }
                     reply.ok(json!({ "ok": true }));
                 }),
@@ -278,6 +398,21 @@ impl CivicApp {
         });
     }
 
+    fn leave(&self, state: &CivicSocket, socket: &SocketRef<CivicApp>, reply: Reply, issue_id: String) {
+        let (rooms, admin) = (self.rooms.clone(), self.admin.clone());
+        in_turn(state, socket, move |state, socket| {
+            if state.rooms.remove(&issue_id) {
+                rooms.leave(&issue_id, socket.id.clone());
+                if let Some(admin) = &admin {
+                    admin.room_left(&socket.id, &issue_id);
+                }
+            }
+            reply.ok(json!({ "ok": true }));
+        });
+    }
+}
+
+impl CivicApp {
     fn send_message(&self, state: &CivicSocket, reply: Reply, body: Value) {
         let issue_id = body.get("issueId").and_then(Value::as_str).map(str::to_string);
         let content = messages::content_from_json(&body);
@@ -444,13 +579,18 @@ fn in_turn(
 /// event counts against the socket's bound on events in hand (the server
 /// stops reading from a client that floods) until its reply is dropped,
 /// after the work — a lookup, a stored message — is done.
-struct Reply {
+pub struct Reply {
     socket: SocketRef<CivicApp>,
     ack: Option<u64>,
-    _permit: InboundPermit,
+    _permit: Option<InboundPermit>,
 }
 
 impl Reply {
+    /// For work nobody waits on (an admin's action on another socket).
+    fn none(socket: &SocketRef<CivicApp>) -> Self {
+        Self { socket: socket.clone(), ack: None, _permit: None }
+    }
+
     fn ok(&self, payload: Value) {
         if let Some(id) = self.ack {
             self.socket.ack(id, vec![payload], Vec::new());

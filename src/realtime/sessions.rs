@@ -79,6 +79,20 @@ impl LiveSockets {
         self.by_user.get(user).map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Up to `limit` of this node's sockets on `namespace`.
+    pub fn sockets(&self, namespace: &str, limit: usize) -> Vec<Socket> {
+        let mut all = Vec::new();
+        for entry in self.by_user.iter() {
+            all.extend(
+                entry.value().iter().filter(|s| &*s.namespace == namespace).take(limit - all.len()).cloned(),
+            );
+            if all.len() >= limit {
+                break;
+            }
+        }
+        all
+    }
+
     /// Takes out the sockets whose deadline is `now` or before.
     pub fn due(&self, now: i64) -> Vec<Socket> {
         let mut deadlines = self.deadlines();

@@ -88,6 +88,8 @@ const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '
  * `port`, an origin the server under test was told to allow) serving
  * `files`, a map from path to `{ body | file, type }`, and `/socket.io.min.js`
  * from the npm package. Resolves with its origin, `http://127.0.0.1:PORT`.
+ * `port` 0 (the default) is a free one; a test gives its own when the
+ * server must know the origin first (its CORS_ORIGINS).
  */
 export async function serveOrigin(files = {}, port = 0) {
   const routes = { '/socket.io.min.js': { file: CLIENT_BUNDLE }, ...files };

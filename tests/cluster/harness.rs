@@ -232,7 +232,16 @@ impl Cluster {
 
     /// An official, made the way an operator does (`civicpulse user create`).
     pub fn official(&self) -> TestUser {
-        let email = format!("official-{}@example.test", rand::random::<u32>());
+        self.staff("official", "Olive Official")
+    }
+
+    /// An admin, made the same way.
+    pub fn admin(&self) -> TestUser {
+        self.staff("admin", "Ada Admin")
+    }
+
+    fn staff(&self, role: &str, name: &str) -> TestUser {
+        let email = format!("{role}-{}@example.test", rand::random::<u32>());
         let dir = tempfile::tempdir().expect("temp dir");
         let out = binary::run(
             dir.path(),
@@ -240,13 +249,13 @@ impl Cluster {
                 "user",
                 "create",
                 "--role",
-                "official",
+                role,
                 "--email",
                 &email,
                 "--password",
                 PASSWORD,
                 "--name",
-                "Olive Official",
+                name,
                 "--city",
                 "springfield",
             ],
@@ -259,7 +268,7 @@ impl Cluster {
             None,
             json!({ "email": email, "password": PASSWORD }),
         );
-        assert_eq!(status, 200, "login official: {v}");
+        assert_eq!(status, 200, "login {role}: {v}");
         signed_in(&v, email)
     }
 

@@ -4,6 +4,7 @@
 //! python-socketio. Ignored by plain `cargo test` (they need PostgreSQL,
 //! Redis and, for the proxy, nginx); CI runs them with `--ignored`.
 
+mod admin;
 mod browser;
 #[path = "../common/mod.rs"]
 mod common;

@@ -303,26 +303,26 @@ scenarios['session-lifecycle'] = async () => {
   assert.equal(err.message, 'Authentication failed');
 };
 
-/** Only `/` exists; another namespace is refused, the engine connection lives on. */
+/** Only `/` and `/admin` exist; another namespace is refused, the engine connection lives on. */
 scenarios['invalid-namespace'] = async () => {
   const { alice } = input.users;
   for (const [name, options] of [
-    ['/admin over websocket', { auth: { token: alice.token }, transports: ['websocket'] }],
-    ['/admin over polling', { auth: { token: alice.token }, transports: ['polling'] }],
-    ['/admin without a token', { transports: ['websocket'] }],
+    ['/ops over websocket', { auth: { token: alice.token }, transports: ['websocket'] }],
+    ['/ops over polling', { auth: { token: alice.token }, transports: ['polling'] }],
+    ['/ops without a token', { transports: ['websocket'] }],
   ]) {
-    const err = await refused(name, options, `${URL_BASE}/admin`);
+    const err = await refused(name, options, `${URL_BASE}/ops`);
     log(`${name}: connect_error ${JSON.stringify(err.message)}`);
     assert.equal(err.message, 'Invalid namespace', name);
   }
 
-  // One manager (one engine connection) for `/` and `/admin`: only `/admin`
+  // One manager (one engine connection) for `/` and `/ops`: only `/ops`
   // is refused and `/` keeps working.
   const manager = new Manager(URL_BASE, { transports: ['websocket'], reconnection: false });
   const main = track(manager.socket('/', { auth: { token: alice.token } }), 'main');
   await connected(main);
-  const admin = track(manager.socket('/admin', { auth: { token: alice.token } }), 'admin');
-  await until('connect_error on /admin', () => admin.errors.length > 0 || admin.socket.connected);
+  const admin = track(manager.socket('/ops', { auth: { token: alice.token } }), 'ops');
+  await until('connect_error on /ops', () => admin.errors.length > 0 || admin.socket.connected);
   assert.ok(!admin.socket.connected);
   assert.equal(admin.errors[0].message, 'Invalid namespace');
   await sleep(QUIET_MS);

@@ -20,6 +20,9 @@ use crate::engineio::{
 };
 use crate::protocol::socket::{Decoder, MAX_ATTACHMENTS, Packet, PacketKind, SocketError};
 
+/// What [`SocketApp::authenticate`] hands back: the auth `connect` decides on.
+pub type PendingAuth = std::pin::Pin<Box<dyn std::future::Future<Output = Map<String, Value>> + Send>>;
+
 /// How long a client refused with `close` has to leave by itself.
 const REFUSED_CLOSE_GRACE: Duration = Duration::from_millis(500);
 
@@ -57,9 +60,30 @@ pub trait SocketApp: Send + Sync + 'static {
     where
         Self: Sized;
 
+    /// Work a CONNECT's decision needs that must not hold up the session's
+    /// thread (a password to check against its hash, a database lookup):
+    /// the session waits for the future, then calls `connect` with the auth
+    /// it yields instead of the client's. The client hears nothing until
+    /// then, and any other packet for the namespace meanwhile closes the
+    /// connection, as one for a namespace not joined does. `None` (the
+    /// default): `connect` decides at once on the client's auth.
+    fn authenticate(&self, _socket: &SocketRef<Self>, _auth: &Map<String, Value>) -> Option<PendingAuth>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
     fn event(&self, state: &mut Self::Socket, socket: &SocketRef<Self>, event: Event)
     where
         Self: Sized;
+
+    /// The socket's connection moved from long-polling to WebSocket.
+    fn upgraded(&self, _state: &mut Self::Socket, _socket: &SocketRef<Self>)
+    where
+        Self: Sized,
+    {
+    }
 
     /// The socket is gone (`reason` as Socket.IO names it).
     fn disconnect(&self, state: Self::Socket, socket: &SocketRef<Self>, reason: &str)
@@ -76,6 +100,9 @@ pub struct SocketRef<A: SocketApp> {
     /// The address the session's handshake came from (a proxy's, behind
     /// one).
     pub peer: Option<IpAddr>,
+    /// Whether the connection was a WebSocket at CONNECT; a later upgrade
+    /// is told by [`SocketApp::upgraded`].
+    pub websocket: bool,
     session: SessionHandle<SocketIo<A>>,
 }
 
@@ -85,6 +112,7 @@ impl<A: SocketApp> Clone for SocketRef<A> {
             id: self.id.clone(),
             namespace: self.namespace.clone(),
             peer: self.peer,
+            websocket: self.websocket,
             session: self.session.clone(),
         }
     }
@@ -233,6 +261,9 @@ pub struct SocketIo<A: SocketApp> {
     /// Drops a client that joins no namespace in time; cancelled once one is.
     connect_timer: Option<SpawnHandle>,
     peer: Option<IpAddr>,
+    websocket: bool,
+    /// The namespace whose CONNECT waits for `SocketApp::authenticate`.
+    authenticating: Option<Arc<str>>,
 }
 
 impl<A: SocketApp> SocketIo<A> {
@@ -268,8 +299,11 @@ impl<A: SocketApp> SocketIo<A> {
 
     fn handle_packet(&mut self, packet: Packet, permit: InboundPermit, out: &mut Output) {
         let connected = self.sockets.iter().any(|s| *s.handle.namespace == *packet.namespace);
+        let authenticating = self.authenticating.as_deref() == Some(packet.namespace.as_str());
         match packet.kind {
-            PacketKind::Connect if !connected => self.connect(packet.namespace.as_str().into(), packet, out),
+            PacketKind::Connect if !connected && !authenticating => {
+                self.connect(packet.namespace.as_str().into(), packet, permit, out)
+            }
             PacketKind::Disconnect if connected => {
                 if let Some(i) = self.sockets.iter().position(|s| *s.handle.namespace == *packet.namespace) {
                     let socket = self.sockets.swap_remove(i);
@@ -301,7 +335,7 @@ impl<A: SocketApp> SocketIo<A> {
         }
     }
 
-    fn connect(&mut self, namespace: Arc<str>, packet: Packet, out: &mut Output) {
+    fn connect(&mut self, namespace: Arc<str>, packet: Packet, permit: InboundPermit, out: &mut Output) {
         let auth = match packet.data {
             Some(Value::Object(map)) => map,
             _ => Map::new(),
@@ -310,9 +344,31 @@ impl<A: SocketApp> SocketIo<A> {
             id: crate::engineio::new_sid(),
             namespace: namespace.clone(),
             peer: self.peer,
+            websocket: self.websocket,
             session: self.session.clone(),
         };
-        match self.app.connect(&handle, &auth) {
+        let Some(pending) = self.app.authenticate(&handle, &auth) else {
+            return self.decide(handle, &auth, out);
+        };
+        // One at a time (only one CONNECT per namespace is in flight), and
+        // the permit is held meanwhile: a client cannot pile them up.
+        self.authenticating = Some(namespace);
+        let session = self.session.clone();
+        actix::spawn(async move {
+            let auth = pending.await;
+            session.call(move |handler, out| {
+                drop(permit);
+                handler.authenticating = None;
+                let mut handle = handle;
+                handle.websocket = handler.websocket;
+                handler.decide(handle, &auth, out);
+            });
+        });
+    }
+
+    fn decide(&mut self, handle: SocketRef<A>, auth: &Map<String, Value>, out: &mut Output) {
+        let namespace = handle.namespace.clone();
+        match self.app.connect(&handle, auth) {
             Ok(state) => {
                 // The CONNECT reply is written before anything the app emits:
                 // the app's emits travel through the mailbox, after this.
@@ -467,6 +523,13 @@ impl<A: SocketApp> EngineHandler for SocketIo<A> {
         }
     }
 
+    fn upgraded(&mut self, _out: &mut Output) {
+        self.websocket = true;
+        for socket in &mut self.sockets {
+            self.app.upgraded(&mut socket.state, &socket.handle);
+        }
+    }
+
     fn closed(&mut self, reason: CloseReason) {
         self.hold(0);
         for socket in self.sockets.drain(..) {
@@ -497,6 +560,8 @@ impl<A: SocketApp> HandlerFactory for SocketIoFactory<A> {
             ever_connected: false,
             connect_timer: None,
             peer: request.peer_addr.map(|a| a.ip()),
+            websocket: request.uri.query().is_some_and(|q| q.split('&').any(|p| p == "transport=websocket")),
+            authenticating: None,
         }
     }
 }

@@ -268,6 +268,9 @@ pub trait EngineHandler: Sized + Unpin + 'static {
         ctx: &mut Context<SocketSession<Self>>,
     );
 
+    /// The session moved from long-polling to its WebSocket.
+    fn upgraded(&mut self, _out: &mut Output) {}
+
     /// The session is gone; called exactly once.
     fn closed(&mut self, reason: CloseReason);
 }

@@ -84,6 +84,7 @@ impl<H: EngineHandler> SocketSession<H> {
                 };
                 self.transport = Transport::WebSocket(upgrade.conn);
                 self.write(pending, ctx);
+                self.dispatch(ctx, |handler, out, _| handler.upgraded(out));
             }
             _ => {
                 if let Some(upgrade) = self.upgrade.take() {
