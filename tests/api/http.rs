@@ -120,7 +120,7 @@ fn non_object_json_bodies_are_refused_in_the_error_shape(app: &TestApp) {
 fn unknown_routes_are_404_in_the_error_shape(app: &TestApp) {
     let user = app.register("Wanderer");
     for (method, path) in [
-        (Method::GET, "/"),
+        (Method::GET, "/index.html"), // `/` is the demo client (tests/demo.rs)
         (Method::GET, "/api"),
         (Method::GET, "/api/nope"),
         (Method::POST, "/api/nope"),
