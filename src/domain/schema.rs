@@ -95,17 +95,27 @@ pub fn reactions() -> Object {
         .build()
 }
 
+/// What `str::trim` trims (Unicode's White_Space), as a character class's
+/// body: `\s` differs between regular expression dialects.
+pub const WHITE_SPACE: &str = r"\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
+
 /// Text the domain trims (`input::check_length`): at least `min` and at
-/// most `max` characters, no NUL; with `min` > 0, something besides
-/// white space.
+/// most `max` characters once trimmed, no NUL anywhere. The limits are in
+/// the pattern, which matches the trimmed text between the white space it
+/// may have around it: `minLength` and `maxLength` would count that too.
 pub fn text(min: usize, max: usize) -> Object {
-    let pattern =
-        if min > 0 { r"^[^\u0000]*[^\s\u0000][^\u0000]*$" } else { r"^[^\u0000]*$" }.to_string();
+    let (ws, visible) = (format!("[{WHITE_SPACE}]*"), format!(r"[^{WHITE_SPACE}\u0000]"));
+    let inner = max.saturating_sub(2);
+    // One visible character, or two around what lies between.
+    let trimmed = match min {
+        0 => format!(r"({visible}([^\u0000]{{0,{inner}}}{visible})?)?"),
+        1 => format!(r"{visible}([^\u0000]{{0,{inner}}}{visible})?"),
+        _ => format!(r"{visible}[^\u0000]{{{},{inner}}}{visible}", min - 2),
+    };
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .min_length(Some(min))
-        .max_length(Some(max))
-        .pattern(Some(pattern))
+        .pattern(Some(format!("^{ws}{trimmed}{ws}$")))
+        .description(Some(format!("{min} to {max} characters once trimmed, no NUL")))
         .build()
 }
 

@@ -11,7 +11,7 @@ use utoipa::openapi::Object;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::input::Text;
-use crate::domain::schema::{self, or_null as nullable, text};
+use crate::domain::schema::{self, WHITE_SPACE, or_null as nullable, text};
 use crate::domain::{issues, messages, users};
 
 fn limited(rule: Text) -> Object {
@@ -40,26 +40,40 @@ fn refresh_token() -> Object {
 
 /// Taken as typed (not trimmed), any characters.
 fn password() -> Object {
-    let mut object = text(users::PASSWORD.min, users::PASSWORD.max);
-    object.pattern = None;
-    object
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .min_length(Some(users::PASSWORD.min))
+        .max_length(Some(users::PASSWORD.max))
+        .build()
 }
 
-/// As `input::check_email` accepts it.
+/// As `input::check_email` accepts it (after trimming, as `text`).
 fn email() -> Object {
-    let mut object = text(3, 254);
-    object.pattern = Some(r"^[^\s@\u0000]+@[^\s@\u0000]*\.[^\s@\u0000]*$".into());
-    object.format = Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Email));
-    object
+    let other = format!(r"[^{WHITE_SPACE}@\u0000]");
+    let ws = format!("[{WHITE_SPACE}]*");
+    // Only this, not the `email` format: `a@.` is taken.
+    string(format!(r"^{ws}{other}+@{other}*\.{other}*{ws}$"), "an email address, at most 254 bytes")
 }
 
-/// As `input::check_url` accepts it: http(s), at most 2048 bytes.
+/// As `input::check_url` accepts it: http(s), at most 2048 bytes (after
+/// trimming, as `text`).
 fn avatar_url() -> Object {
-    let mut object = text(9, 2048);
-    object.pattern = Some(r"^(https://[^\s\u0000]|http://[^\s\u0000]{2})[^\u0000]*$".into());
-    nullable(object)
+    let visible = format!(r"[^{WHITE_SPACE}\u0000]");
+    let ws = format!("[{WHITE_SPACE}]*");
+    // The scheme and at least one more character.
+    nullable(string(
+        format!(r"^{ws}(https://|http://[^\u0000])[^\u0000]{{0,2039}}{visible}{ws}$"),
+        "an http(s) URL of at most 2048 bytes, or null",
+    ))
 }
 
+fn string(pattern: String, description: &str) -> Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .build()
+}
 
 fn description_or_null() -> Object {
     nullable(description())
@@ -205,7 +219,7 @@ pub struct IssueQuery {
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// The `nextCursor` of the page before, of the same `sort` (422 for
-    /// anything else).
+    /// anything else). Empty is the same as absent.
     cursor: Option<String>,
 }
 
@@ -216,12 +230,19 @@ fn sort() -> Object {
         .build()
 }
 
+fn message_id_or_empty() -> Object {
+    let mut object = schema::message_id();
+    object.pattern = object.pattern.map(|p| format!("^$|{p}"));
+    object
+}
+
 /// Paging of an issue's chat history, back in time.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// The `nextCursor` of the page after (a message ID): older messages.
-    #[param(schema_with = schema::message_id)]
+    /// Empty is the same as absent.
+    #[param(schema_with = message_id_or_empty)]
     before: Option<String>,
     /// 1 to 100, 50 by default.
     #[param(minimum = 1, maximum = 100)]
