@@ -104,3 +104,29 @@ fn resource(path: &str, allow: String) -> Resource {
 async fn not_found(_req: HttpRequest) -> HttpResponse {
     actix_web::ResponseError::error_response(&ApiError::not_found())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::{handlers, openapi};
+
+    #[test]
+    fn the_route_table_is_the_documents_operations() {
+        let table: Vec<&str> = handlers().iter().map(|(id, _)| *id).collect();
+        let unique: BTreeSet<&str> = table.iter().copied().collect();
+        assert_eq!(unique.len(), table.len(), "a handler twice in the table: {table:?}");
+        let mut documented = BTreeSet::new();
+        for item in openapi::document()["paths"].as_object().expect("paths").values() {
+            for (key, _) in openapi::METHODS {
+                if let Some(id) = item[key]["operationId"].as_str() {
+                    assert!(documented.insert(id), "operationId {id} twice");
+                }
+            }
+        }
+        assert_eq!(documented, unique, "operations without a route, or routes without an operation");
+        for id in table {
+            assert!(openapi::place(id).is_some(), "{id}");
+        }
+    }
+}

@@ -100,6 +100,13 @@ fn build() -> Value {
 /// The answers any operation of a kind may give, by the names of
 /// [`shared_responses`].
 fn add_shared(operation: &mut Map<String, Value>) {
+    // OpenAPI requires it of path parameters; utoipa drops it from those
+    // whose schema is `schema_with`.
+    for param in operation.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten() {
+        if param["in"] == "path" {
+            param["required"] = json!(true);
+        }
+    }
     let params = |place: &str| {
         operation.get("parameters").and_then(Value::as_array).is_some_and(|ps| ps.iter().any(|p| p["in"] == place))
     };
@@ -127,6 +134,12 @@ fn add_shared(operation: &mut Map<String, Value>) {
             responses
                 .entry(status)
                 .or_insert_with(|| json!({ "$ref": format!("#/components/responses/{name}") }));
+        }
+        // Sent with every 429 and 503 (utoipa cannot mark a header required).
+        for response in responses.values_mut() {
+            if let Some(header) = response.pointer_mut("/headers/Retry-After") {
+                header["required"] = json!(true);
+            }
         }
         responses.sort_keys();
     }
