@@ -118,4 +118,3 @@ pub fn text(min: usize, max: usize) -> Object {
         .description(Some(format!("{min} to {max} characters once trimmed, no NUL")))
         .build()
 }
-

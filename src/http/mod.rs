@@ -89,8 +89,11 @@ fn resource(path: &str, allow: String) -> Resource {
     web::resource(path).default_service(web::to(move || {
         let allow = allow.clone();
         async move {
-            let mut response =
-                ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("allowed: {allow}"));
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("allowed: {allow}"),
+            );
             response.details = Some(Box::new(serde_json::json!({ "allow": allow })));
             let mut res = actix_web::ResponseError::error_response(&response);
             if let Ok(value) = header::HeaderValue::from_str(&allow) {

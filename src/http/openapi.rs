@@ -108,7 +108,10 @@ fn add_shared(operation: &mut Map<String, Value>) {
         }
     }
     let params = |place: &str| {
-        operation.get("parameters").and_then(Value::as_array).is_some_and(|ps| ps.iter().any(|p| p["in"] == place))
+        operation
+            .get("parameters")
+            .and_then(Value::as_array)
+            .is_some_and(|ps| ps.iter().any(|p| p["in"] == place))
     };
     let mut shared = vec![("429", "TooManyRequests"), ("500", "Internal"), ("503", "Unavailable")];
     if operation.contains_key("security") {

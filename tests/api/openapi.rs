@@ -62,8 +62,11 @@ fn document_is_structurally_openapi_3_1(app: &TestApp) {
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string(), "info: {}", doc["info"]);
     let schemes = doc["components"]["securitySchemes"].as_object().expect("securitySchemes");
-    assert_eq!(schemes["bearer"], json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-        "description": schemes["bearer"]["description"]}));
+    assert_eq!(
+        schemes["bearer"],
+        json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": schemes["bearer"]["description"]})
+    );
 
     // Every reference names something that is there.
     let mut found = Vec::new();
@@ -79,7 +82,10 @@ fn document_is_structurally_openapi_3_1(app: &TestApp) {
         let at = format!("{method} {path}");
         let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{at}: no operationId"));
         assert!(ids.insert(id.to_string()), "{at}: operationId {id} is not unique");
-        assert!(operation["summary"].is_string() || operation["description"].is_string(), "{at}: undescribed");
+        assert!(
+            operation["summary"].is_string() || operation["description"].is_string(),
+            "{at}: undescribed"
+        );
 
         // Path parameters: exactly the template's, each required.
         let template: BTreeSet<&str> =
@@ -114,7 +120,10 @@ fn document_is_structurally_openapi_3_1(app: &TestApp) {
                 );
             }
             if code == 429 || code == 503 {
-                assert_eq!(response["headers"]["Retry-After"]["required"], true, "{at} {status}: Retry-After");
+                assert_eq!(
+                    response["headers"]["Retry-After"]["required"], true,
+                    "{at} {status}: Retry-After"
+                );
             }
         }
 
@@ -158,7 +167,11 @@ fn routes_and_document_agree(app: &TestApp) {
         let res = app.send(m, &concrete(&path), user.auth(), body);
         assert_ne!(res.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is documented: {}", res.text);
         let status = res.status.as_u16().to_string();
-        assert!(operation["responses"].get(&status).is_some(), "{method} {path}: undocumented {status}: {}", res.text);
+        assert!(
+            operation["responses"].get(&status).is_some(),
+            "{method} {path}: undocumented {status}: {}",
+            res.text
+        );
         *answered.entry((path, res.status.as_u16())).or_default() += 1;
     }
     let metrics = app.send(Method::GET, "/metrics", None, Body::Empty).text;

@@ -11,7 +11,7 @@
 #   ST_MAX_EXAMPLES=200 ST_SEED=7 tests/openapi/schemathesis.sh
 #   tests/openapi/schemathesis.sh --include-path-regex issues   # more st flags
 #
-# ST_MAX_EXAMPLES (default 40) bounds the cases per operation and phase;
+# ST_MAX_EXAMPLES (default 100) bounds the cases per operation and phase;
 # ST_SEED (default 1) makes a run repeatable (`random` for a new one each
 # time). CIVICPULSE_BIN runs another binary than target/debug/civicpulse.
 set -euo pipefail
@@ -73,15 +73,16 @@ token="$(curl -sf "$base/api/auth/register" -H 'Content-Type: application/json' 
 
 # ---- the run --------------------------------------------------------------------
 # Every check (schemathesis.toml says where the document cannot be exact).
+# Run from the scratch directory: schemathesis keeps a cache where it runs.
 # One worker: hypothesis' ast.parse on two threads trips CPython 3.11's
 # "AST constructor recursion depth mismatch".
 seed=(--seed "${ST_SEED:-1}")
 [[ "${ST_SEED:-}" == random ]] && seed=()
 status=0
-(cd "$here" && NO_PROXY=127.0.0.1 no_proxy=127.0.0.1 "$venv/bin/st" --config-file "$here/schemathesis.toml" run \
+(cd "$work" && NO_PROXY=127.0.0.1 no_proxy=127.0.0.1 "$venv/bin/st" --config-file "$here/schemathesis.toml" run \
   "$base/api/openapi.json" \
   --header "Authorization: Bearer $token" \
-  --max-examples "${ST_MAX_EXAMPLES:-40}" \
+  --max-examples "${ST_MAX_EXAMPLES:-100}" \
   "${seed[@]}" \
   --workers 1 \
   --generation-database none \

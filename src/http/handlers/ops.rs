@@ -48,8 +48,11 @@ pub struct Readiness {
     ))]
 pub async fn readyz(domain: web::Data<Domain>, readiness: web::Data<Readiness>) -> HttpResponse {
     let not_ready = |message: &str| {
-        ApiError { retry_after: Some(2), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message) }
-            .error_response()
+        ApiError {
+            retry_after: Some(2),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+        }
+        .error_response()
     };
     if readiness.draining.load(Ordering::Relaxed) {
         return not_ready("this node is shutting down");
