@@ -21,6 +21,20 @@ impl IdKind {
             IdKind::Message => "msg_",
         }
     }
+
+    /// The regular expression (ECMA-262, for the OpenAPI document) that
+    /// [`is_valid`] accepts for this kind.
+    pub fn pattern(self) -> String {
+        format!("^{}{ULID_PATTERN}$", self.prefix())
+    }
+}
+
+/// A ULID as [`is_ulid`] accepts it.
+const ULID_PATTERN: &str = "[0-7][0-9A-HJKMNP-TV-Z]{25}";
+
+/// Either user prefix, as [`is_user_id`] accepts it.
+pub fn user_id_pattern() -> String {
+    format!("^(usr|off)_{ULID_PATTERN}$")
 }
 
 /// The last ULID handed out, so that two IDs made within one millisecond

@@ -28,8 +28,8 @@ pub const CATEGORIES: &[&str] = &[
 ];
 pub const PRIORITIES: &[&str] = &["low", "medium", "high", "critical"];
 pub const STATUSES: &[&str] = &["open", "in_progress", "resolved", "closed"];
-const TITLE: Text = Text { min: 3, max: 200 };
-const DESCRIPTION: Text = Text { min: 0, max: 5000 };
+pub(crate) const TITLE: Text = Text { min: 3, max: 200 };
+pub(crate) const DESCRIPTION: Text = Text { min: 0, max: 5000 };
 
 pub fn find(conn: &mut AnyConnection, id: &str) -> DomainResult<IssueRow> {
     if !ids::is_valid(IdKind::Issue, id) {

@@ -19,7 +19,7 @@ use crate::ids::{self, IdKind};
 use crate::schema::{issues, messages, reactions, users};
 use crate::timestamp::now_ms;
 
-const CONTENT: Text = Text { min: 1, max: 2000 };
+pub(crate) const CONTENT: Text = Text { min: 1, max: 2000 };
 
 /// Reads `{content}` (REST) or `{issueId, content}` (socket) bodies.
 pub fn content_from_json(body: &Value) -> DomainResult<String> {

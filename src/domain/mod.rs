@@ -8,6 +8,7 @@ pub mod input;
 pub mod issues;
 pub mod messages;
 pub mod presence;
+pub mod schema;
 pub mod users;
 pub mod wire;
 

@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 use super::input::check_city;
 use super::{Domain, DomainError, DomainResult};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OnlineUser {
+    #[schema(schema_with = super::schema::user_id)]
     pub user_id: String,
     pub display_name: String,
+    #[schema(schema_with = super::schema::city_or_null, required)]
     pub city: Option<String>,
 }
 

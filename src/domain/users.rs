@@ -18,10 +18,11 @@ use crate::ids::{self, IdKind};
 use crate::schema::{refresh_tokens, users};
 use crate::timestamp::now_ms;
 
-const PASSWORD: Text = Text { min: 8, max: 128 };
-const DISPLAY_NAME: Text = Text { min: 1, max: 64 };
+pub(crate) const PASSWORD: Text = Text { min: 8, max: 128 };
+pub(crate) const DISPLAY_NAME: Text = Text { min: 1, max: 64 };
+pub(crate) const REFRESH_TOKEN: Text = Text { min: 1, max: 512 };
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
     pub user: User,
@@ -29,7 +30,7 @@ pub struct Session {
     pub refresh_token: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenPair {
     pub access_token: String,
@@ -224,7 +225,7 @@ fn issue_pair(
 
 fn refresh_token_field(body: &Value) -> DomainResult<String> {
     let mut input = Input::new(body)?;
-    let token = input.text("refreshToken", Text { min: 1, max: 512 });
+    let token = input.text("refreshToken", REFRESH_TOKEN);
     input.finish()?;
     token.ok_or_else(|| DomainError::invalid("refreshToken", "is required"))
 }

@@ -2,20 +2,30 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::presence::OnlineUser;
+use super::schema;
 
 use crate::db::models::{IssueRow, MessageRow, UserRow};
 use crate::timestamp::format_ms;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
+    #[schema(schema_with = schema::user_id)]
     pub user_id: String,
+    /// Only shown to the user themself and to admins.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     pub display_name: String,
+    #[schema(required)]
     pub avatar_url: Option<String>,
+    #[schema(schema_with = schema::city_or_null, required)]
     pub city: Option<String>,
+    #[schema(schema_with = schema::role)]
     pub role: String,
+    #[schema(schema_with = schema::timestamp)]
     pub created_at: String,
 }
 
@@ -34,20 +44,30 @@ impl User {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Issue {
+    #[schema(schema_with = schema::issue_id)]
     pub issue_id: String,
     pub title: String,
     pub description: String,
+    #[schema(schema_with = schema::city)]
     pub city: String,
+    #[schema(schema_with = schema::category)]
     pub category: String,
+    #[schema(schema_with = schema::priority)]
     pub priority: String,
+    #[schema(schema_with = schema::status)]
     pub status: String,
+    #[schema(minimum = 0)]
     pub upvotes: i64,
+    #[schema(schema_with = schema::user_id)]
     pub reported_by: String,
+    #[schema(schema_with = schema::user_id_or_null, required)]
     pub assigned_to: Option<String>,
+    #[schema(schema_with = schema::timestamp)]
     pub created_at: String,
+    #[schema(schema_with = schema::timestamp)]
     pub updated_at: String,
 }
 
@@ -70,25 +90,31 @@ impl From<IssueRow> for Issue {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Author {
+    #[schema(schema_with = schema::user_id)]
     pub user_id: String,
     pub display_name: String,
+    #[schema(required)]
     pub avatar_url: Option<String>,
 }
 
 /// Emoji → count, in the order each emoji was first used on the message.
 pub type Reactions = Map<String, Value>;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
+    #[schema(schema_with = schema::message_id)]
     pub message_id: String,
+    #[schema(schema_with = schema::issue_id)]
     pub issue_id: String,
     pub content: String,
     pub author: Author,
+    #[schema(schema_with = schema::reactions)]
     pub reactions: Reactions,
+    #[schema(schema_with = schema::timestamp)]
     pub created_at: String,
 }
 
@@ -105,26 +131,39 @@ impl Message {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReactionCounts {
+    #[schema(schema_with = schema::message_id)]
     pub message_id: String,
+    #[schema(schema_with = schema::issue_id)]
     pub issue_id: String,
+    #[schema(schema_with = schema::reactions)]
     pub reactions: Reactions,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpvoteState {
+    #[schema(schema_with = schema::issue_id)]
     pub issue_id: String,
+    #[schema(minimum = 0)]
     pub upvotes: i64,
     pub upvoted: bool,
 }
 
 /// A page of a list, with the cursor of the next one (null at the end).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     pub items: Vec<T>,
+    /// Null on the last page.
+    #[schema(required)]
     pub next_cursor: Option<String>,
+}
+
+/// The users online now (`GET /api/presence`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OnlineUsers {
+    pub items: Vec<OnlineUser>,
 }

@@ -19,7 +19,8 @@ const CSP: &str = "default-src 'none'; script-src 'self' https://cdn.socket.io; 
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let page = |path, body, content_type| {
-        super::resource(path, "GET").route(web::get().to(move || async move { asset(body, content_type) }))
+        super::resource(path, "GET".into())
+            .route(web::get().to(move || async move { asset(body, content_type) }))
     };
     cfg.service(page("/", INDEX, "text/html; charset=utf-8"))
         .service(page("/demo/app.js", APP_JS, "text/javascript; charset=utf-8"))

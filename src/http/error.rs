@@ -5,7 +5,9 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::domain::{DomainError, WireError};
 
@@ -32,13 +34,31 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
     }
 
-    pub fn body(&self) -> Value {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(details) = &self.details {
-            error["details"] = (**details).clone();
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorDetail { code: self.code, message: &self.message, details: self.details.as_deref() },
         }
-        json!({ "error": error })
     }
+}
+
+/// Every 4xx and 5xx answer's body.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Machine-readable, snake_case (`validation_failed`, `not_found`, …).
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
+    pub code: &'a str,
+    /// For people; never the internals of a 500.
+    pub message: &'a str,
+    /// What more there is to say: `fields` (field → reason) for 422,
+    /// `allow` for 405.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<&'a Value>,
 }
 
 impl std::fmt::Display for ApiError {

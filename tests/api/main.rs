@@ -39,6 +39,7 @@ mod faults;
 mod http;
 mod issues;
 mod messages;
+mod openapi;
 mod reactions;
 mod upvotes;
 mod users;
