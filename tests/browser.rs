@@ -13,7 +13,6 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestUser;
 use common::binary::{Server, free_port};
 use common::clients::{self, user_json};
 use serde_json::{Value, json};
@@ -49,8 +48,8 @@ impl Node {
     /// What every scenario reads: alice and bob of springfield, an issue of
     /// alice's, alice's token expired, the node's process.
     fn input(&self) -> Value {
-        let alice = register(&self.server, "Alice");
-        let bob = register(&self.server, "Bob");
+        let alice = self.server.register("Alice");
+        let bob = self.server.register("Bob");
         let (status, issue) = self.server.request(
             reqwest::Method::POST,
             "/api/issues",
@@ -71,25 +70,6 @@ impl Node {
 
 fn borrowed(vars: &[(String, String)]) -> Vec<(&str, &str)> {
     vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-}
-
-/// A citizen of springfield, registered over HTTP.
-pub fn register(server: &Server, name: &str) -> TestUser {
-    let email = format!("{}-{}@example.test", name.to_lowercase(), rand::random::<u32>());
-    let body =
-        json!({ "email": email, "password": common::PASSWORD, "displayName": name, "city": common::CITY });
-    let (status, v) = server.request(reqwest::Method::POST, "/api/auth/register", None, body);
-    assert_eq!(status, 201, "register {name}: {v}");
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    TestUser {
-        id: text(&v["user"]["userId"]),
-        token: text(&v["accessToken"]),
-        refresh: text(&v["refreshToken"]),
-        email,
-        password: common::PASSWORD.to_string(),
-        name: text(&v["user"]["displayName"]),
-        city: v["user"]["city"].as_str().map(str::to_string),
-    }
 }
 
 fn metric(server: &Server, name: &str) -> f64 {

@@ -10,31 +10,17 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::binary::Server;
+use common::raw::{PATIENCE, Raw, connect_from, read_response};
 use common::socket::{Frame, SocketClient, SocketOptions, WAIT};
 use common::{Method, StatusCode, TestApp};
 use serde_json::{Value, json};
 use tungstenite::Message;
 
-/// How long a test waits for something that must happen (not a speed bound).
-const PATIENCE: Duration = Duration::from_secs(20);
-
-// ---- clients from a chosen address ---------------------------------------
-
-/// A TCP connection to `addr` from `source` (any 127.x.y.z is this host),
-/// so that a test can be several client addresses at once.
-fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
-    let source: IpAddr = source.parse().expect("a source address");
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.bind(&SocketAddr::new(source, 0).into()).expect("bind the source address");
-    socket.connect(&addr.into()).expect("connect");
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
-    stream
-}
+// ---- clients from a chosen address (common::raw) ----------------------------
 
 type Ws = tungstenite::WebSocket<TcpStream>;
 
@@ -50,75 +36,13 @@ fn ws_from(source: &str, addr: SocketAddr) -> Result<Ws, tungstenite::Error> {
     Ok(ws)
 }
 
-/// A response read off a raw connection to its end.
-#[derive(Debug)]
-struct Raw {
-    status: u16,
-    head: String,
-    body: Value,
-    /// The server closed the connection after it.
-    closed: bool,
-}
-
-impl Raw {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name).then(|| value.trim())
-        })
-    }
-
-    #[track_caller]
-    fn assert_error(&self, status: u16, code: &str) {
-        assert_eq!(self.status, status, "{self:?}");
-        assert_eq!(self.body["error"]["code"], code, "{self:?}");
-        assert!(self.body["error"]["message"].is_string(), "{self:?}");
-        assert_eq!(self.header("connection"), Some("close"), "{self:?}");
-        assert!(self.closed, "the connection is closed after the refusal: {self:?}");
-    }
-}
-
-/// Reads one response from `stream` (up to the end of the connection, or
-/// of the body when the connection stays open).
-fn read_response(stream: &mut TcpStream) -> Raw {
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let mut closed = false;
-    let deadline = Instant::now() + PATIENCE;
-    while Instant::now() < deadline {
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                closed = true;
-                break;
-            }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                break;
-            }
-            Err(e) => panic!("reading a response: {e}"),
-        }
-        // A response that keeps its connection: stop at its body's end.
-        let text = String::from_utf8_lossy(&bytes);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
-            });
-            let keeps = !head.to_ascii_lowercase().contains("connection: close");
-            if keeps && length.is_some_and(|n| body.len() >= n) {
-                break;
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
-    Raw { status, head: head.to_string(), body, closed }
+/// A refusal answered before any route: the error shape, and the
+/// connection closed after it.
+#[track_caller]
+fn assert_refused(raw: &Raw, status: u16, code: &str) {
+    raw.assert_error_shape(status, code);
+    assert_eq!(raw.header("connection"), Some("close"), "{raw:?}");
+    assert!(raw.closed, "the connection is closed after the refusal: {raw:?}");
 }
 
 fn get_from(source: &str, addr: SocketAddr, path: &str) -> Raw {
@@ -186,7 +110,7 @@ fn an_address_past_its_connection_cap_is_refused_and_others_are_served() {
     let mut crowd: Vec<Ws> = (0..4).map(|_| ws_from("127.0.0.3", addr).expect("under the cap")).collect();
     // Past them, HTTP and WebSocket alike are refused, in the error shape.
     for _ in 0..3 {
-        get_from("127.0.0.3", addr, "/api/issues").assert_error(429, "too_many_connections");
+        assert_refused(&get_from("127.0.0.3", addr, "/api/issues"), 429, "too_many_connections");
     }
     match ws_from("127.0.0.3", addr) {
         Err(tungstenite::Error::Http(response)) => {
@@ -269,8 +193,8 @@ fn a_body_that_does_not_arrive_in_time_is_answered_408_and_its_connection_closed
     // Meanwhile everyone else is served.
     register(&server, "Bob");
 
-    read_response(&mut rest).assert_error(408, "request_timeout");
-    read_response(&mut polling).assert_error(408, "request_timeout");
+    assert_refused(&read_response(&mut rest), 408, "request_timeout");
+    assert_refused(&read_response(&mut polling), 408, "request_timeout");
     let unread = read_response(&mut chunked);
     assert_eq!(unread.status, 401, "{unread:?}");
     assert!(unread.closed, "a chunked body left unread closes its connection: {unread:?}");
@@ -441,7 +365,7 @@ fn at_the_connection_limit_health_checks_and_metrics_still_answer() {
         assert_eq!(r.header("connection"), Some("close"), "past the limit a connection serves one request");
     }
     let r = get_from("127.0.0.1", addr, "/api/issues");
-    r.assert_error(503, "over_capacity");
+    assert_refused(&r, 503, "over_capacity");
     assert!(r.header("retry-after").is_some(), "{r:?}");
     // Sockets already connected are served as before.
     assert_eq!(alice.emit("presence:list", json!({}))["ok"], true);

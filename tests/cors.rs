@@ -6,79 +6,27 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::Duration;
 
+use common::raw::{Raw, connect_from, read_response};
 use common::{TestApp, binary};
-use serde_json::Value;
 
 const PAGE: &str = "http://127.0.0.1:8790";
 const OTHER: &str = "http://127.0.0.1:8791";
 
-/// A response read off a raw connection.
-#[derive(Debug)]
-struct Raw {
-    status: u16,
-    head: String,
-    body: Value,
+/// A refusal in the contract's error shape, as JSON.
+#[track_caller]
+fn assert_refused(raw: &Raw, status: u16, code: &str) {
+    raw.assert_error_shape(status, code);
+    assert!(raw.header("content-type").is_some_and(|t| t.starts_with("application/json")), "{raw:?}");
 }
 
-impl Raw {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name).then(|| value.trim())
-        })
-    }
-
-    #[track_caller]
-    fn assert_error(&self, status: u16, code: &str) {
-        assert_eq!(self.status, status, "{self:?}");
-        assert_eq!(self.body["error"]["code"], code, "{self:?}");
-        assert!(self.body["error"]["message"].is_string(), "{self:?}");
-        assert!(self.header("content-type").is_some_and(|t| t.starts_with("application/json")), "{self:?}");
-    }
-}
-
-fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
-    let source: IpAddr = source.parse().expect("a source address");
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.bind(&SocketAddr::new(source, 0).into()).expect("bind the source address");
-    socket.connect(&addr.into()).expect("connect");
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
-    stream
-}
-
-/// Sends `request` (a head, `\r\n\r\n` added) and reads the answer's head
-/// and, unless it switches protocols, its body to the end of the
-/// connection or of its length.
+/// Sends `request` (a head, `\r\n\r\n` added) and reads the answer.
 fn exchange(stream: &mut TcpStream, request: &str) -> Raw {
     write!(stream, "{request}\r\n\r\n").expect("write");
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
-            });
-            if head.starts_with("HTTP/1.1 101") || length.is_some_and(|n| body.len() >= n) {
-                break;
-            }
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
-    Raw { status, head: head.to_string(), body }
+    read_response(stream)
 }
 
 fn request(app: &TestApp, request: &str) -> Raw {
@@ -144,11 +92,11 @@ fn preflights_are_answered_for_listed_origins_and_refused_in_the_error_shape() {
 
     for origin in [OTHER, "http://127.0.0.1:8790/", "https://app.example.evil"] {
         let refused = preflight(&app, origin, "POST", "authorization");
-        refused.assert_error(403, "origin_not_allowed");
+        assert_refused(&refused, 403, "origin_not_allowed");
         assert_eq!(refused.header("access-control-allow-origin"), None, "{refused:?}");
     }
-    preflight(&app, PAGE, "TRACE", "authorization").assert_error(403, "forbidden");
-    preflight(&app, PAGE, "GET", "x-not-allowed").assert_error(403, "forbidden");
+    assert_refused(&preflight(&app, PAGE, "TRACE", "authorization"), 403, "forbidden");
+    assert_refused(&preflight(&app, PAGE, "GET", "x-not-allowed"), 403, "forbidden");
 
     // An actual request from another origin is served (CORS protects the
     // page's user, the browser enforces it) but carries no CORS header.
@@ -179,7 +127,7 @@ fn websocket_upgrades_from_pages_of_other_origins_are_refused_403() {
         let extra = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
         let answer = upgrade(&app, &extra);
         if status == 403 {
-            answer.assert_error(403, "origin_not_allowed");
+            assert_refused(&answer, 403, "origin_not_allowed");
         } else {
             assert_eq!(answer.status, 101, "Origin {origin:?}: {answer:?}");
         }
@@ -198,7 +146,7 @@ fn the_websocket_check_follows_ws_origin_check() {
     let app = TestApp::sqlite();
     assert_eq!(upgrade(&app, &format!("Origin: {OTHER}\r\n")).status, 101);
     let app = TestApp::builder().env("WS_ORIGIN_CHECK", "on").sqlite();
-    upgrade(&app, &format!("Origin: {OTHER}\r\n")).assert_error(403, "origin_not_allowed");
+    assert_refused(&upgrade(&app, &format!("Origin: {OTHER}\r\n")), 403, "origin_not_allowed");
     assert_eq!(upgrade(&app, &format!("Origin: http://{}\r\n", app.node.addr)).status, 101);
     assert_eq!(upgrade(&app, "").status, 101);
 }
@@ -216,11 +164,11 @@ fn the_connection_caps_429_is_readable_by_allowed_pages_only() {
         )
     };
     let allowed = ask(PAGE);
-    allowed.assert_error(429, "too_many_connections");
+    assert_refused(&allowed, 429, "too_many_connections");
     assert_eq!(allowed.header("retry-after"), Some("5"));
     assert_eq!(allowed.header("access-control-allow-origin"), Some(PAGE), "{allowed:?}");
     assert_eq!(allowed.header("access-control-expose-headers"), Some("retry-after"), "{allowed:?}");
     let other = ask(OTHER);
-    other.assert_error(429, "too_many_connections");
+    assert_refused(&other, 429, "too_many_connections");
     assert_eq!(other.header("access-control-allow-origin"), None, "{other:?}");
 }

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use common::binary::Server;
 use common::chaos::{ChaosProxy, Trap};
 use common::socket::{SocketClient, SocketOptions};
-use common::{Body, Checks, Method, PASSWORD, PgDatabase, Response, StatusCode, TestUser};
+use common::{Body, Checks, Method, PgDatabase, Response, StatusCode, TestUser};
 use harness::{Cluster, eventually};
 
 /// How long a node of these tests waits for a database connection before
@@ -457,7 +457,7 @@ struct Room {
 impl Room {
     fn open(nodes: &[&Server], n: usize) -> Self {
         let users: Vec<TestUser> =
-            (0..n).map(|i| register(nodes[i % nodes.len()], &format!("Chatter{i}"))).collect();
+            (0..n).map(|i| nodes[i % nodes.len()].register(&format!("Chatter{i}"))).collect();
         let (status, issue) = nodes[0].request(
             Method::POST,
             "/api/issues",
@@ -719,27 +719,6 @@ fn assert_not_ready(ready: &Response) {
         retry_after.and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s > 0),
         "Retry-After {retry_after:?}"
     );
-}
-
-fn register(node: &Server, name: &str) -> TestUser {
-    let email = format!("{}-{}@example.test", name.to_lowercase(), rand::random::<u32>());
-    let (status, v) = node.request(
-        Method::POST,
-        "/api/auth/register",
-        None,
-        json!({ "email": email, "password": PASSWORD, "displayName": name, "city": "springfield" }),
-    );
-    assert_eq!(status, StatusCode::CREATED, "register {name}: {v}");
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    TestUser {
-        id: text(&v["user"]["userId"]),
-        token: text(&v["accessToken"]),
-        refresh: text(&v["refreshToken"]),
-        email,
-        password: PASSWORD.to_string(),
-        name: name.to_string(),
-        city: Some("springfield".into()),
-    }
 }
 
 /// A value of the Prometheus text `metrics`.

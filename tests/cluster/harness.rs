@@ -227,7 +227,7 @@ impl Cluster {
         }
         let (status, v) = node.request(reqwest::Method::POST, "/api/auth/register", None, body);
         assert_eq!(status, 201, "register {name}: {v}");
-        signed_in(&v, email)
+        TestUser::from_answer(&v, email)
     }
 
     /// An official, made the way an operator does (`civicpulse user create`).
@@ -269,7 +269,7 @@ impl Cluster {
             json!({ "email": email, "password": PASSWORD }),
         );
         assert_eq!(status, 200, "login {role}: {v}");
-        signed_in(&v, email)
+        TestUser::from_answer(&v, email)
     }
 
     pub fn issue_id(&self, user: &TestUser) -> String {
@@ -312,20 +312,6 @@ impl Cluster {
     /// Node `i`'s /readyz status.
     pub fn ready(&self, i: usize) -> u16 {
         reqwest::blocking::get(format!("{}/readyz", self.node(i).url())).map_or(0, |r| r.status().as_u16())
-    }
-}
-
-/// The user of a register or login answer.
-fn signed_in(v: &Value, email: String) -> TestUser {
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    TestUser {
-        id: text(&v["user"]["userId"]),
-        token: text(&v["accessToken"]),
-        refresh: text(&v["refreshToken"]),
-        email,
-        password: PASSWORD.to_string(),
-        name: text(&v["user"]["displayName"]),
-        city: v["user"]["city"].as_str().map(str::to_string),
     }
 }
 

@@ -242,6 +242,17 @@ impl Server {
         }
     }
 
+    /// Registers a citizen of [`super::CITY`] over HTTP.
+    pub fn register(&self, name: &str) -> super::TestUser {
+        let email = super::unique_email(name);
+        let body = serde_json::json!({
+            "email": email, "password": super::PASSWORD, "displayName": name, "city": super::CITY,
+        });
+        let (status, v) = self.request(Method::POST, "/api/auth/register", None, body);
+        assert_eq!(status, StatusCode::CREATED, "register {name}: {v}");
+        super::TestUser::from_answer(&v, email)
+    }
+
     /// A JSON request with the harness's checks (no 5xx, the error shape).
     pub fn request(
         &self,

@@ -28,6 +28,7 @@
 pub mod binary;
 pub mod chaos;
 pub mod clients;
+pub mod raw;
 pub mod socket;
 
 use std::collections::HashMap;
@@ -93,6 +94,20 @@ pub struct TestUser {
 }
 
 impl TestUser {
+    /// The user of a register or login answer (`{user, accessToken,
+    /// refreshToken}`), who signed in with [`PASSWORD`].
+    pub fn from_answer(v: &Value, email: String) -> Self {
+        TestUser {
+            id: str_of(&v["user"]["userId"]),
+            token: str_of(&v["accessToken"]),
+            refresh: str_of(&v["refreshToken"]),
+            email,
+            password: PASSWORD.to_string(),
+            name: str_of(&v["user"]["displayName"]),
+            city: v["user"]["city"].as_str().map(str::to_string),
+        }
+    }
+
     /// The access token in the form the request helpers take.
     pub fn auth(&self) -> Option<&str> {
         Some(&self.token)
@@ -371,15 +386,7 @@ impl TestApp {
         }
         let (status, v) = self.post("/api/auth/register", None, Some(body));
         assert_eq!(status, StatusCode::CREATED, "register {name}: {v}");
-        TestUser {
-            id: str_of(&v["user"]["userId"]),
-            token: str_of(&v["accessToken"]),
-            refresh: str_of(&v["refreshToken"]),
-            email,
-            password: PASSWORD.to_string(),
-            name: name.to_string(),
-            city: city.map(str::to_string),
-        }
+        TestUser::from_answer(&v, email)
     }
 
     /// Creates an official or admin the way `civicpulse user create` does,
@@ -776,7 +783,7 @@ fn merge(base: &mut Value, extra: Value) {
     }
 }
 
-fn unique_email(name: &str) -> String {
+pub fn unique_email(name: &str) -> String {
     let slug: String =
         name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).take(20).collect();
     format!("{slug}-{}-{}@example.com", std::process::id(), unique())
