@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socketioxide::adapter::Adapter;
+use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::SocketIo;
 use socketioxide_redis::drivers::redis::redis_client as redis;
@@ -77,13 +78,13 @@ async fn main() -> Result<(), Error> {
                 RedisAdapterCtr::new_with_redis_config(&client, RedisAdapterConfig::new().with_prefix(prefix.clone()))
                     .await?;
             let (layer, io) = builder.with_adapter::<RedisAdapter<_>>(adapter).build_layer();
-            realtime::register(&io).await?;
+            io.ns("/", realtime::on_connect.with(realtime::authenticate)).await?;
             log::info!("socketioxide peer {node_id}: redis adapter (prefix {prefix})");
             serve(listener, layer, io, db, keys, &node_id).await
         }
         None => {
             let (layer, io) = builder.build_layer();
-            realtime::register(&io);
+            io.ns("/", realtime::on_connect.with(realtime::authenticate));
             serve(listener, layer, io, db, keys, &node_id).await
         }
     }

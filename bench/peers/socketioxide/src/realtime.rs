@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
-use socketioxide::handler::ConnectHandler;
 
 use crate::auth::{Claims, Keys};
 use crate::payload;
@@ -27,19 +26,13 @@ fn user_room(user_id: &str) -> String {
     format!("user:{user_id}")
 }
 
-/// Registers the default namespace; with socketioxide-redis the returned
-/// value is the adapter's initialisation, to be awaited.
-pub fn register<A: Adapter>(io: &SocketIo<A>) -> A::InitRes {
-    io.ns("/", on_connect.with(authenticate))
-}
-
 #[derive(Deserialize)]
-struct Auth {
+pub struct Auth {
     token: Option<String>,
 }
 
 #[derive(Debug)]
-struct AuthFailed;
+pub struct AuthFailed;
 
 impl std::fmt::Display for AuthFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,7 +42,7 @@ impl std::fmt::Display for AuthFailed {
 
 /// Refuses the namespace connection (a `connect_error` with the message)
 /// without a valid access token.
-async fn authenticate<A: Adapter>(
+pub async fn authenticate<A: Adapter>(
     s: SocketRef<A>,
     TryData(auth): TryData<Auth>,
     State(keys): State<Arc<Keys>>,
@@ -106,7 +99,8 @@ impl<'a> Presence<'a> {
     }
 }
 
-async fn on_connect<A: Adapter>(
+/// The default namespace's handler, behind [`authenticate`].
+pub async fn on_connect<A: Adapter>(
     s: SocketRef<A>,
     io: SocketIo<A>,
     Extension(user): Extension<Arc<Claims>>,

@@ -82,7 +82,7 @@ impl Db {
     pub fn new_id(&self, prefix: &str) -> String {
         let mut ids = self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Overflow needs 2^80 ids in one millisecond; fall back to a fresh one.
-        let id = ids.generate().unwrap_or_else(|_| ulid::Ulid::new());
+        let id = ids.generate().unwrap_or_else(|_| ulid::Ulid::generate());
         format!("{prefix}{id}")
     }
 
