@@ -95,7 +95,8 @@ mod tests {
 
     #[test]
     fn other_secrets_types_and_expired_tokens_are_refused() {
-        let other = Keys::new(b"another-secret", Duration::from_secs(60)).issue("usr_1", "A", "citizen", None);
+        let other =
+            Keys::new(b"another-secret", Duration::from_secs(60)).issue("usr_1", "A", "citizen", None);
         assert_eq!(keys().verify(&other), None);
         assert_eq!(keys().verify("not.a.token"), None);
         let now = chrono::Utc::now().timestamp();

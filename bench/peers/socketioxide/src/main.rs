@@ -18,10 +18,10 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
-use socketioxide::SocketIo;
 use socketioxide_redis::drivers::redis::redis_client as redis;
 use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 
@@ -74,9 +74,11 @@ async fn main() -> Result<(), Error> {
         Some(url) => {
             let prefix = std::env::var("REDIS_KEY_PREFIX").unwrap_or_else(|_| "socket.io".into());
             let client = redis::Client::open(resp3(&url))?;
-            let adapter =
-                RedisAdapterCtr::new_with_redis_config(&client, RedisAdapterConfig::new().with_prefix(prefix.clone()))
-                    .await?;
+            let adapter = RedisAdapterCtr::new_with_redis_config(
+                &client,
+                RedisAdapterConfig::new().with_prefix(prefix.clone()),
+            )
+            .await?;
             let (layer, io) = builder.with_adapter::<RedisAdapter<_>>(adapter).build_layer();
             io.ns("/", realtime::on_connect.with(realtime::authenticate)).await?;
             log::info!("socketioxide peer {node_id}: redis adapter (prefix {prefix})");

@@ -194,7 +194,8 @@ async fn send_message<A: Adapter>(
 ) {
     let body = body.ok();
     let Some(content) = payload::message_content(body.as_ref().and_then(|b| b.content.as_ref())) else {
-        ack.send(&json!({ "ok": false, "error": { "code": "validation_failed", "message": "content" } })).ok();
+        ack.send(&json!({ "ok": false, "error": { "code": "validation_failed", "message": "content" } }))
+            .ok();
         return;
     };
     let issue_id = body.as_ref().and_then(|b| b.issue_id.as_deref()).unwrap_or_default();

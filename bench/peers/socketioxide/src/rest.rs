@@ -153,7 +153,8 @@ async fn register<A: Adapter>(
     let token = app.keys.issue(&id, &body.display_name, "citizen", body.city.as_deref());
     let refresh: [u8; 32] = rand::random();
     let refresh: String = refresh.iter().map(|b| format!("{b:02x}")).collect();
-    let user = json!({ "userId": id, "displayName": body.display_name, "city": body.city, "role": "citizen" });
+    let user =
+        json!({ "userId": id, "displayName": body.display_name, "city": body.city, "role": "citizen" });
     Ok((StatusCode::CREATED, Json(json!({ "user": user, "accessToken": token, "refreshToken": refresh })))
         .into_response())
 }

@@ -125,7 +125,11 @@ impl Db {
     }
 
     pub async fn issue_exists(&self, id: &str) -> Result<bool, sqlx::Error> {
-        Ok(sqlx::query("SELECT 1 FROM issues WHERE id = ?").bind(id).fetch_optional(&self.pool).await?.is_some())
+        Ok(sqlx::query("SELECT 1 FROM issues WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
     }
 
     pub async fn issue(&self, id: &str) -> Result<Option<Issue>, sqlx::Error> {
@@ -154,10 +158,16 @@ impl Db {
             .rows_affected()
             == 1;
         if changed {
-            sqlx::query("UPDATE issues SET upvotes = upvotes + 1 WHERE id = ?").bind(issue_id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE issues SET upvotes = upvotes + 1 WHERE id = ?")
+                .bind(issue_id)
+                .execute(&mut *tx)
+                .await?;
         }
-        let upvotes: i64 =
-            sqlx::query("SELECT upvotes FROM issues WHERE id = ?").bind(issue_id).fetch_one(&mut *tx).await?.try_get(0)?;
+        let upvotes: i64 = sqlx::query("SELECT upvotes FROM issues WHERE id = ?")
+            .bind(issue_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
         tx.commit().await?;
         Ok((changed, upvotes))
     }
