@@ -107,14 +107,18 @@ pub async fn on_connect<A: Adapter>(
     State(online): State<Online>,
 ) {
     s.join(user_room(&user.sub));
-    if online.add(&user.sub) {
-        io.emit("presence:update", &Presence::of(&user, true)).await.ok();
-    }
+    let first = online.add(&user.sub);
+    // Before any await: socketioxide has sent CONNECT when this handler
+    // runs, and an event arriving before its handler is registered is
+    // dropped (a `join:issue` sent at once would never be acked).
     s.on("join:issue", join_issue);
     s.on("leave:issue", leave_issue);
     s.on("message:send", send_message);
     s.on("user:typing", typing);
     s.on_disconnect(on_disconnect);
+    if first {
+        io.emit("presence:update", &Presence::of(&user, true)).await.ok();
+    }
 }
 
 fn not_found() -> Value {
