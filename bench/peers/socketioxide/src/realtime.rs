@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, Extension, MaybeExtension, SocketRef, State, TryData};
 
 use crate::auth::{Claims, Keys};
 use crate::payload;
@@ -46,10 +46,25 @@ pub async fn authenticate<A: Adapter>(
     s: SocketRef<A>,
     TryData(auth): TryData<Auth>,
     State(keys): State<Arc<Keys>>,
+    State(online): State<Online>,
 ) -> Result<(), AuthFailed> {
     let token = auth.ok().and_then(|a| a.token).ok_or(AuthFailed)?;
     let claims = keys.verify(&token).ok_or(AuthFailed)?;
+    s.join(user_room(&claims.sub));
+    // Counted before the disconnect handler exists, so it always pairs.
+    if online.add(&claims.sub) {
+        s.extensions.insert(FirstSocket);
+    }
     s.extensions.insert(Arc::new(claims));
+    // Here, not in the connect handler: socketioxide sends CONNECT and then
+    // spawns the connect handler, so an event a client sends as soon as it
+    // is connected can arrive before handlers registered there exist, and
+    // is dropped (`join:issue` unanswered). Middlewares run before CONNECT.
+    s.on("join:issue", join_issue);
+    s.on("leave:issue", leave_issue);
+    s.on("message:send", send_message);
+    s.on("user:typing", typing);
+    s.on_disconnect(on_disconnect);
     Ok(())
 }
 
@@ -99,27 +114,21 @@ impl<'a> Presence<'a> {
     }
 }
 
-/// The default namespace's handler, behind [`authenticate`].
+/// The default namespace's handler, behind [`authenticate`] (which
+/// registers the event handlers).
 pub async fn on_connect<A: Adapter>(
-    s: SocketRef<A>,
     io: SocketIo<A>,
     Extension(user): Extension<Arc<Claims>>,
-    State(online): State<Online>,
+    MaybeExtension(first): MaybeExtension<FirstSocket>,
 ) {
-    s.join(user_room(&user.sub));
-    let first = online.add(&user.sub);
-    // Before any await: socketioxide has sent CONNECT when this handler
-    // runs, and an event arriving before its handler is registered is
-    // dropped (a `join:issue` sent at once would never be acked).
-    s.on("join:issue", join_issue);
-    s.on("leave:issue", leave_issue);
-    s.on("message:send", send_message);
-    s.on("user:typing", typing);
-    s.on_disconnect(on_disconnect);
-    if first {
+    if first.is_some() {
         io.emit("presence:update", &Presence::of(&user, true)).await.ok();
     }
 }
+
+/// The socket is its user's first on this node.
+#[derive(Clone)]
+pub struct FirstSocket;
 
 fn not_found() -> Value {
     json!({ "ok": false, "error": { "code": "not_found", "message": "issue not found" } })
