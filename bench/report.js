@@ -1,6 +1,7 @@
 // Turns the runs of bench/run.sh (one JSON line each) into
 // bench/results/latest.json and latest.md: medians per scenario and server,
-// ratios against the Node.js peer and the limit server, and the issue-5
+// ratios against the Node.js peer, the socketioxide peer and the limit
+// server, and the issue-5
 // targets met or missed. Usage: node report.js runs.jsonl out.json out.md
 'use strict';
 
@@ -12,8 +13,8 @@ const runs = fs.readFileSync(rawPath, 'utf8').split('\n').filter(Boolean).map((l
 const env = process.env;
 // `before`: an earlier civicpulse binary (BEFORE_BIN), to show a change
 // did not regress against the one it replaces, in the same run.
-const SERVERS = ['civicpulse', 'before', 'node', 'limit'];
-const PEERS = ['before', 'node', 'limit'];
+const SERVERS = ['civicpulse', 'before', 'node', 'socketioxide', 'limit'];
+const PEERS = ['before', 'node', 'socketioxide', 'limit'];
 
 const ms = (key) => (r) => r.latency?.[key];
 const SWEEP_P99_MS = 100; // "sustainable" = delivery p99 below this, and nothing lost
@@ -396,7 +397,7 @@ function sweepTable() {
 
 // Cluster scenarios: one column per server and topology, then the ratios
 // the issue asks for: N nodes ÷ 1 node of the same server, and civicpulse
-// ÷ the Node peer on the same topology.
+// ÷ each Socket.IO peer (Node, socketioxide) on the same topology.
 function clusterTable(bench) {
   const present = SERVERS.filter((s) => medians[bench][s]);
   const cols = present.flatMap((s) => topologies.filter((t) => medians[bench][s][t]).map((t) => [s, t]));
@@ -409,9 +410,10 @@ function clusterTable(bench) {
       if (medians[bench][s][t] && medians[bench][s]['1r']) ratios.push([`${s}: ${topologyName(t)} ÷ 1 node + Redis`, (k) => ratio(at(s, t, k), at(s, '1r', k))]);
     }
   }
-  if (present.includes('civicpulse') && present.includes('node')) {
+  for (const peer of ['node', 'socketioxide']) {
+    if (!present.includes('civicpulse') || !present.includes(peer)) continue;
     for (const t of topologies) {
-      if (medians[bench].civicpulse[t] && medians[bench].node[t]) ratios.push([`civicpulse ÷ node, ${topologyName(t)}`, (k) => ratio(at('civicpulse', t, k), at('node', t, k))]);
+      if (medians[bench].civicpulse[t] && medians[bench][peer][t]) ratios.push([`civicpulse ÷ ${peer}, ${topologyName(t)}`, (k) => ratio(at('civicpulse', t, k), at(peer, t, k))]);
     }
   }
   const head = ['metric', ...cols.map(([s, t]) => `${s}, ${topologyName(t)}`), ...ratios.map(([name]) => name)];

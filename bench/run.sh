@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # CivicPulse benchmarks: every scenario against civicpulse, the Node.js peer
-# (bench/peers/node) and the limit server (bench/peers/limit), interleaved,
+# (bench/peers/node), the socketioxide peer (bench/peers/socketioxide) and
+# the limit server (bench/peers/limit), interleaved,
 # ROUNDS rounds, each run on a freshly started server with a fresh database.
 # Writes bench/results/latest.md (medians and ratios) and latest.json (every
 # run plus the medians). See BENCHMARKS.md.
 #
-#   bench/run.sh                      # defaults: ~16 minutes on 2 cores, plus the build
+#   bench/run.sh                      # defaults: ~21 minutes on 2 cores, plus the build
 #   ROUNDS=5 IDLE_CONNECTIONS=19000 bench/run.sh
 #   SCENARIOS="rooms typing" SERVERS="civicpulse node" bench/run.sh
 #   SCENARIOS=rooms_sweep ROOMS_SWEEP_RATES="20 40 80" bench/run.sh
 #   BEFORE_BIN=/path/to/older/civicpulse SERVERS="civicpulse before node limit" bench/run.sh
 #                                     # `before`: an older civicpulse binary beside this one
-#   OUT=bench/results/cluster SCENARIOS="cluster_broadcast cluster_broadcast_max cluster_rooms" SERVERS="civicpulse node" bench/run.sh
-#                                     # cluster mode: 1 node, 1 node + Redis, 3 nodes (~9 minutes)
+#   OUT=bench/results/cluster SCENARIOS="cluster_broadcast cluster_broadcast_max cluster_rooms" SERVERS="civicpulse node socketioxide" bench/run.sh
+#                                     # cluster mode: 1 node, 1 node + Redis, 3 nodes (~13 minutes)
 #
 # Every size is an environment variable (defaults below). Traffic goes to
 # 127.0.0.x only, and every run is bounded in time. The `rest` scenario needs
@@ -23,7 +24,8 @@
 # against each server as one node, one node with Redis, and three nodes
 # sharing Redis and storage (CLUSTER_TOPOLOGIES): civicpulse on a fresh
 # PostgreSQL database per run (PG_URL), the Node peer on one shared SQLite
-# file with @socket.io/redis-adapter. They need redis-server (Debian package
+# file with @socket.io/redis-adapter, the socketioxide peer on one shared
+# SQLite file with socketioxide-redis. They need redis-server (Debian package
 # `redis-server`): the script starts its own on a free port (nothing is
 # saved, it is shut down on exit), so no other Redis is touched.
 set -euo pipefail
@@ -32,12 +34,12 @@ ROOT=$PWD
 
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-"idle broadcast broadcast_max rooms rooms_max rooms_sweep handshake typing rest"}
-SERVERS=${SERVERS:-"civicpulse node limit"}
+SERVERS=${SERVERS:-"civicpulse node socketioxide limit"}
 BUILD=${BUILD:-1}                        # 0: use the binaries already built
 JOBS=${CARGO_BUILD_JOBS:-1}              # cargo -j (the machine is shared)
 OUT=${OUT:-$ROOT/bench/results}
 # Heartbeats on every server; shorter than the 25 s default so that short
-# idle holds include heartbeats. Same value for all three servers.
+# idle holds include heartbeats. Same value for every server.
 PING_INTERVAL_MS=${PING_INTERVAL_MS:-5000}
 PING_TIMEOUT_MS=${PING_TIMEOUT_MS:-20000}
 JWT_SECRET=${JWT_SECRET:-civicpulse-benchmark-secret-0123456789abcdef}
@@ -68,7 +70,7 @@ ROOMS_SWEEP_DURATION=${ROOMS_SWEEP_DURATION:-5}
 # Short: the drain only lasts long for a rate the server does not keep up
 # with, and such a run is not sustainable however long it drains.
 ROOMS_SWEEP_DRAIN=${ROOMS_SWEEP_DRAIN:-2}
-# REST throughput with wrk (civicpulse and node): per route, one wrk run.
+# REST throughput with wrk (every server but limit): per route, one wrk run.
 REST_ROUTES=${REST_ROUTES:-"issue list upvote healthz"}
 REST_DURATION=${REST_DURATION:-5}
 REST_THREADS=${REST_THREADS:-2}
@@ -104,6 +106,7 @@ CP_BIN=$ROOT/target/release/civicpulse
 BEFORE_BIN=${BEFORE_BIN:-}
 LG_BIN=$ROOT/target/release/civicpulse-loadgen
 LIMIT_BIN=$ROOT/target/limit/release/civicpulse-limit
+SIOX_BIN=$ROOT/target/socketioxide/release/civicpulse-socketioxide
 NODE_DIR=$ROOT/bench/peers/node
 
 log() { echo "bench: $*" >&2; }
@@ -113,6 +116,9 @@ if [[ $BUILD == 1 ]]; then
   cargo build -j "$JOBS" --release -p civicpulse -p civicpulse-loadgen
   if [[ " $SERVERS " == *" limit "* ]]; then
     cargo build -j "$JOBS" --release --manifest-path bench/peers/limit/Cargo.toml --target-dir "$ROOT/target/limit"
+  fi
+  if [[ " $SERVERS " == *" socketioxide "* ]]; then
+    cargo build -j "$JOBS" --release --manifest-path bench/peers/socketioxide/Cargo.toml --target-dir "$ROOT/target/socketioxide"
   fi
   # npm ci builds better-sqlite3 from source when no prebuilt binary can be
   # fetched (a minute or two): skip it while node_modules matches the lock
@@ -131,6 +137,7 @@ if [[ " $SERVERS " == *" before "* && ! -x $BEFORE_BIN ]]; then
 fi
 NEEDED=("$CP_BIN" "$LG_BIN")
 if [[ " $SERVERS " == *" limit "* ]]; then NEEDED+=("$LIMIT_BIN"); fi
+if [[ " $SERVERS " == *" socketioxide "* ]]; then NEEDED+=("$SIOX_BIN"); fi
 for bin in "${NEEDED[@]}"; do
   [[ -x $bin ]] || { log "missing $bin (run with BUILD=1)"; exit 1; }
 done
@@ -285,6 +292,11 @@ start_node() {
         PING_INTERVAL_MS="$PING_INTERVAL_MS" PING_TIMEOUT_MS="$PING_TIMEOUT_MS" NODE_ENV=production \
         "$@" node server.js) >"$dir/server-$i.log" 2>&1 &
       ;;
+    socketioxide)
+      env HOST=127.0.0.1 PORT="$port" JWT_SECRET="$JWT_SECRET" DB_PATH="$dir/socketioxide.db" \
+        PING_INTERVAL_MS="$PING_INTERVAL_MS" PING_TIMEOUT_MS="$PING_TIMEOUT_MS" RUST_LOG="${SERVER_LOG:-warn}" \
+        "$@" "$SIOX_BIN" >"$dir/server-$i.log" 2>&1 &
+      ;;
     limit)
       env HOST=127.0.0.1 PORT="$port" PING_INTERVAL_MS="$PING_INTERVAL_MS" PING_TIMEOUT_MS="$PING_TIMEOUT_MS" \
         "$@" "$LIMIT_BIN" >"$dir/server-$i.log" 2>&1 &
@@ -297,8 +309,8 @@ start_node() {
 # SERVER_PIDS, PORTS, URLS and PIDS (comma-separated) and, for the first
 # node, SERVER_PID and PORT. With redis=1 the nodes use the script's Redis
 # (REDIS_URL, and REDIS_KEY_PREFIX of the run's own). With shared storage,
-# civicpulse runs on a fresh PostgreSQL database; the Node peer's nodes
-# always share the run's one SQLite file (DB_PATH). Nodes start one after
+# civicpulse runs on a fresh PostgreSQL database; the Node and socketioxide
+# peers' nodes always share the run's one SQLite file (DB_PATH). Nodes start one after
 # the other, each once the previous answers /healthz, so the schema is made
 # once.
 start_server() {
