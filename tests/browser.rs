@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::binary::{Server, free_port};
@@ -20,6 +21,11 @@ use serde_json::{Value, json};
 /// A scenario's own limit (Chromium starting on a busy machine included).
 const SCENARIO_LIMIT: Duration = Duration::from_secs(90);
 
+/// One scenario at a time: Chromiums in parallel on a small machine make
+/// timing flaky, and a page port found free must stay free until the
+/// scenario binds it (another test's server could take it meanwhile).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// A node allowing the page origin `http://127.0.0.1:<page_port>`.
 struct Node {
     server: Server,
@@ -27,17 +33,21 @@ struct Node {
     vars: Vec<(String, String)>,
     page_port: u16,
     _dir: tempfile::TempDir,
+    /// Last: released once the server is stopped (fields drop in order).
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Node {
     fn start(vars: &[(&str, &str)]) -> Self {
+        // A test that failed holding it poisoned it; the next may still run.
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().expect("temp dir");
         let db_url = format!("sqlite://{}", dir.path().join("civicpulse.db").display());
         let page_port = free_port();
         let mut all = vec![("CORS_ORIGINS".to_string(), format!("http://127.0.0.1:{page_port}"))];
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let server = Server::start(&db_url, &borrowed(&all));
-        Self { server, db_url, vars: all, page_port, _dir: dir }
+        Self { server, db_url, vars: all, page_port, _dir: dir, _turn: turn }
     }
 
     /// The node again on its port, as a restart brings it back.
