@@ -30,6 +30,7 @@ const METRICS = {
     ['ready', 'sessions connected', 'higher', (r) => r.ready],
     ['dropped', 'sessions dropped during the hold', 'lower', (r) => r.dropped],
   ],
+  get idle_rooms() { return this.idle; },
   broadcast: [
     ['p50_ms', 'latency p50 (ms)', 'lower', ms('p50_ms')],
     ['p99_ms', 'latency p99 (ms)', 'lower', ms('p99_ms')],
@@ -66,6 +67,18 @@ const METRICS = {
     ['p99_ms', 'handshake latency p99 (ms)', 'lower', ms('p99_ms')],
     ['failed', 'failed handshakes', 'lower', (r) => r.failed],
   ],
+  scale: [
+    ['ready', 'sessions connected', 'higher', (r) => r.ready],
+    ['dropped', 'sessions dropped (hold and broadcast)', 'lower', (r) => r.dropped],
+    ['bytes_per_session', 'server RSS per session, all nodes (bytes)', 'lower', (r) => r.bytes_per_session],
+    ['rss_mib', 'server RSS holding them, all nodes (MiB)', 'lower', (r) => r.rss_after_bytes / 1048576],
+    ['heartbeat_cpu_pct', 'server CPU during the hold, all nodes (% of a core)', 'lower', (r) => r.heartbeat_cpu_pct],
+    ['ramp_secs', 'time to connect them all (s)', 'lower', (r) => r.ramp_secs],
+    ['received', 'sessions the broadcast reached', 'higher', (r) => r.received],
+    ['p50_ms', 'broadcast latency p50 (ms)', 'lower', ms('p50_ms')],
+    ['p99_ms', 'broadcast latency p99 (ms)', 'lower', ms('p99_ms')],
+    ['frames_per_s', 'broadcast frames/s (sessions ÷ last arrival)', 'higher', (r) => r.frames_per_s],
+  ],
   typing: [
     ['deliveries_per_s', 'typing deliveries/s', 'higher', (r) => r.deliveries_per_s],
     ['p50_ms', 'latency p50 (ms)', 'lower', ms('p50_ms')],
@@ -76,11 +89,13 @@ const METRICS = {
 
 const TITLES = {
   idle: `idle: ${env.IDLE_CONNECTIONS} sockets held ${env.IDLE_HOLD} s`,
+  idle_rooms: `idle in rooms: ${env.IDLE_CONNECTIONS} sockets of ${env.IDLE_ROOM_USERS} users, each in one of ${env.IDLE_ROOMS} issue rooms, held ${env.IDLE_HOLD} s`,
   broadcast: `broadcast: ${env.BROADCAST_CONNECTIONS} sockets, ${env.BROADCAST_RATE} upvotes/s for ${env.BROADCAST_DURATION} s`,
   broadcast_max: `broadcast, saturated: ${env.BROADCAST_CONNECTIONS} sockets, upvotes asked at ${env.BROADCAST_MAX_RATE}/s for ${env.BROADCAST_MAX_DURATION} s`,
   rooms: `rooms: ${env.ROOMS} rooms × ${env.ROOM_MEMBERS} members, ${env.ROOM_RATE} messages/s per room for ${env.ROOM_DURATION} s`,
   rooms_max: `rooms, saturated: ${env.ROOMS} × ${env.ROOM_MEMBERS}, messages asked at ${env.ROOMS_MAX_RATE}/s per room for ${env.ROOMS_MAX_DURATION} s`,
   handshake: `handshake: ${env.HANDSHAKES} authenticated connections, ${env.HANDSHAKE_CONCURRENCY} in flight`,
+  scale: `scale: ${env.SCALE_SESSIONS} idle authenticated sessions on ${env.SCALE_NODES} nodes (Redis), ${env.SCALE_USERS} users, held ${env.SCALE_HOLD} s with ping every ${env.SCALE_PING_INTERVAL_MS} ms; then one upvote to all`,
   typing: `typing: ${env.TYPING_ROOMS} rooms × ${env.TYPING_MEMBERS} members, each toggling ${env.TYPING_RATE}/s for ${env.TYPING_DURATION} s`,
   rooms_sweep: `rooms, rate sweep: ${env.ROOMS} × ${env.ROOM_MEMBERS}, ${env.ROOMS_SWEEP_DURATION} s at each of ${(env.ROOMS_SWEEP_RATES || '').trim().split(/\s+/).join(', ')} messages/s per room`,
   rest: `rest: wrk -t${env.REST_THREADS} -c${env.REST_CONNECTIONS}, ${env.REST_DURATION} s per route, one user's token on every request`,

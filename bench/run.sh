@@ -14,6 +14,8 @@
 #                                     # `before`: an older civicpulse binary beside this one
 #   OUT=bench/results/cluster SCENARIOS="cluster_broadcast cluster_broadcast_max cluster_rooms" SERVERS="civicpulse node socketioxide" bench/run.sh
 #                                     # cluster mode: 1 node, 1 node + Redis, 3 nodes (~13 minutes)
+#   OUT=bench/results/scale SCENARIOS=scale SERVERS="civicpulse node socketioxide" ROUNDS=1 bench/run.sh
+#                                     # 100,000 sessions on 7 nodes, one load generator per node
 #
 # Every size is an environment variable (defaults below). Traffic goes to
 # 127.0.0.x only, and every run is bounded in time. The `rest` scenario needs
@@ -33,7 +35,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-"idle broadcast broadcast_max rooms rooms_max rooms_sweep handshake typing rest"}
+SCENARIOS=${SCENARIOS:-"idle idle_rooms broadcast broadcast_max rooms rooms_max rooms_sweep handshake typing rest"}
 SERVERS=${SERVERS:-"civicpulse node socketioxide limit"}
 BUILD=${BUILD:-1}                        # 0: use the binaries already built
 JOBS=${CARGO_BUILD_JOBS:-1}              # cargo -j (the machine is shared)
@@ -46,6 +48,10 @@ JWT_SECRET=${JWT_SECRET:-civicpulse-benchmark-secret-0123456789abcdef}
 
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-4000}
 IDLE_HOLD=${IDLE_HOLD:-8}
+# idle_rooms: the idle sessions as real clients are: IDLE_ROOM_USERS distinct
+# users, each socket in one of IDLE_ROOMS issue rooms.
+IDLE_ROOMS=${IDLE_ROOMS:-100}
+IDLE_ROOM_USERS=${IDLE_ROOM_USERS:-100}
 BROADCAST_CONNECTIONS=${BROADCAST_CONNECTIONS:-2000}
 BROADCAST_RATE=${BROADCAST_RATE:-20}           # upvotes/s
 BROADCAST_DURATION=${BROADCAST_DURATION:-6}
@@ -67,6 +73,18 @@ TYPING_DURATION=${TYPING_DURATION:-5}
 # scenario (ROOMS × ROOM_MEMBERS) once per rate, per server and round.
 ROOMS_SWEEP_RATES=${ROOMS_SWEEP_RATES:-"10 20 30 40 50 60 80"}  # messages/s per room
 ROOMS_SWEEP_DURATION=${ROOMS_SWEEP_DURATION:-5}
+# scale: SCALE_SESSIONS idle authenticated sessions over SCALE_NODES nodes of
+# a cluster (Redis; civicpulse on PostgreSQL), one load generator process
+# per node (a process may hold 20,000 descriptors here), with the servers'
+# default heartbeats; held SCALE_HOLD s, then one upvote: one global event
+# to every session.
+SCALE_SESSIONS=${SCALE_SESSIONS:-100000}
+SCALE_NODES=${SCALE_NODES:-7}
+SCALE_HOLD=${SCALE_HOLD:-60}
+SCALE_SETTLE=${SCALE_SETTLE:-5}
+SCALE_USERS=${SCALE_USERS:-16}
+SCALE_PING_INTERVAL_MS=${SCALE_PING_INTERVAL_MS:-25000}
+SCALE_PING_TIMEOUT_MS=${SCALE_PING_TIMEOUT_MS:-20000}
 # Short: the drain only lasts long for a rate the server does not keep up
 # with, and such a run is not sustainable however long it drains.
 ROOMS_SWEEP_DRAIN=${ROOMS_SWEEP_DRAIN:-2}
@@ -154,10 +172,10 @@ if [[ " $SCENARIOS " == *" rest "* ]] && ! command -v wrk >/dev/null; then
   SCENARIOS=$(printf '%s\n' $SCENARIOS | { grep -vx rest || true; } | tr '\n' ' ')
 fi
 HAS_CLUSTER=0
-if [[ " $SCENARIOS " == *" cluster_"* ]]; then HAS_CLUSTER=1; fi
+if [[ " $SCENARIOS " == *" cluster_"* || " $SCENARIOS " == *" scale "* ]]; then HAS_CLUSTER=1; fi
 if [[ $HAS_CLUSTER == 1 ]] && ! command -v redis-server >/dev/null; then
   log "redis-server not found (apt-get install redis-server): skipping the cluster scenarios"
-  SCENARIOS=$(printf '%s\n' $SCENARIOS | { grep -v '^cluster_' || true; } | tr '\n' ' ')
+  SCENARIOS=$(printf '%s\n' $SCENARIOS | { grep -v '^cluster_\|^scale$' || true; } | tr '\n' ' ')
   HAS_CLUSTER=0
 fi
 for topology in $CLUSTER_TOPOLOGIES; do
@@ -385,8 +403,8 @@ servers_for() {
   local s
   for s in $SERVERS; do
     case $1:$s in
-      rest:limit | cluster_*:limit | cluster_*:before) ;;
-      cluster_*:civicpulse) if [[ $PG_OK == 1 ]]; then printf '%s ' "$s"; fi ;;
+      rest:limit | cluster_*:limit | cluster_*:before | scale:limit | scale:before) ;;
+      cluster_*:civicpulse | scale:civicpulse) if [[ $PG_OK == 1 ]]; then printf '%s ' "$s"; fi ;;
       *) printf '%s ' "$s" ;;
     esac
   done
@@ -405,6 +423,7 @@ variants_for() {
 loadgen_args() { # scenario variant -> arguments
   case $1 in
     idle) echo "idle --connections $IDLE_CONNECTIONS --duration $IDLE_HOLD" ;;
+    idle_rooms) echo "idle --connections $IDLE_CONNECTIONS --duration $IDLE_HOLD --join-rooms $IDLE_ROOMS --users $IDLE_ROOM_USERS" ;;
     broadcast) echo "broadcast --connections $BROADCAST_CONNECTIONS --rate $BROADCAST_RATE --duration $BROADCAST_DURATION" ;;
     broadcast_max) echo "broadcast --connections $BROADCAST_CONNECTIONS --rate $BROADCAST_MAX_RATE --duration $BROADCAST_MAX_DURATION --http-connections 16" ;;
     rooms) echo "rooms --rooms $ROOMS --members $ROOM_MEMBERS --rate $ROOM_RATE --duration $ROOM_DURATION" ;;
@@ -491,6 +510,86 @@ LUA
   [[ $ok == true ]]
 }
 
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+rss_sum_kib() { local pid t=0; for pid in "$@"; do t=$((t + $(rss_kib "$pid"))); done; echo "$t"; }
+cpu_sum_ticks() { local pid t=0; for pid in "$@"; do t=$((t + $(cpu_ticks "$pid"))); done; echo "$t"; }
+
+# scale: one load generator per node (SCALE_SESSIONS / SCALE_NODES sockets
+# each), meeting through files in $dir/barrier (see bench/loadgen/src/
+# scale.rs). This script reads the nodes' RSS before the fleet, once it is
+# up, and after the hold, and their CPU over the hold (heartbeats only),
+# then says `go`; the load generators time the one event and write their
+# latencies, merged here. Prints the result JSON.
+run_scale() { # dir
+  local dir=$1 barrier=$1/barrier k per lg_pids=() status=0
+  mkdir -p "$barrier"
+  per=$((SCALE_SESSIONS / ${#PORTS[@]}))
+  local rss_before rss_up rss_after cpu0 cpu1 t_hold
+  rss_before=$(rss_sum_kib "${SERVER_PIDS[@]}")
+  for k in "${!PORTS[@]}"; do
+    timeout $((SCALE_HOLD + 900)) "$LG_BIN" scale --url "http://127.0.0.1:${PORTS[$k]}" --secret "$JWT_SECRET" \
+      --connections "$per" --users "$SCALE_USERS" --barrier "$barrier" --index "$k" --label "$server" \
+      >"$dir/loadgen-$k.out" 2>"$dir/loadgen-$k.err" &
+    lg_pids+=($!)
+  done
+  # Every process up (or gone: then it failed, and the run with it).
+  while (($(ls "$barrier"/connected.* 2>/dev/null | wc -l) < ${#PORTS[@]})); do
+    local alive=0
+    for k in "${lg_pids[@]}"; do kill -0 "$k" 2>/dev/null && alive=$((alive + 1)); done
+    ((alive == ${#PORTS[@]})) || { log "a load generator exited before its fleet was up"; status=1; break; }
+    sleep 0.5
+  done
+  if [[ $status == 0 ]]; then
+    sleep "$SCALE_SETTLE"
+    rss_up=$(rss_sum_kib "${SERVER_PIDS[@]}")
+    cpu0=$(cpu_sum_ticks "${SERVER_PIDS[@]}")
+    t_hold=$SECONDS
+    log "scale: $(cat "$barrier"/connected.* | tr '\n' ' ')"
+    log "scale: holding ${SCALE_HOLD} s"
+    sleep "$SCALE_HOLD"
+    cpu1=$(cpu_sum_ticks "${SERVER_PIDS[@]}")
+    t_hold=$((SECONDS - t_hold))
+    rss_after=$(rss_sum_kib "${SERVER_PIDS[@]}")
+    echo go >"$barrier/go"
+  fi
+  for k in "${lg_pids[@]}"; do wait "$k" || status=$?; done
+  for k in "${!PORTS[@]}"; do grep -v '^RESULT ' "$dir/loadgen-$k.out" >&2 || true; done
+  [[ $status == 0 ]] || { tail -n 5 "$dir"/loadgen-*.err >&2; }
+  SCALE_DIR=$dir RSS_BEFORE=${rss_before:-0} RSS_UP=${rss_up:-0} RSS_AFTER=${rss_after:-0} \
+    CPU_TICKS=$(( ${cpu1:-0} - ${cpu0:-0} )) HOLD_SECS=${t_hold:-0} CLK_TCK=$CLK_TCK NODES=${#PORTS[@]} \
+    SESSIONS=$((per * ${#PORTS[@]})) STATUS=$status node -e '
+      const fs = require("node:fs"), e = process.env, dir = e.SCALE_DIR;
+      const parts = fs.readdirSync(dir).filter((f) => /^loadgen-\d+\.out$/.test(f)).map((f) => {
+        const line = fs.readFileSync(`${dir}/${f}`, "utf8").split("\n").find((l) => l.startsWith("RESULT "));
+        return line ? JSON.parse(line.slice(7)) : { ok: false };
+      });
+      const lat = [];
+      for (const f of fs.readdirSync(`${dir}/barrier`).filter((f) => f.startsWith("lat."))) {
+        for (const l of fs.readFileSync(`${dir}/barrier/${f}`, "utf8").split("\n")) if (l) lat.push(Number(l));
+      }
+      lat.sort((a, b) => a - b);
+      const q = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] / 1000 : null);
+      const add = (k) => parts.reduce((a, p) => a + (p[k] ?? 0), 0);
+      const sessions = Number(e.SESSIONS), ready = add("ready");
+      const kib = (k) => Number(e[k]);
+      const out = {
+        ok: e.STATUS === "0" && parts.length === Number(e.NODES) && parts.every((p) => p.ok),
+        nodes: Number(e.NODES), sessions, ready, failed: add("failed"),
+        dropped_in_hold: add("dropped_in_hold"), dropped: add("dropped"), pings: add("pings"),
+        ramp_secs: Math.max(...parts.map((p) => p.ramp_secs ?? 0)),
+        rss_before_bytes: kib("RSS_BEFORE") * 1024, rss_connected_bytes: kib("RSS_UP") * 1024, rss_after_bytes: kib("RSS_AFTER") * 1024,
+        bytes_per_session: ready ? Math.round(((kib("RSS_AFTER") - kib("RSS_BEFORE")) * 1024) / ready) : null,
+        hold_secs: Number(e.HOLD_SECS),
+        heartbeat_cpu_pct: Number(e.HOLD_SECS) ? Math.round((10000 * Number(e.CPU_TICKS)) / Number(e.CLK_TCK) / Number(e.HOLD_SECS)) / 100 : null,
+        received: lat.length,
+        latency: { p50_ms: q(0.5), p99_ms: q(0.99), max_ms: lat.length ? lat[lat.length - 1] / 1000 : null },
+        frames_per_s: lat.length ? Math.round(lat.length / (lat[lat.length - 1] / 1e6)) : null,
+      };
+      console.log(JSON.stringify(out));
+    '
+  [[ $status == 0 ]]
+}
+
 if [[ $HAS_CLUSTER == 1 ]]; then start_redis; fi
 
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -503,7 +602,11 @@ for round in $(seq 1 "$ROUNDS"); do
       for i in $(seq 0 $((n - 1))); do
         server=${order[$(((i + round - 1) % n))]}
         extra="" label=$scenario nodes=1 redis=0 pg=0
-        if [[ $scenario == cluster_* ]]; then
+        if [[ $scenario == scale ]]; then
+          nodes=$SCALE_NODES redis=1 pg=1
+          extra=",\"nodes\":$nodes,\"redis\":true"
+          label+=" ($SCALE_SESSIONS sessions on $nodes nodes)"
+        elif [[ $scenario == cluster_* ]]; then
           nodes=${variant%r} redis=0 pg=1
           if [[ $variant == *r || $nodes -gt 1 ]]; then redis=1; fi
           if [[ $redis == 1 ]]; then
@@ -520,7 +623,9 @@ for round in $(seq 1 "$ROUNDS"); do
         log "round $round/$ROUNDS: $label against $server"
         dir=$WORK/run-$((RUN_NO + 1))
         status=0
-        if ! start_server "$server" "$nodes" "$redis" "$pg"; then
+        ping_interval=$PING_INTERVAL_MS ping_timeout=$PING_TIMEOUT_MS
+        if [[ $scenario == scale ]]; then ping_interval=$SCALE_PING_INTERVAL_MS ping_timeout=$SCALE_PING_TIMEOUT_MS; fi
+        if ! PING_INTERVAL_MS=$ping_interval PING_TIMEOUT_MS=$ping_timeout start_server "$server" "$nodes" "$redis" "$pg"; then
           stop_server
           printf '{"round":%d,"bench":"%s","server":"%s"%s,"exit":%d,"result":%s}\n' \
             "$round" "$scenario" "$server" "$extra" 1 '{"ok":false,"error":"server did not start"}' >>"$RAW"
@@ -528,6 +633,9 @@ for round in $(seq 1 "$ROUNDS"); do
         fi
         if [[ $scenario == rest ]]; then
           result=$(run_rest "$dir") || status=$?
+          stop_server
+        elif [[ $scenario == scale ]]; then
+          result=$(run_scale "$dir") || status=$?
           stop_server
         else
           read -r -a args <<<"$(loadgen_args "$scenario" "$variant")"
@@ -560,10 +668,11 @@ done
 mkdir -p "$OUT"
 NOFILE_HARD=$(ulimit -Hn)
 export STARTED ROUNDS PING_INTERVAL_MS NOFILE_HARD
-export IDLE_CONNECTIONS IDLE_HOLD BROADCAST_CONNECTIONS BROADCAST_RATE BROADCAST_DURATION BROADCAST_MAX_RATE \
+export IDLE_CONNECTIONS IDLE_HOLD IDLE_ROOMS IDLE_ROOM_USERS BROADCAST_CONNECTIONS BROADCAST_RATE BROADCAST_DURATION BROADCAST_MAX_RATE \
   BROADCAST_MAX_DURATION ROOMS ROOM_MEMBERS ROOM_RATE ROOM_DURATION ROOMS_MAX_RATE ROOMS_MAX_DURATION HANDSHAKES \
   HANDSHAKE_CONCURRENCY TYPING_ROOMS TYPING_MEMBERS TYPING_RATE TYPING_DURATION ROOMS_SWEEP_RATES ROOMS_SWEEP_DURATION \
-  ROOMS_SWEEP_DRAIN REST_ROUTES REST_DURATION REST_THREADS REST_CONNECTIONS
+  ROOMS_SWEEP_DRAIN REST_ROUTES REST_DURATION REST_THREADS REST_CONNECTIONS \
+  SCALE_SESSIONS SCALE_NODES SCALE_HOLD SCALE_USERS SCALE_PING_INTERVAL_MS
 export PG_SYNCHRONOUS_COMMIT CLUSTER_TOPOLOGIES CLUSTER_BROADCAST_CONNECTIONS CLUSTER_BROADCAST_RATE CLUSTER_BROADCAST_DURATION CLUSTER_TRIGGERS \
   CLUSTER_BROADCAST_MAX_RATE CLUSTER_BROADCAST_MAX_DURATION \
   CLUSTER_ROOMS CLUSTER_ROOM_MEMBERS CLUSTER_ROOM_RATE CLUSTER_ROOM_DURATION CLUSTER_DRAIN

@@ -37,23 +37,37 @@ fn mib(bytes: u64) -> f64 {
 pub async fn idle(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     let n = args.connections;
     let fixture = Arc::new(Fixture::synthetic(&args.secret, args.users));
+    // Rooms to join need issues; made (with the one user who reports them)
+    // before the baseline is read, so that only sessions are measured.
+    let rooms: Arc<Vec<String>> = Arc::new(if args.join_rooms > 0 {
+        Fixture::build(&target, &args.secret, 1, args.join_rooms).await?.issues
+    } else {
+        Vec::new()
+    });
     let rss_before = rss_total(&args.pid);
 
     let fleet = Arc::new(Fleet::default());
     let (phase_tx, phase_rx) = watch::channel(Phase::Connect);
     let ramp = Instant::now();
     let handles = fleet::launch(n, args.concurrency, |i, permit| {
-        let (target, fixture, fleet, phase) =
-            (target.clone(), fixture.clone(), fleet.clone(), phase_rx.clone());
+        let (target, fixture, fleet, phase, rooms) =
+            (target.clone(), fixture.clone(), fleet.clone(), phase_rx.clone(), rooms.clone());
         async move {
             let started = now_us();
-            let conn = match net::connect(&target, &fixture.token(i)).await {
+            let mut conn = match net::connect(&target, &fixture.token(i)).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     fleet.fail(e);
                     return 0;
                 }
             };
+            if !rooms.is_empty()
+                && let Err(e) =
+                    fleet::join_issue(&mut conn, &rooms[i % rooms.len()], target.connect_timeout).await
+            {
+                fleet.fail(e);
+                return 0;
+            }
             fleet.ready(started);
             drop(permit);
             hold(conn, phase, fleet).await
@@ -107,6 +121,8 @@ pub async fn idle(args: &Args, target: Arc<Target>) -> Result<Report, String> {
     }
     r.row("connect latency", fleet.connect_latency.summary().line());
     r.set("connections", n);
+    r.set("users", fixture.users.len());
+    r.set("rooms_joined", rooms.len());
     r.set("ready", ready);
     r.set("failed", fleet.failed.load(Ordering::Relaxed));
     r.set("dropped", dropped_during_hold);

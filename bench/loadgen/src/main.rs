@@ -14,6 +14,7 @@
 //! civicpulse-loadgen handshake --url … --connections 5000 --concurrency 200
 //! civicpulse-loadgen typing    --url … --rooms 50 --members 20 --rate 2 --duration 20
 //! civicpulse-loadgen flood     --url … --pid PID --flood-kind send-unjoined --frames 300000 --db server.db
+//! civicpulse-loadgen scale     --url … --connections 14300 --barrier DIR --index K   (one of several processes)
 //! ```
 //!
 //! Every scenario prints a human table on stdout and then exactly one line
@@ -26,6 +27,7 @@ mod flood;
 mod net;
 mod redis;
 mod rooms;
+mod scale;
 mod setup;
 mod stats;
 
@@ -52,6 +54,10 @@ pub enum Scenario {
     /// One socket writes --frames frames without reading; a victim's round
     /// trips, /healthz and the server's RSS before, during and after.
     Flood,
+    /// One process of a fleet too large for one (see `scale.rs`): holds
+    /// --connections sockets until the script's `go`, then times one
+    /// global event to each of them.
+    Scale,
 }
 
 /// Which nodes receive the REST writes that trigger broadcast events.
@@ -169,6 +175,16 @@ pub struct Args {
     /// down.
     #[arg(long, default_value_t = 4096)]
     pub max_server_rss_mib: u64,
+    /// idle: rooms to spread the sockets over (socket i joins issue i mod
+    /// N's room, as a client viewing an issue does); 0: none.
+    #[arg(long, default_value_t = 0)]
+    pub join_rooms: usize,
+    /// scale: the directory where the fleet's processes meet.
+    #[arg(long)]
+    pub barrier: Option<std::path::PathBuf>,
+    /// scale: this process's number in the fleet (0 triggers the event).
+    #[arg(long, default_value_t = 0)]
+    pub index: usize,
 }
 
 impl Args {
@@ -236,7 +252,7 @@ fn main() -> ExitCode {
             }
         };
     let sockets = match args.scenario {
-        Scenario::Idle | Scenario::Broadcast | Scenario::Handshake => args.connections,
+        Scenario::Idle | Scenario::Broadcast | Scenario::Handshake | Scenario::Scale => args.connections,
         Scenario::Rooms | Scenario::Typing => args.rooms * args.members,
         Scenario::Flood => 2,
     };
@@ -266,6 +282,7 @@ fn main() -> ExitCode {
             Scenario::Rooms => rooms::rooms(&args, target.clone()).await,
             Scenario::Typing => rooms::typing(&args, target.clone()).await,
             Scenario::Flood => flood::run(&args, target.clone()).await,
+            Scenario::Scale => scale::run(&args, target.clone()).await,
         }
     });
     // Sockets still open are simply dropped with the runtime.
