@@ -14,6 +14,8 @@
 #                                     # `before`: an older civicpulse binary beside this one
 #   OUT=bench/results/cluster SCENARIOS="cluster_broadcast cluster_broadcast_max cluster_rooms" SERVERS="civicpulse node socketioxide" bench/run.sh
 #                                     # cluster mode: 1 node, 1 node + Redis, 3 nodes (~13 minutes)
+#   OUT=bench/results/postgres SCENARIOS="rest rooms_sweep broadcast_max" SERVERS="civicpulse civicpulse_pg" bench/run.sh
+#                                     # civicpulse_pg: civicpulse on a fresh PostgreSQL database (PG_URL) per run
 #   OUT=bench/results/scale SCENARIOS=scale SERVERS="civicpulse node socketioxide" ROUNDS=1 bench/run.sh
 #                                     # 100,000 sessions on 7 nodes, one load generator per node
 #
@@ -186,11 +188,11 @@ for topology in $CLUSTER_TOPOLOGIES; do
 done
 # civicpulse's cluster runs need PostgreSQL (a database per run).
 PG_OK=0
-if [[ $HAS_CLUSTER == 1 && " $SERVERS " == *" civicpulse "* ]]; then
+if [[ ( $HAS_CLUSTER == 1 && " $SERVERS " == *" civicpulse "* ) || " $SERVERS " == *" civicpulse_pg "* ]]; then
   if command -v psql >/dev/null && psql "$PG_URL/postgres" -Atqc 'select 1' >/dev/null 2>&1; then
     PG_OK=1
   else
-    log "PostgreSQL not reachable at $PG_URL (or no psql): civicpulse sits out the cluster scenarios"
+    log "PostgreSQL not reachable at $PG_URL (or no psql): civicpulse sits out the cluster scenarios, civicpulse_pg every scenario"
   fi
 fi
 
@@ -291,7 +293,7 @@ start_node() {
   local name=$1 i=$2 port=$3 dir=$4
   shift 4
   case $name in
-    civicpulse | before)
+    civicpulse | civicpulse_pg | before)
       local bin=$CP_BIN
       [[ $name == before ]] && bin=$BEFORE_BIN
       # The load generator is faster than any person (the sweep sends up to
@@ -342,7 +344,10 @@ start_server() {
     redis_reset
     shared+=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT" REDIS_KEY_PREFIX="cpbench-$$-$RUN_NO")
   fi
-  if [[ $pg == 1 && ( $name == civicpulse || $name == before ) ]]; then
+  # civicpulse_pg: civicpulse on PostgreSQL in every scenario, beside
+  # civicpulse on its SQLite default.
+  if [[ $name == civicpulse_pg ]]; then pg=1; fi
+  if [[ $pg == 1 && ( $name == civicpulse || $name == civicpulse_pg || $name == before ) ]]; then
     RUN_DB="cpbench_$$_$RUN_NO"
     if ! timeout 30 psql "$PG_URL/postgres" -qc "CREATE DATABASE \"$RUN_DB\"" >"$dir/createdb.err" 2>&1; then
       log "could not create database $RUN_DB:"
@@ -403,8 +408,8 @@ servers_for() {
   local s
   for s in $SERVERS; do
     case $1:$s in
-      rest:limit | cluster_*:limit | cluster_*:before | scale:limit | scale:before) ;;
-      cluster_*:civicpulse | scale:civicpulse) if [[ $PG_OK == 1 ]]; then printf '%s ' "$s"; fi ;;
+      rest:limit | cluster_*:limit | cluster_*:before | scale:limit | scale:before | cluster_*:civicpulse_pg | scale:civicpulse_pg) ;;
+      cluster_*:civicpulse | scale:civicpulse | *:civicpulse_pg) if [[ $PG_OK == 1 ]]; then printf '%s ' "$s"; fi ;;
       *) printf '%s ' "$s" ;;
     esac
   done
@@ -521,12 +526,13 @@ cpu_sum_ticks() { local pid t=0; for pid in "$@"; do t=$((t + $(cpu_ticks "$pid"
 # then says `go`; the load generators time the one event and write their
 # latencies, merged here. Prints the result JSON.
 run_scale() { # dir
-  local dir=$1 barrier=$1/barrier k per lg_pids=() status=0
+  local dir=$1 barrier=$1/barrier k per lg_pids=() status=0 nodes=${#PORTS[@]}
   mkdir -p "$barrier"
-  per=$((SCALE_SESSIONS / ${#PORTS[@]}))
   local rss_before rss_up rss_after cpu0 cpu1 t_hold
   rss_before=$(rss_sum_kib "${SERVER_PIDS[@]}")
   for k in "${!PORTS[@]}"; do
+    # Exactly SCALE_SESSIONS in all: the first SCALE_SESSIONS % nodes take one more.
+    per=$((SCALE_SESSIONS / nodes + (k < SCALE_SESSIONS % nodes ? 1 : 0)))
     timeout $((SCALE_HOLD + 900)) "$LG_BIN" scale --url "http://127.0.0.1:${PORTS[$k]}" --secret "$JWT_SECRET" \
       --connections "$per" --users "$SCALE_USERS" --barrier "$barrier" --index "$k" --label "$server" \
       >"$dir/loadgen-$k.out" 2>"$dir/loadgen-$k.err" &
@@ -556,8 +562,8 @@ run_scale() { # dir
   for k in "${!PORTS[@]}"; do grep -v '^RESULT ' "$dir/loadgen-$k.out" >&2 || true; done
   [[ $status == 0 ]] || { tail -n 5 "$dir"/loadgen-*.err >&2; }
   SCALE_DIR=$dir RSS_BEFORE=${rss_before:-0} RSS_UP=${rss_up:-0} RSS_AFTER=${rss_after:-0} \
-    CPU_TICKS=$(( ${cpu1:-0} - ${cpu0:-0} )) HOLD_SECS=${t_hold:-0} CLK_TCK=$CLK_TCK NODES=${#PORTS[@]} \
-    SESSIONS=$((per * ${#PORTS[@]})) STATUS=$status node -e '
+    CPU_TICKS=$(( ${cpu1:-0} - ${cpu0:-0} )) HOLD_SECS=${t_hold:-0} CLK_TCK=$CLK_TCK NODES=$nodes \
+    SESSIONS=$SCALE_SESSIONS STATUS=$status node -e '
       const fs = require("node:fs"), e = process.env, dir = e.SCALE_DIR;
       const parts = fs.readdirSync(dir).filter((f) => /^loadgen-\d+\.out$/.test(f)).map((f) => {
         const line = fs.readFileSync(`${dir}/${f}`, "utf8").split("\n").find((l) => l.startsWith("RESULT "));
