@@ -7,6 +7,8 @@
 #
 #   fuzz/run.sh                        every target, FUZZ_SECS (15) each
 #   FUZZ_SECS=600 fuzz/run.sh emitter  one target, longer
+#   FUZZ_BUILD_ONLY=1 fuzz/run.sh      install and build, run nothing
+#                                      (CI builds while its tests run)
 #   FUZZ_KEEP=1 fuzz/run.sh emitter    then replace its corpus with the
 #                                      seeds and what it found, minimised
 #                                      (afl-cmin; after a minute that is
@@ -47,6 +49,8 @@ cp ../Cargo.lock Cargo.lock
 echo "fuzz: cargo afl build"
 AFL_OPT_LEVEL="${AFL_OPT_LEVEL:-0}" RUSTFLAGS="-C codegen-units=16" CARGO_PROFILE_DEV_DEBUG=false CARGO_INCREMENTAL=0 \
   cargo afl build --quiet --target-dir "$target_dir"
+
+[[ ${FUZZ_BUILD_ONLY:-} == 1 ]] && exit 0
 
 all=$("$bin" 2>&1 | sed -n 's/.*targets: //p' || true)
 targets=("$@")

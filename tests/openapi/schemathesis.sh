@@ -13,7 +13,8 @@
 #
 # ST_MAX_EXAMPLES (default 100) bounds the cases per operation and phase;
 # ST_SEED (default 1) makes a run repeatable (`random` for a new one each
-# time). CIVICPULSE_BIN runs another binary than target/debug/civicpulse.
+# time). CIVICPULSE_BIN runs another binary than target/debug/civicpulse
+# (and builds nothing). ST_INSTALL_ONLY=1 only installs schemathesis.
 set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -28,6 +29,7 @@ if [[ ! -x "$venv/bin/st" || "$(cat "$venv/.civicpulse-installed" 2>/dev/null)" 
   "$venv/bin/pip" install --disable-pip-version-check -q -r "$here/requirements.txt"
   echo "$stamp" >"$venv/.civicpulse-installed"
 fi
+[[ "${ST_INSTALL_ONLY:-}" == 1 ]] && exit 0
 
 # ---- the server ---------------------------------------------------------------
 bin="${CIVICPULSE_BIN:-$root/target/debug/civicpulse}"
