@@ -138,7 +138,9 @@ if [[ $BUILD == 1 ]]; then
     cargo build -j "$JOBS" --release --manifest-path bench/peers/limit/Cargo.toml --target-dir "$ROOT/target/limit"
   fi
   if [[ " $SERVERS " == *" socketioxide "* ]]; then
-    cargo build -j "$JOBS" --release --manifest-path bench/peers/socketioxide/Cargo.toml --target-dir "$ROOT/target/socketioxide"
+    # SQLite as the peer's users get it: not with the planner flag
+    # .cargo/config.toml gives civicpulse's build (a set variable wins).
+    LIBSQLITE3_FLAGS="" cargo build -j "$JOBS" --release --manifest-path bench/peers/socketioxide/Cargo.toml --target-dir "$ROOT/target/socketioxide"
   fi
   # npm ci builds better-sqlite3 from source when no prebuilt binary can be
   # fetched (a minute or two): skip it while node_modules matches the lock

@@ -70,6 +70,13 @@ impl RoomDirectory {
         entry.addr.do_send(Join(member));
     }
 
+    /// Whether the issue's room has members on this node. A room is only
+    /// opened for an issue that was found, and issues are never deleted, so
+    /// an open room stands for the issue's existence.
+    pub fn is_open(&self, issue_id: &str) -> bool {
+        self.rooms.contains_key(issue_id)
+    }
+
     pub fn leave(&self, issue_id: &str, socket_id: Arc<str>) {
         if let Some(entry) = self.rooms.get(issue_id) {
             entry.addr.do_send(Leave { socket_id });

@@ -3,6 +3,7 @@
 //! blocking thread pool through [`Db::run`], never on an async worker.
 
 pub mod batch;
+mod checkpoint;
 pub mod models;
 
 use std::sync::Arc;
@@ -51,8 +52,17 @@ impl r2d2::ManageConnection for Manager {
         connected
     }
 
+    /// Run on every checkout. A PostgreSQL connection may have been cut
+    /// since it was last used (a restart, a failover), and the ping finds
+    /// that before a request does; a SQLite connection is a file handle in
+    /// this process and cannot go stale, so it is not pinged.
     fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
-        conn.ping().map_err(diesel::ConnectionError::CouldntSetupConfiguration)
+        match conn {
+            AnyConnection::Postgres(_) => {
+                conn.ping().map_err(diesel::ConnectionError::CouldntSetupConfiguration)
+            }
+            AnyConnection::Sqlite(_) => Ok(()),
+        }
     }
 
     fn has_broken(&self, conn: &mut AnyConnection) -> bool {
@@ -67,10 +77,12 @@ impl Manager {
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
                 // WAL lets readers run beside the one writer; the busy timeout
-                // makes concurrent writers queue instead of failing.
+                // makes concurrent writers queue instead of failing. No
+                // connection checkpoints on commit: the checkpointer does.
                 conn.batch_execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                     PRAGMA wal_autocheckpoint = 0;",
                 )
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
                 Ok(AnyConnection::Sqlite(conn))
@@ -151,6 +163,8 @@ pub enum DbError {
     Connect(#[from] r2d2::Error),
     #[error("cannot run migrations: {0}")]
     Migrate(String),
+    #[error("cannot start the checkpointer: {0}")]
+    Checkpointer(String),
     /// No pooled connection in time: the database is down or saturated.
     #[error("{0}")]
     Unavailable(r2d2::Error),
@@ -164,6 +178,8 @@ pub enum DbError {
 pub struct Db {
     pool: r2d2::Pool<Manager>,
     health: Arc<Health>,
+    /// SQLite only: stops the checkpointer when the last clone is dropped.
+    _checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 impl Db {
@@ -178,7 +194,11 @@ impl Db {
             .connection_timeout(options.timeout)
             .error_handler(Box::new(QuietErrors))
             .build(Manager { url: url.clone(), health: health.clone() })?;
-        let db = Self { pool, health };
+        let checkpointer = match url {
+            DatabaseUrl::Sqlite(path) => Some(Arc::new(checkpoint::Checkpointer::start(path)?)),
+            DatabaseUrl::Postgres(_) => None,
+        };
+        let db = Self { pool, health, _checkpointer: checkpointer };
         db.migrate()?;
         Ok(db)
     }
@@ -405,5 +425,30 @@ pub fn insert_unless_duplicate(
     match conn.transaction(insert) {
         Err(e) if is_unique_violation(&e) => Ok(0),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::prelude::*;
+    use diesel::sql_types::Text;
+
+    #[derive(QueryableByName)]
+    struct CompileOption {
+        #[diesel(sql_type = Text)]
+        compile_options: String,
+    }
+
+    /// `.cargo/config.toml` builds the bundled SQLite with QPSG: without it,
+    /// every query with a bound LIMIT is parsed again on each execution.
+    #[test]
+    fn sqlite_is_built_with_the_query_planner_stability_guarantee() {
+        let mut conn = diesel::SqliteConnection::establish(":memory:").expect("in-memory SQLite");
+        let options: Vec<CompileOption> =
+            diesel::sql_query("PRAGMA compile_options").load(&mut conn).expect("compile options");
+        assert!(
+            options.iter().any(|o| o.compile_options == "ENABLE_QPSG"),
+            "LIBSQLITE3_FLAGS lost -DSQLITE_ENABLE_QPSG"
+        );
     }
 }

@@ -61,7 +61,9 @@ impl From<DbError> for DomainError {
             // connection is busy.
             DbError::Connect(_) | DbError::Unavailable(_) => Self::Unavailable(e.to_string()),
             DbError::Query(e) => e.into(),
-            DbError::Migrate(_) | DbError::Blocking(_) => Self::Internal(e.to_string()),
+            DbError::Migrate(_) | DbError::Checkpointer(_) | DbError::Blocking(_) => {
+                Self::Internal(e.to_string())
+            }
         }
     }
 }

@@ -374,8 +374,16 @@ impl Membership {
         let (max_rooms, metrics, admin) = (self.max_rooms, self.metrics.clone(), self.admin.clone());
         actix::spawn(async move {
             let _turn = turn.lock().await;
-            match issues::get(&domain, issue_id.clone()).await {
-                Ok(_) => socket.update(move |state, socket| {
+            // A room already open here needs no lookup: at a popular issue's
+            // peak, thousands of joins would otherwise each take a database
+            // connection and a blocking thread to learn what the room says.
+            let found = if rooms.is_open(&issue_id) {
+                Ok(())
+            } else {
+                issues::get(&domain, issue_id.clone()).await.map(drop)
+            };
+            match found {
+                Ok(()) => socket.update(move |state, socket| {
                     if !state.rooms.contains(&issue_id) && state.rooms.len() >= max_rooms {
                         metrics.room_cap_refusals.fetch_add(1, Ordering::Relaxed);
                         return reply.error("limit_reached", "in too many rooms: leave one first");
