@@ -120,7 +120,11 @@ impl Services {
             }
             None => None,
         };
-        let fanout = actors::Fanout::start(&self.metrics, cluster);
+        let log = self.config.recovery_window.map(|_| {
+            Arc::new(actors::replay::MemoryLog::new(self.config.recovery_max_events))
+                as Arc<dyn actors::replay::EventLog>
+        });
+        let fanout = actors::Fanout::start(&self.metrics, cluster, log);
         if self.domain.presence.attach(fanout.presence.clone()).is_err() {
             log::error!("presence directory attached twice; keeping the first");
         }

@@ -86,6 +86,12 @@ pub fn encode(name: &str, payload: Value) -> Arc<SharedMessage> {
     encode_shared(&Packet::event(NAMESPACE, name, vec![payload]))
 }
 
+/// A server event that connection state recovery logs: its offset goes
+/// last, as a string, where the official client takes it from.
+pub fn encode_logged(name: &str, payload: Value, offset: u64) -> Arc<SharedMessage> {
+    encode_shared(&Packet::event(NAMESPACE, name, vec![payload, Value::String(offset.to_string())]))
+}
+
 /// The `{ok: false, error: {code, message}}` acknowledgement.
 pub fn error_ack(code: &str, message: &str) -> Value {
     json!({ "ok": false, "error": { "code": code, "message": message } })
@@ -134,6 +140,10 @@ mod tests {
     #[test]
     fn events_are_encoded_as_socket_io_events_in_the_one_namespace() {
         assert_eq!(&*encode(ISSUE_TRENDING, json!({"a": 1})).text, r#"42["issue:trending",{"a":1}]"#);
+        assert_eq!(
+            &*encode_logged("message:new", json!({"a": 1}), 17).text,
+            r#"42["message:new",{"a":1},"17"]"#
+        );
     }
 
     #[test]
