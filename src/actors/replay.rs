@@ -135,14 +135,13 @@ impl EventLog for MemoryLog {
             return Err(Gap);
         }
         let skip = (oldest_needed - oldest_kept) as usize;
+        debug_assert!(ring.entries.get(skip).is_none_or(|e| e.offset == oldest_needed));
         let missed = ring
             .entries
-            .iter()
-            .skip(skip)
+            .range(skip..)
             .filter(|entry| wants(&entry.target))
             .map(|entry| entry.frame.clone())
             .collect();
-        debug_assert!(ring.entries.get(skip).is_none_or(|e| e.offset == oldest_needed));
         Ok((missed, ring.head))
     }
 }
