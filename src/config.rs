@@ -266,15 +266,6 @@ impl Config {
             0 => None,
             secs => Some(Duration::from_secs(secs)),
         };
-        // Until the log and the parked sessions live in Redis, a socket
-        // could only come back through the node it left: refused rather
-        // than half working behind a load balancer.
-        if recovery_window.is_some() && redis_url.is_some() {
-            return Err(ConfigError {
-                var: "CONNECTION_STATE_RECOVERY_SECS",
-                reason: "is single-node only for now: set it to 0 with REDIS_URL (cluster mode)".into(),
-            });
-        }
         if !drain_delay.is_zero() && drain_delay >= drain_timeout {
             return Err(ConfigError {
                 var: "DRAIN_DELAY_MS",
@@ -654,13 +645,12 @@ mod tests {
         ] {
             assert_eq!(Config::from_vars(&vars(&[(var, value)])).unwrap_err().var, var, "{value}");
         }
-        let err = Config::from_vars(&vars(&[
+        let c = Config::from_vars(&vars(&[
             ("CONNECTION_STATE_RECOVERY_SECS", "60"),
             ("REDIS_URL", "redis://127.0.0.1:6379"),
         ]))
-        .unwrap_err();
-        assert_eq!(err.var, "CONNECTION_STATE_RECOVERY_SECS");
-        assert!(Config::from_vars(&vars(&[("REDIS_URL", "redis://127.0.0.1:6379")])).is_ok());
+        .unwrap();
+        assert_eq!(c.recovery_window, Some(Duration::from_secs(60)), "cluster-wide");
     }
 
     #[test]

@@ -12,9 +12,11 @@
 //! With connection state recovery on it is also the sequencer (see
 //! `replay`): every event a client can miss reaches it as [`Logged`], gets
 //! its offset in the log here and is fanned out from here, room events
-//! included, so that every socket receives its events in offset order. A
-//! socket subscribes with the offset it has seen up to, and is handed what
-//! the log got for it since, before anything newer.
+//! included, so that every socket receives its events in offset order (in
+//! cluster mode the cluster's log gives the offsets, and the events come
+//! from it in its order, as [`Sequenced`]). A socket subscribes with the
+//! offset it has seen up to, and is handed what the log got for it since,
+//! before anything newer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +50,10 @@ pub struct Broadcaster {
 struct Sequencer {
     log: Arc<dyn EventLog>,
     rooms: RoomIndex,
+    /// Sockets that subscribed after an offset this node has not read yet
+    /// from the cluster's log (their replay came from Redis, a moment ahead
+    /// of this node): events up to it are not theirs to get again.
+    ahead: HashMap<Arc<str>, Offset>,
 }
 
 impl Actor for Broadcaster {
@@ -57,7 +63,7 @@ impl Actor for Broadcaster {
 impl Broadcaster {
     /// With `log`, the sequencer of connection state recovery.
     pub fn new(log: Option<Arc<dyn EventLog>>) -> Self {
-        let sequencer = log.map(|log| Sequencer { log, rooms: RoomIndex::default() });
+        let sequencer = log.map(|log| Sequencer { log, rooms: RoomIndex::default(), ahead: HashMap::new() });
         Self { sequencer, ..Self::default() }
     }
 
@@ -67,6 +73,7 @@ impl Broadcaster {
         }
         if let Some(sequencer) = &mut self.sequencer {
             sequencer.rooms.forget(socket_id);
+            sequencer.ahead.remove(socket_id);
         }
     }
 
@@ -79,7 +86,11 @@ impl Broadcaster {
     /// Hands a socket that subscribes with `resume` what the log got for
     /// it after `resume.after` (it was not subscribed yet to get it live).
     fn catch_up(&mut self, socket_id: &Arc<str>, user_id: &str, resume: &Resume) {
-        let Some(sequencer) = &self.sequencer else { return };
+        let Some(sequencer) = &mut self.sequencer else { return };
+        if resume.after > sequencer.log.head() {
+            sequencer.ahead.insert(socket_id.clone(), resume.after);
+            return;
+        }
         let wants =
             |target: &Target| target.reaches(user_id, |room| resume.rooms.iter().any(|r| &**r == room));
         match sequencer.log.since(resume.after, &wants) {
@@ -166,6 +177,16 @@ pub struct Logged {
     pub payload: Value,
 }
 
+/// In cluster mode with connection state recovery on: an event of the
+/// cluster's log, with its offset, encoded, in the log's order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Sequenced {
+    pub offset: Offset,
+    pub target: Target,
+    pub frame: Arc<SharedMessage>,
+}
+
 /// With connection state recovery on: a socket joined or left an issue's
 /// room (whose events the broadcaster then fans out).
 #[derive(Message)]
@@ -226,14 +247,41 @@ impl Handler<Logged> for Broadcaster {
         let Logged { target, name, payload } = msg;
         let frame =
             sequencer.log.append(target.clone(), &|offset| encode_logged(&name, payload.clone(), offset));
-        let gone = match &target {
-            Target::Everyone => offer_everyone(&self.sockets, &frame),
+        self.fan_out(&target, &frame, &[]);
+    }
+}
+
+impl Handler<Sequenced> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, Sequenced { offset, target, frame }: Sequenced, _: &mut Context<Self>) {
+        let Some(sequencer) = &mut self.sequencer else { return };
+        if !sequencer.log.record(offset, target.clone(), frame.clone()) {
+            return;
+        }
+        // The sockets still ahead of this event; the others have caught up.
+        sequencer.ahead.retain(|_, after| *after >= offset);
+        let skip: Vec<Arc<str>> = sequencer.ahead.keys().cloned().collect();
+        self.fan_out(&target, &frame, &skip);
+    }
+}
+
+impl Broadcaster {
+    /// A logged event to its audience, but the sockets in `skip`.
+    fn fan_out(&mut self, target: &Target, frame: &Arc<SharedMessage>, skip: &[Arc<str>]) {
+        let Some(sequencer) = &self.sequencer else { return };
+        let wanted = |id: &&Arc<str>| !skip.contains(id);
+        let gone = match target {
+            Target::Everyone if skip.is_empty() => offer_everyone(&self.sockets, frame),
+            Target::Everyone => offer_each(&self.sockets, self.sockets.keys().filter(wanted), frame),
             Target::Room(issue_id) => {
-                offer_each(&self.sockets, sequencer.rooms.members(issue_id).iter(), &frame)
+                offer_each(&self.sockets, sequencer.rooms.members(issue_id).iter().filter(wanted), frame)
             }
-            Target::User(user_id) => {
-                offer_each(&self.sockets, self.by_user.get(user_id).into_iter().flatten(), &frame)
-            }
+            Target::User(user_id) => offer_each(
+                &self.sockets,
+                self.by_user.get(user_id).into_iter().flatten().filter(wanted),
+                frame,
+            ),
         };
         self.forget_all(gone);
     }

@@ -156,10 +156,19 @@ impl Pusher {
         self.broadcaster.do_send(ToUser { user_id: user_id.into(), frame });
     }
 
-    /// Connection state recovery is single-node (no cluster to publish
-    /// to): the broadcaster encodes the event once it has its offset.
+    /// On one node the broadcaster gives the event its offset and encodes
+    /// it; in a cluster the cluster's log does, and every node (this one
+    /// too) delivers it from there (`cluster::recovery`).
     fn log(&self, target: Target, event: &str, payload: Value) {
-        self.broadcaster.do_send(Logged { target, name: event.to_string(), payload });
+        let Some(cluster) = &self.cluster else {
+            return self.broadcaster.do_send(Logged { target, name: event.to_string(), payload });
+        };
+        let to = match target {
+            Target::Everyone => To::Everyone,
+            Target::Room(issue_id) => To::Room(issue_id.to_string()),
+            Target::User(user_id) => To::User(user_id.to_string()),
+        };
+        cluster.log_event(to, &encode(event, payload));
     }
 
     /// Encodes the event once, for the other nodes (in cluster mode) and

@@ -84,8 +84,14 @@ impl Fanout {
             let typing_link =
                 typing::Link::new(typing_inbox, typing_announcer(cluster.clone(), rooms.clone()));
             let (broadcaster, rooms) = (broadcaster.clone(), rooms.clone());
+            let logged = log.as_ref().map(|_| {
+                let broadcaster = broadcaster.clone();
+                Arc::new(move |offset, target, frame| {
+                    broadcaster.do_send(broadcaster::Sequenced { offset, target, frame })
+                }) as crate::cluster::recovery::DeliverLogged
+            });
             let deliver = Arc::new(move |inbound| deliver(&broadcaster, &rooms, inbound));
-            cluster.run(pending, deliver, presence_link, typing_link);
+            cluster.run(pending, deliver, logged, presence_link, typing_link);
         }
         Self { broadcaster, rooms, presence, cluster, log }
     }

@@ -6,8 +6,11 @@
 //!
 //! The log is a bounded cache (`CONNECTION_STATE_RECOVERY_MAX_EVENTS`), not
 //! history: chat history stays in the database. It sits behind
-//! [`EventLog`] so that a log shared by the nodes of a cluster can take
-//! this node's memory's place.
+//! [`EventLog`]: alone, a node's log is its own ([`EventLog::append`] gives
+//! each event the next offset); in cluster mode the log is the cluster's (a
+//! Redis Stream, `cluster::recovery`), which gives the offsets, and the
+//! node's [`MemoryLog`] is the recent part of it this node has read
+//! ([`EventLog::record`]), for the sockets that subscribe meanwhile.
 //!
 //! With recovery on, the broadcaster is the log's one writer and fans out
 //! every logged event itself, room events included ([`RoomIndex`]): one
@@ -20,9 +23,10 @@ use std::sync::{Arc, Mutex};
 
 use actix_socketio::engineio::SharedMessage;
 
-/// An event's place in the log. Offsets only grow, by one per event, and
-/// start at the process's start time in microseconds, so that an offset
-/// of an earlier run is never taken for one of this run's.
+/// An event's place in the log. Offsets only grow. A node's own log gives
+/// them one by one from the process's start time in microseconds, so that
+/// an offset of an earlier run is never taken for one of this run's; the
+/// cluster's are its stream's entry ids (see `cluster::recovery`).
 pub type Offset = u64;
 
 /// Who an event was for.
@@ -58,6 +62,10 @@ pub trait EventLog: Send + Sync {
     /// `encode` with the offset it gets.
     fn append(&self, target: Target, encode: &dyn Fn(Offset) -> Arc<SharedMessage>) -> Arc<SharedMessage>;
 
+    /// Stores an event that already has its offset (from the cluster's
+    /// log); false, storing nothing, unless it is newer than the head.
+    fn record(&self, offset: Offset, target: Target, frame: Arc<SharedMessage>) -> bool;
+
     /// The newest event's offset (before any: the one the first will
     /// follow).
     fn head(&self) -> Offset;
@@ -81,6 +89,9 @@ struct Entry {
 struct Ring {
     entries: VecDeque<Entry>,
     head: Offset,
+    /// The newest offset no longer kept (where the log began, before it
+    /// let any go): a reader from before it has a gap.
+    gone: Offset,
 }
 
 /// This node's log: the last `capacity` events, in memory.
@@ -96,7 +107,16 @@ impl MemoryLog {
     }
 
     fn starting_at(head: Offset, capacity: usize) -> Self {
-        Self { ring: Mutex::new(Ring { entries: VecDeque::new(), head }), capacity: capacity.max(1) }
+        Self {
+            ring: Mutex::new(Ring { entries: VecDeque::new(), head, gone: head }),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// A log that begins at `head`: the cluster's log's, as it was when
+    /// this node began reading it.
+    pub fn mirror(head: Offset, capacity: usize) -> Self {
+        Self::starting_at(head, capacity)
     }
 
     fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
@@ -107,14 +127,19 @@ impl MemoryLog {
 impl EventLog for MemoryLog {
     fn append(&self, target: Target, encode: &dyn Fn(Offset) -> Arc<SharedMessage>) -> Arc<SharedMessage> {
         let mut ring = self.ring();
-        ring.head += 1;
-        let offset = ring.head;
+        let offset = ring.head + 1;
         let frame = encode(offset);
-        if ring.entries.len() == self.capacity {
-            ring.entries.pop_front();
-        }
-        ring.entries.push_back(Entry { offset, target, frame: frame.clone() });
+        ring.push(Entry { offset, target, frame: frame.clone() }, self.capacity);
         frame
+    }
+
+    fn record(&self, offset: Offset, target: Target, frame: Arc<SharedMessage>) -> bool {
+        let mut ring = self.ring();
+        if offset <= ring.head {
+            return false;
+        }
+        ring.push(Entry { offset, target, frame }, self.capacity);
+        true
     }
 
     fn head(&self) -> Offset {
@@ -127,22 +152,31 @@ impl EventLog for MemoryLog {
         wants: &dyn Fn(&Target) -> bool,
     ) -> Result<(Vec<Arc<SharedMessage>>, Offset), Gap> {
         let ring = self.ring();
-        // Offsets are consecutive: the oldest kept is head - len + 1, and
-        // a reader needs every one after `after`.
-        let oldest_needed = after.checked_add(1).ok_or(Gap)?;
-        let oldest_kept = ring.head + 1 - ring.entries.len() as Offset;
-        if after > ring.head || oldest_needed < oldest_kept {
+        // A reader needs every event after `after`: none of them may be
+        // gone, and `after` must be an offset this log has reached.
+        if after < ring.gone || after > ring.head {
             return Err(Gap);
         }
-        let skip = (oldest_needed - oldest_kept) as usize;
-        debug_assert!(ring.entries.get(skip).is_none_or(|e| e.offset == oldest_needed));
+        let first = ring.entries.partition_point(|entry| entry.offset <= after);
         let missed = ring
             .entries
-            .range(skip..)
+            .range(first..)
             .filter(|entry| wants(&entry.target))
             .map(|entry| entry.frame.clone())
             .collect();
         Ok((missed, ring.head))
+    }
+}
+
+impl Ring {
+    fn push(&mut self, entry: Entry, capacity: usize) {
+        if self.entries.len() == capacity
+            && let Some(old) = self.entries.pop_front()
+        {
+            self.gone = old.offset;
+        }
+        self.head = entry.offset;
+        self.entries.push_back(entry);
     }
 }
 
@@ -262,6 +296,22 @@ mod tests {
         let empty = log_of(3);
         assert_eq!(counted(&empty, 1000), Ok((0, 1000)));
         assert_eq!(counted(&empty, 999), Err(Gap));
+    }
+
+    #[test]
+    fn a_mirror_keeps_the_offsets_it_is_given_and_knows_what_it_let_go() {
+        let log = MemoryLog::mirror(100, 2);
+        let frame = |n: i64| encode("e", serde_json::json!(n));
+        assert!(log.record(150, Target::Everyone, frame(1)));
+        assert!(!log.record(150, Target::Everyone, frame(1)), "not twice");
+        assert!(!log.record(120, Target::Everyone, frame(0)), "not older than the head");
+        assert!(log.record(300, Target::Everyone, frame(2)));
+        let all = |_: &Target| true;
+        assert_eq!(log.since(100, &all).map(|(m, head)| (m.len(), head)), Ok((2, 300)));
+        assert_eq!(log.since(200, &all).map(|(m, head)| (m.len(), head)), Ok((1, 300)));
+        assert!(log.record(400, Target::Everyone, frame(3)));
+        assert_eq!(log.since(100, &all).map(|(m, _)| m.len()), Err(Gap), "150 is gone");
+        assert_eq!(log.since(150, &all).map(|(m, _)| m.len()), Ok(2));
     }
 
     #[test]

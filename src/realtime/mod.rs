@@ -132,7 +132,8 @@ pub fn start(
         admin.start(membership.clone());
     }
     let recovery = config.recovery_window.zip(fanout.log()).map(|(window, log)| {
-        let recovery = Arc::new(Recovery::new(window, log, metrics.clone()));
+        let node = Arc::from(config.node_id.as_str());
+        let recovery = Arc::new(Recovery::new(window, log, metrics.clone(), node, fanout.cluster()));
         actix::spawn(recovery::expire_parked(recovery.clone(), fanout.presence.clone()));
         recovery
     });
@@ -180,8 +181,22 @@ impl SocketApp for CivicApp {
     type Socket = CivicSocket;
 
     fn authenticate(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>) -> Option<PendingAuth> {
-        (&*socket.namespace == admin::NAMESPACE && self.admin.is_some())
-            .then(|| admin::authenticate(&self.domain, self.auth_attempts.clone(), socket.peer, auth))
+        if &*socket.namespace == admin::NAMESPACE && self.admin.is_some() {
+            return Some(admin::authenticate(&self.domain, self.auth_attempts.clone(), socket.peer, auth));
+        }
+        // In cluster mode a socket asked back is looked up in Redis first.
+        let recovery = self
+            .recovery
+            .as_ref()
+            .filter(|r| &*socket.namespace == names::NAMESPACE && r.needs_lookup(auth))?;
+        let user_id =
+            auth.get("token").and_then(Value::as_str).and_then(|t| self.domain.verify_access(t).ok())?.sub;
+        let (recovery, mut auth) = (recovery.clone(), auth.clone());
+        Some(Box::pin(async move {
+            let nonce = recovery.look_up(auth.clone(), user_id.to_string()).await;
+            auth.insert(recovery::RESUMED.into(), Value::String(nonce.to_string()));
+            auth
+        }))
     }
 
     fn connect(
@@ -216,7 +231,7 @@ impl SocketApp for CivicApp {
                 log::warn!(target: "civicpulse::limits", "user={user_id} is at MAX_SOCKETS_PER_USER; refusing more of their sockets");
             }
             // A socket that was to come back goes for good.
-            for gone in start.stale.iter().chain(start.recovered.then_some(&start.socket.id)) {
+            for gone in start.stale.iter().chain(start.online_here.then_some(&start.socket.id)) {
                 self.presence
                     .do_send(SocketOffline { user_id: user_id.to_string(), socket_id: gone.clone() });
             }
@@ -239,17 +254,17 @@ impl SocketApp for CivicApp {
             recipient: socket.recipient(),
             resume,
         });
-        if start.recovered {
-            // Still online: its offline was put off while it was away.
-            for issue_id in &start.rooms {
-                let member = Member {
-                    socket_id: socket.id.clone(),
-                    user_id: user_id.clone(),
-                    recipient: socket.recipient(),
-                };
-                self.rooms.join(issue_id, member);
-            }
-        } else {
+        for issue_id in &start.rooms {
+            let member = Member {
+                socket_id: socket.id.clone(),
+                user_id: user_id.clone(),
+                recipient: socket.recipient(),
+            };
+            self.rooms.join(issue_id, member);
+        }
+        // Back on the node it left, it is still online here: its offline
+        // was put off while it was away.
+        if !start.online_here {
             // After Subscribe, so this socket hears its own user come online.
             let online = OnlineUser {
                 user_id: user.user_id.clone(),
@@ -434,18 +449,20 @@ impl CivicApp {
     /// How a socket of `user_id` starts: fresh, or (with recovery on) as
     /// the parked socket its client asks back.
     fn start_socket(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>, user_id: &str) -> Start {
-        let fresh = |stale: Option<recovery::Parked>, pid, floor| Start {
+        let fresh = |stale: Option<Arc<str>>, pid, floor| Start {
             socket: socket.clone(),
             recovered: false,
+            online_here: false,
             pid,
             floor,
             rooms: Vec::new(),
             missed: Vec::new(),
-            stale: stale.map(|parked| parked.socket_id),
+            stale,
         };
         let Some(recovery) = &self.recovery else { return fresh(None, None, 0) };
         match recovery.resume(auth, user_id) {
             Outcome::Recovered { parked, missed, head } => Start {
+                online_here: parked.node == *recovery.node(),
                 socket: socket.with_id(parked.socket_id),
                 recovered: true,
                 pid: auth.get("pid").and_then(Value::as_str).map(Arc::from),
@@ -454,7 +471,11 @@ impl CivicApp {
                 missed,
                 stale: None,
             },
-            Outcome::Fresh { stale } => fresh(stale, Some(Recovery::new_pid()), recovery.head()),
+            Outcome::Fresh { stale } => {
+                // Another node's parked socket is that node's to let go.
+                let stale = stale.filter(|p| p.node == *recovery.node()).map(|p| p.socket_id);
+                fresh(stale, Some(Recovery::new_pid()), recovery.head())
+            }
         }
     }
 }
@@ -464,6 +485,8 @@ struct Start {
     /// Its handle: with the parked socket's id when it is recovered.
     socket: SocketRef<CivicApp>,
     recovered: bool,
+    /// This node's presence still counts it (it was parked here).
+    online_here: bool,
     pid: Option<Arc<str>>,
     /// The log's offset its events start after.
     floor: Offset,

@@ -10,6 +10,13 @@
 //!
 //! The user stays online while parked: their offline presence waits for
 //! the window's end, so a recovered socket's presence does not flap.
+//!
+//! In cluster mode the parked sockets and the log are the cluster's, in
+//! Redis (`cluster::recovery`), so a socket comes back through any node.
+//! Looking it up must not hold the session's thread, so it is done in
+//! `SocketApp::authenticate`, and its outcome waits here for `connect`
+//! under a nonce only that lookup knows. The node a socket left keeps it
+//! for its own presence until the window ends.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -20,13 +27,22 @@ use actix::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::actors::presence::{PresenceRegistry, SocketOffline};
-use crate::actors::replay::{EventLog, Offset};
+use crate::actors::replay::{EventLog, Offset, Target};
+use crate::cluster::Cluster;
+use crate::cluster::recovery::Record;
 use crate::metrics::Metrics;
 use actix_socketio::engineio::SharedMessage;
 
 /// The Socket.IO disconnect reasons after which a client reconnects by
 /// itself and may come back as itself.
 const RECOVERABLE: [&str; 4] = ["transport close", "transport error", "ping timeout", "server shutting down"];
+
+/// The auth key under which a cluster lookup's outcome waits for
+/// `connect` (one a client sends names nothing: the nonce is random).
+pub const RESUMED: &str = "\u{0}resumed";
+
+/// How long a lookup's outcome waits for its `connect`.
+const RESUMED_TTL: Duration = Duration::from_secs(60);
 
 /// A socket that lost its connection, waiting for its client.
 pub struct Parked {
@@ -36,7 +52,29 @@ pub struct Parked {
     /// The offset its events started after (for a client that has seen
     /// none since: it sends no offset).
     pub floor: Offset,
+    /// The node it was on.
+    pub node: Arc<str>,
     until: Instant,
+}
+
+impl Parked {
+    /// Whether an event for `target` was meant for it.
+    fn wants(&self, target: &Target) -> bool {
+        target.reaches(&self.user_id, |room| self.rooms.iter().any(|r| r == room))
+    }
+
+    /// Where its replay starts: after the client's offset or, with none
+    /// (it has seen no event since), the socket's floor; an older offset,
+    /// from an earlier socket of the same client, asks for nothing more.
+    /// `None` for an offset that is not one.
+    fn after(&self, auth: &Map<String, Value>) -> Option<Offset> {
+        let after = match auth.get("offset") {
+            None | Some(Value::Null) => Some(self.floor),
+            Some(Value::String(offset)) => offset.parse::<Offset>().ok(),
+            Some(_) => None,
+        };
+        after.map(|after| after.max(self.floor))
+    }
 }
 
 /// What a CONNECT with recovery on comes to.
@@ -52,15 +90,32 @@ pub enum Outcome {
 
 pub struct Recovery {
     window: Duration,
+    /// The node's log (in cluster mode, what it has read of the cluster's).
     log: Arc<dyn EventLog>,
-    /// By pid.
+    /// By pid: this node's sockets waiting for their clients (in cluster
+    /// mode for presence only: Redis has what brings them back).
     parked: Mutex<HashMap<Arc<str>, Parked>>,
     metrics: Arc<Metrics>,
+    node: Arc<str>,
+    cluster: Option<Arc<Cluster>>,
+    /// Cluster lookups' outcomes waiting for their `connect`, by nonce.
+    resumed: Mutex<HashMap<Arc<str>, (Outcome, Instant)>>,
 }
 
 impl Recovery {
-    pub fn new(window: Duration, log: Arc<dyn EventLog>, metrics: Arc<Metrics>) -> Self {
-        Self { window, log, parked: Mutex::default(), metrics }
+    pub fn new(
+        window: Duration,
+        log: Arc<dyn EventLog>,
+        metrics: Arc<Metrics>,
+        node: Arc<str>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
+        Self { window, log, parked: Mutex::default(), metrics, node, cluster, resumed: Mutex::default() }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &Arc<str> {
+        &self.node
     }
 
     /// A new private session id.
@@ -84,7 +139,8 @@ impl Recovery {
         RECOVERABLE.contains(&reason)
     }
 
-    /// Keeps a socket that lost its connection for the window.
+    /// Keeps a socket that lost its connection for the window (in cluster
+    /// mode in Redis too, for any node to bring back).
     pub fn park(
         &self,
         pid: Arc<str>,
@@ -93,13 +149,78 @@ impl Recovery {
         rooms: Vec<String>,
         floor: Offset,
     ) {
-        let until = Instant::now() + self.window;
-        self.parked().insert(pid, Parked { socket_id, user_id, rooms, floor, until });
+        if let Some(cluster) = &self.cluster {
+            let record = Record {
+                socket_id: socket_id.to_string(),
+                user_id: user_id.to_string(),
+                rooms: rooms.clone(),
+                floor,
+                node: self.node.to_string(),
+            };
+            cluster.park(&pid, record);
+        }
+        let (until, node) = (Instant::now() + self.window, self.node.clone());
+        self.parked().insert(pid, Parked { socket_id, user_id, rooms, floor, node, until });
+    }
+
+    /// Whether a CONNECT with `auth` needs the cluster looked up first
+    /// ([`Recovery::look_up`], off the session's thread).
+    pub fn needs_lookup(&self, auth: &Map<String, Value>) -> bool {
+        self.cluster.is_some() && auth.get("pid").is_some_and(Value::is_string)
+    }
+
+    /// In cluster mode: brings back from Redis the socket `auth.pid` names,
+    /// if it is `user_id`'s and every event after `auth.offset` is still in
+    /// the cluster's log; answers the nonce its outcome waits under.
+    pub async fn look_up(self: Arc<Self>, auth: Map<String, Value>, user_id: String) -> Arc<str> {
+        let outcome = self.resume_shared(&auth, &user_id).await;
+        let nonce = Self::new_pid();
+        self.lookups().insert(nonce.clone(), (outcome, Instant::now()));
+        nonce
+    }
+
+    async fn resume_shared(&self, auth: &Map<String, Value>, user_id: &str) -> Outcome {
+        let (Some(cluster), Some(pid)) = (&self.cluster, auth.get("pid").and_then(Value::as_str)) else {
+            return Outcome::Fresh { stale: None };
+        };
+        let record = match cluster.take_parked(pid, user_id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return self.failed(pid, "unknown or expired pid", None),
+            Err(e) => return self.failed(pid, &format!("Redis: {e}"), None),
+        };
+        // Back on the node it left: that node's presence entry goes with it.
+        if *record.node == *self.node {
+            self.parked().remove(pid);
+        }
+        let parked = Parked {
+            socket_id: record.socket_id.into(),
+            user_id: record.user_id.into(),
+            rooms: record.rooms,
+            floor: record.floor,
+            node: record.node.into(),
+            until: Instant::now(),
+        };
+        let Some(after) = parked.after(auth) else {
+            return self.failed(pid, "malformed offset", Some(parked));
+        };
+        match cluster.logged_since(after, |target| parked.wants(target)).await {
+            Ok(Ok((missed, head))) => self.recovered(parked, missed, head),
+            Ok(Err(_)) => self.failed(pid, "its offset is no longer in the cluster's log", Some(parked)),
+            Err(e) => self.failed(pid, &format!("Redis: {e}"), Some(parked)),
+        }
     }
 
     /// Brings back the socket `auth.pid` names, if it is `user_id`'s, still
-    /// parked, and every event after `auth.offset` is still in the log.
+    /// parked, and every event after `auth.offset` is still in the log (in
+    /// cluster mode: what the lookup found).
     pub fn resume(&self, auth: &Map<String, Value>, user_id: &str) -> Outcome {
+        if self.cluster.is_some() {
+            let nonce = auth.get(RESUMED).and_then(Value::as_str).unwrap_or_default();
+            return self
+                .lookups()
+                .remove(nonce)
+                .map_or(Outcome::Fresh { stale: None }, |(outcome, _)| outcome);
+        }
         let Some(pid) = auth.get("pid").and_then(Value::as_str) else {
             return Outcome::Fresh { stale: None };
         };
@@ -112,27 +233,19 @@ impl Recovery {
         let Some(parked) = parked else {
             return self.failed(pid, "unknown or expired pid", None);
         };
-        let after = match auth.get("offset") {
-            None | Some(Value::Null) => Some(parked.floor),
-            Some(Value::String(offset)) => offset.parse::<Offset>().ok(),
-            Some(_) => None,
-        };
-        // Events up to the socket's floor came before it; an older offset
-        // from an earlier socket of the same client asks for nothing more.
-        let Some(after) = after.map(|after| after.max(parked.floor)) else {
+        let Some(after) = parked.after(auth) else {
             return self.failed(pid, "malformed offset", Some(parked));
         };
-        let wants = |target: &crate::actors::replay::Target| {
-            target.reaches(&parked.user_id, |room| parked.rooms.iter().any(|r| r == room))
-        };
-        match self.log.since(after, &wants) {
-            Ok((missed, head)) => {
-                self.metrics.recoveries.fetch_add(1, Ordering::Relaxed);
-                log::info!(target: "civicpulse::recovery", "socket={} user={} recovered with {} missed events", parked.socket_id, parked.user_id, missed.len());
-                Outcome::Recovered { parked, missed, head }
-            }
+        match self.log.since(after, &|target| parked.wants(target)) {
+            Ok((missed, head)) => self.recovered(parked, missed, head),
             Err(_) => self.failed(pid, "its offset is no longer in the log", Some(parked)),
         }
+    }
+
+    fn recovered(&self, parked: Parked, missed: Vec<Arc<SharedMessage>>, head: Offset) -> Outcome {
+        self.metrics.recoveries.fetch_add(1, Ordering::Relaxed);
+        log::info!(target: "civicpulse::recovery", "socket={} user={} recovered (it was on node={}) with {} missed events", parked.socket_id, parked.user_id, parked.node, missed.len());
+        Outcome::Recovered { parked, missed, head }
     }
 
     fn failed(&self, pid: &str, why: &str, stale: Option<Parked>) -> Outcome {
@@ -141,8 +254,10 @@ impl Recovery {
         Outcome::Fresh { stale }
     }
 
-    /// Takes out the sockets whose window has ended.
+    /// Takes out the sockets whose window has ended, and forgets lookups
+    /// whose `connect` never came (their session ended meanwhile).
     fn expired(&self, now: Instant) -> Vec<Parked> {
+        self.lookups().retain(|_, (_, at)| now.duration_since(*at) < RESUMED_TTL);
         let mut parked = self.parked();
         let gone: Vec<Arc<str>> =
             parked.iter().filter(|(_, p)| p.until <= now).map(|(pid, _)| pid.clone()).collect();
@@ -151,6 +266,10 @@ impl Recovery {
 
     fn parked(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Parked>> {
         self.parked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lookups(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, (Outcome, Instant)>> {
+        self.resumed.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -172,13 +291,13 @@ pub async fn expire_parked(recovery: Arc<Recovery>, presence: Addr<PresenceRegis
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::replay::{MemoryLog, Target};
+    use crate::actors::replay::MemoryLog;
     use crate::protocol::events::encode_logged;
     use serde_json::json;
 
     fn recovery(capacity: usize) -> (Recovery, Arc<MemoryLog>) {
         let log = Arc::new(MemoryLog::new(capacity));
-        (Recovery::new(Duration::from_secs(60), log.clone(), Arc::default()), log)
+        (Recovery::new(Duration::from_secs(60), log.clone(), Arc::default(), "n1".into(), None), log)
     }
 
     fn append(log: &MemoryLog, target: Target) -> Offset {
@@ -253,7 +372,7 @@ mod tests {
     #[test]
     fn the_window_ends() {
         let log = Arc::new(MemoryLog::new(10));
-        let recovery = Recovery::new(Duration::ZERO, log.clone(), Arc::default());
+        let recovery = Recovery::new(Duration::ZERO, log.clone(), Arc::default(), "n1".into(), None);
         recovery.park("p1".into(), "s1".into(), "usr_a".into(), Vec::new(), log.head());
         assert!(matches!(recovery.resume(&auth("p1", None), "usr_a"), Outcome::Fresh { stale: None }));
         assert_eq!(recovery.expired(Instant::now()).len(), 1);
