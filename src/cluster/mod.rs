@@ -154,9 +154,14 @@ impl Keys {
         self.key("recovery:log")
     }
 
-    /// A parked socket, by its private session id.
+    /// A socket's record, by its private session id.
     pub fn recovery_session(&self, pid: &str) -> String {
         self.key(&format!("recovery:session:{pid}"))
+    }
+
+    /// The sockets a node has connected: pid → the node's run.
+    pub fn recovery_live(&self, node: &str) -> String {
+        self.key(&format!("recovery:live:{node}"))
     }
 }
 
@@ -206,6 +211,10 @@ pub struct Cluster {
     /// every other command on `conn`).
     recovery: Option<recovery::Settings>,
     reader: Option<ConnectionManager>,
+    records: Option<recovery::Records>,
+    /// This process's run of the node (random): its sockets' records say
+    /// which run they belong to.
+    pub run: Arc<str>,
     /// Queued for Redis and not yet sent (or given up on).
     unpublished: AtomicUsize,
     seq: AtomicU64,
@@ -234,6 +243,7 @@ pub struct Cluster {
 /// What `Cluster::new` leaves for `Cluster::run`.
 pub struct Pending {
     outbox: mpsc::Receiver<(Lane, String)>,
+    records: Option<recovery::RecordsInbox>,
     pushes: mpsc::UnboundedReceiver<PushInfo>,
 }
 
@@ -270,6 +280,7 @@ impl Cluster {
             }
             None => None,
         };
+        let (records, records_inbox) = recovery.map(|_| recovery::records_channel()).unzip();
         let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
         let cluster = Arc::new(Self {
@@ -281,6 +292,8 @@ impl Cluster {
             outbox,
             recovery,
             reader,
+            records,
+            run: actix_socketio::engineio::new_sid(),
             unpublished: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             heard: DashMap::new(),
@@ -293,7 +306,7 @@ impl Cluster {
             revoked,
             admin: std::sync::OnceLock::new(),
         });
-        Ok((cluster, Pending { outbox: outbox_rx, pushes }))
+        Ok((cluster, Pending { outbox: outbox_rx, records: records_inbox, pushes }))
     }
 
     /// Starts publishing, delivering what arrives through `deliver` (and,
@@ -311,6 +324,9 @@ impl Cluster {
         actix_rt::spawn(self.clone().publish_loop(pending.outbox, deliver.clone()));
         if let (Some(reader), Some(logged)) = (self.reader.clone(), logged) {
             actix_rt::spawn(self.clone().read_log(reader, logged));
+        }
+        if let Some(records) = pending.records {
+            actix_rt::spawn(self.clone().write_records(records));
         }
         actix_rt::spawn(self.clone().dispatch_loop(pending.pushes, deliver));
         actix_rt::spawn(presence.run(self.clone()));

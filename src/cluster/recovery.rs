@@ -18,6 +18,17 @@
 //! What Redis lost cannot be replayed: an unknown pid (the key expired, or
 //! Redis restarted empty), a log that is gone, or one trimmed past the
 //! client's offset (Redis 7's `max-deleted-entry-id`) is a fresh socket.
+//!
+//! A node may die without a goodbye (SIGKILL): its sockets never get to
+//! park. So every socket's record is in Redis while it is connected too
+//! (without expiry, listed in its node's `recovery:live:<node>`, with the
+//! node's run), updated when its rooms change; a goodbye deletes it, a
+//! lost connection starts its window, and so does the reaping of a dead
+//! node (or the start of a node under the same NODE_ID) for the sockets of
+//! its run. A record may be taken while its socket still looks connected
+//! to its node (the client knows better: it is reconnecting); that node
+//! then never writes it again (`SET … XX`). The writes of one node go out
+//! in order, through one queue.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -46,6 +57,27 @@ const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// Delivers an entry of the cluster's log to this node's sockets.
 pub type DeliverLogged = Arc<dyn Fn(Offset, Target, Arc<SharedMessage>) + Send + Sync>;
 
+/// Record writes that may wait; beyond, they are counted as not published.
+const RECORDS_QUEUE: usize = 65_536;
+
+/// One change to a socket's record, in the order this node makes them.
+#[derive(Debug)]
+pub enum RecordWrite {
+    /// A socket connected (`create`) or changed rooms.
+    Live { pid: String, record: Record, create: bool },
+    /// It lost its connection: its window starts.
+    Parked { pid: String, record: Record },
+    /// It said goodbye, or was ended by the server.
+    Gone { pid: String },
+}
+
+pub type Records = tokio::sync::mpsc::Sender<RecordWrite>;
+pub type RecordsInbox = tokio::sync::mpsc::Receiver<RecordWrite>;
+
+pub fn records_channel() -> (Records, RecordsInbox) {
+    tokio::sync::mpsc::channel(RECORDS_QUEUE)
+}
+
 /// What the cluster keeps of connection state recovery's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -62,8 +94,11 @@ pub struct Record {
     pub rooms: Vec<String>,
     /// The offset its events started after.
     pub floor: Offset,
-    /// The node it was on.
+    /// The node it was on, and that node's run (a node restarted under the
+    /// same NODE_ID lets its previous run's sockets go).
     pub node: String,
+    #[serde(default)]
+    pub run: String,
 }
 
 /// Stream entry ids (`<ms>-<seq>`) as offsets: the milliseconds above 20
@@ -87,15 +122,41 @@ fn target_of(to: To) -> Target {
     }
 }
 
-/// Takes the session `KEYS[1]` if it is the user `ARGV[1]`'s (another
-/// user's pid is as good as unknown, and stays).
+/// Takes the record `KEYS[1]` if it is the user `ARGV[1]`'s (another
+/// user's pid is as good as unknown, and stays), and takes its pid
+/// (`ARGV[3]`) out of its node's live hash (`ARGV[2]` .. node).
 const TAKE: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
 local ok, r = pcall(cjson.decode, v)
 if not ok or r.userId ~= ARGV[1] then return false end
 redis.call('DEL', KEYS[1])
+redis.call('HDEL', ARGV[2] .. r.node, ARGV[3])
 return v";
+
+/// Starts the window (`ARGV[2]` ms) of the sockets listed in the live hash
+/// `KEYS[1]` (pid → run) whose run is not `ARGV[3]`, if their record
+/// (`ARGV[1]` .. pid) is still that node's (`ARGV[4]`) and run's; answers
+/// how many.
+const RELEASE: &str = r"
+local released = 0
+local live = redis.call('HGETALL', KEYS[1])
+for i = 1, #live, 2 do
+    local pid, run = live[i], live[i + 1]
+    if run ~= ARGV[3] then
+        local key = ARGV[1] .. pid
+        local v = redis.call('GET', key)
+        if v then
+            local ok, r = pcall(cjson.decode, v)
+            if ok and r.node == ARGV[4] and r.run == run then
+                redis.call('PEXPIRE', key, ARGV[2])
+                released = released + 1
+            end
+        end
+        redis.call('HDEL', KEYS[1], pid)
+    end
+end
+return released";
 
 /// The log `KEYS[1]` after `ARGV[1]` (an entry id), at most `ARGV[2]`
 /// entries, with its last id and the newest id it let go, in one step:
@@ -117,26 +178,82 @@ impl Cluster {
         self.queue(to, None, false, frame, super::Lane::Log);
     }
 
-    /// Keeps a socket that lost its connection for the window, for any
-    /// node to bring back. Never waits; a failure is logged (the socket
-    /// then cannot be recovered elsewhere).
-    pub fn park(self: &Arc<Self>, pid: &str, record: Record) {
+    /// Queues a change to a socket's record (this node's and run's).
+    /// Never waits; one that cannot be queued is counted and logged (that
+    /// socket may then not be recovered elsewhere).
+    pub fn write_record(&self, mut write: RecordWrite) {
+        let Some(records) = &self.records else { return };
+        if let RecordWrite::Live { record, .. } | RecordWrite::Parked { record, .. } = &mut write {
+            record.node = self.node.to_string();
+            record.run = self.run.to_string();
+        }
+        if records.try_send(write).is_err() {
+            self.not_published(1, "the recovery records' queue is full");
+        }
+    }
+
+    /// Writes the records' changes in order, pipelined.
+    pub(super) async fn write_records(self: Arc<Self>, mut inbox: RecordsInbox) {
         let Some(settings) = self.recovery else { return };
-        let (cluster, key) = (self.clone(), self.keys.recovery_session(pid));
-        actix_rt::spawn(async move {
-            let Ok(json) = serde_json::to_string(&record) else { return };
-            let mut conn = cluster.connection();
-            let set: redis::RedisResult<()> = redis::cmd("SET")
-                .arg(&key)
-                .arg(json)
-                .arg("PX")
-                .arg(settings.window.as_millis().max(1) as u64)
-                .query_async(&mut conn)
-                .await;
-            if let Err(e) = set {
-                log::warn!(target: "civicpulse::recovery", "node={} cannot keep socket={} for recovery: {e}", cluster.node, record.socket_id);
+        let window_ms = settings.window.as_millis().max(1) as u64;
+        let live = self.keys.recovery_live(&self.node);
+        let mut conn = self.connection();
+        let mut batch = Vec::with_capacity(super::BATCH);
+        while inbox.recv_many(&mut batch, super::BATCH).await > 0 {
+            let mut pipe = redis::pipe();
+            for write in batch.drain(..) {
+                match write {
+                    RecordWrite::Live { pid, record, create } => {
+                        let Ok(json) = serde_json::to_string(&record) else { continue };
+                        let key = self.keys.recovery_session(&pid);
+                        if create {
+                            pipe.cmd("SET").arg(key).arg(json).ignore();
+                            pipe.cmd("HSET").arg(&live).arg(&pid).arg(&record.run).ignore();
+                        } else {
+                            pipe.cmd("SET").arg(key).arg(json).arg("XX").ignore();
+                        }
+                    }
+                    RecordWrite::Parked { pid, record } => {
+                        let Ok(json) = serde_json::to_string(&record) else { continue };
+                        let key = self.keys.recovery_session(&pid);
+                        pipe.cmd("SET").arg(key).arg(json).arg("PX").arg(window_ms).arg("XX").ignore();
+                        pipe.cmd("HDEL").arg(&live).arg(&pid).ignore();
+                    }
+                    RecordWrite::Gone { pid } => {
+                        pipe.cmd("DEL").arg(self.keys.recovery_session(&pid)).ignore();
+                        pipe.cmd("HDEL").arg(&live).arg(&pid).ignore();
+                    }
+                }
             }
-        });
+            if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+                log::warn!(target: "civicpulse::recovery", "node={} cannot write recovery records ({e}): those sockets may not be recovered elsewhere", self.node);
+            }
+        }
+    }
+
+    /// Starts the window of the sockets `node` had connected, except those
+    /// of its run `keep`: it died (or this is its next run).
+    pub async fn release_sockets(&self, node: &str, keep: &str) {
+        let Some(settings) = self.recovery else { return };
+        static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+        let script = SCRIPT.get_or_init(|| Script::new(RELEASE));
+        let released: redis::RedisResult<u64> = script
+            .key(self.keys.recovery_live(node))
+            .arg(self.keys.recovery_session(""))
+            .arg(settings.window.as_millis().max(1) as u64)
+            .arg(keep)
+            .arg(node)
+            .invoke_async(&mut self.connection())
+            .await;
+        match released {
+            Ok(0) => {}
+            Ok(n) => {
+                log::info!(target: "civicpulse::recovery", "node={} the {n} socket(s) node={node} had connected can be recovered for the window", self.node)
+            }
+            Err(e) => {
+                log::warn!(target: "civicpulse::recovery", "node={} cannot release node={node}'s sockets: {e}", self.node)
+            }
+        }
     }
 
     /// Takes the parked socket `pid` if it is `user_id`'s.
@@ -146,6 +263,8 @@ impl Cluster {
         let json: Option<String> = script
             .key(self.keys.recovery_session(pid))
             .arg(user_id)
+            .arg(self.keys.recovery_live(""))
+            .arg(pid)
             .invoke_async(&mut self.connection())
             .await?;
         Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
@@ -194,7 +313,11 @@ impl Cluster {
         let key = self.keys.recovery_log();
         let mut last = loop {
             match last_id(&mut conn, &key).await {
-                Ok(last) => break last,
+                Ok(last) => {
+                    // A previous run under this NODE_ID left its sockets.
+                    self.release_sockets(&self.node, &self.run).await;
+                    break last;
+                }
                 Err(e) => {
                     log::debug!(target: "civicpulse::recovery", "node={} cannot read the recovery log yet: {e}", self.node);
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -371,9 +494,13 @@ mod tests {
             rooms: vec!["iss_1".into()],
             floor: 7,
             node: "n1".into(),
+            run: "r1".into(),
         };
         let json = serde_json::to_string(&record).expect("encodes");
-        assert_eq!(json, r#"{"socketId":"s","userId":"usr_1","rooms":["iss_1"],"floor":7,"node":"n1"}"#);
+        assert_eq!(
+            json,
+            r#"{"socketId":"s","userId":"usr_1","rooms":["iss_1"],"floor":7,"node":"n1","run":"r1"}"#
+        );
         assert_eq!(serde_json::from_str::<Record>(&json).expect("decodes"), record);
     }
 }

@@ -63,6 +63,8 @@ pub struct Membership {
     max_rooms: usize,
     metrics: Arc<Metrics>,
     admin: Option<Arc<admin::Admin>>,
+    /// Told of room changes (in cluster mode the socket's record has them).
+    recovery: Option<Arc<Recovery>>,
 }
 
 /// What a connected socket carries: who it is and the rooms it is in.
@@ -121,22 +123,23 @@ pub fn start(
     let admin = config
         .admin_ui
         .then(|| Arc::new(admin::Admin::new(config, fanout.cluster(), live.clone(), metrics.clone())));
-    let membership = Membership {
-        domain: domain.clone(),
-        rooms: fanout.rooms.clone(),
-        max_rooms: config.max_rooms_per_socket,
-        metrics: metrics.clone(),
-        admin: admin.clone(),
-    };
-    if let Some(admin) = &admin {
-        admin.start(membership.clone());
-    }
     let recovery = config.recovery_window.zip(fanout.log()).map(|(window, log)| {
         let node = Arc::from(config.node_id.as_str());
         let recovery = Arc::new(Recovery::new(window, log, metrics.clone(), node, fanout.cluster()));
         actix::spawn(recovery::expire_parked(recovery.clone(), fanout.presence.clone()));
         recovery
     });
+    let membership = Membership {
+        domain: domain.clone(),
+        rooms: fanout.rooms.clone(),
+        max_rooms: config.max_rooms_per_socket,
+        metrics: metrics.clone(),
+        admin: admin.clone(),
+        recovery: recovery.clone(),
+    };
+    if let Some(admin) = &admin {
+        admin.start(membership.clone());
+    }
     let app = CivicApp {
         domain: domain.clone(),
         rooms: fanout.rooms.clone(),
@@ -295,6 +298,9 @@ impl SocketApp for CivicApp {
         if let Some(admin) = &self.admin {
             admin.socket_connected(&state, socket);
         }
+        if let (Some(recovery), Some(pid)) = (&self.recovery, &state.pid) {
+            recovery.track(pid, &socket.id, &state.user_id, &start.rooms, state.floor, true);
+        }
         Ok(Accepted {
             state,
             id: start.recovered.then(|| socket.id.clone()),
@@ -392,10 +398,11 @@ impl SocketApp for CivicApp {
         }
         // A connection lost (not a goodbye) may come back within the
         // window: the user stays online meanwhile.
-        if let (Some(recovery), Some(pid)) = (&self.recovery, state.pid.take())
-            && Recovery::recoverable(reason)
-        {
-            return recovery.park(pid, socket.id.clone(), state.user_id, rooms, state.floor);
+        if let (Some(recovery), Some(pid)) = (&self.recovery, state.pid.take()) {
+            if Recovery::recoverable(reason) {
+                return recovery.park(pid, socket.id.clone(), state.user_id, rooms, state.floor);
+            }
+            recovery.forget(&pid);
         }
         self.presence.do_send(SocketOffline { user_id: state.user.user_id, socket_id: socket.id.clone() });
     }
@@ -499,12 +506,20 @@ struct Start {
 }
 
 impl Membership {
+    fn rooms_changed(&self, state: &CivicSocket, socket: &SocketRef<CivicApp>) {
+        if let (Some(recovery), Some(pid)) = (&self.recovery, &state.pid) {
+            let rooms: Vec<String> = state.rooms.iter().cloned().collect();
+            recovery.track(pid, &socket.id, &state.user_id, &rooms, state.floor, false);
+        }
+    }
+
     fn join(&self, state: &CivicSocket, socket: &SocketRef<CivicApp>, reply: Reply, issue_id: String) {
         let domain = self.domain.clone();
         let rooms = self.rooms.clone();
         let socket = socket.clone();
         let turn = state.turn.clone();
         let (max_rooms, metrics, admin) = (self.max_rooms, self.metrics.clone(), self.admin.clone());
+        let membership = self.clone();
         actix::spawn(async move {
             let _turn = turn.lock().await;
             match issues::get(&domain, issue_id.clone()).await {
@@ -523,6 +538,7 @@ impl Membership {
                         if let Some(admin) = &admin {
                             admin.room_joined(&socket.id, &issue_id);
                         }
+                        membership.rooms_changed(state, socket);
                     }
                     reply.ok(json!({ "ok": true }));
                 }),
@@ -532,13 +548,14 @@ impl Membership {
     }
 
     fn leave(&self, state: &CivicSocket, socket: &SocketRef<CivicApp>, reply: Reply, issue_id: String) {
-        let (rooms, admin) = (self.rooms.clone(), self.admin.clone());
+        let (rooms, admin, membership) = (self.rooms.clone(), self.admin.clone(), self.clone());
         in_turn(state, socket, move |state, socket| {
             if state.rooms.remove(&issue_id) {
                 rooms.leave(&issue_id, socket.id.clone());
                 if let Some(admin) = &admin {
                     admin.room_left(&socket.id, &issue_id);
                 }
+                membership.rooms_changed(state, socket);
             }
             reply.ok(json!({ "ok": true }));
         });

@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 use crate::actors::presence::{PresenceRegistry, SocketOffline};
 use crate::actors::replay::{EventLog, Offset, Target};
 use crate::cluster::Cluster;
-use crate::cluster::recovery::Record;
+use crate::cluster::recovery::{Record, RecordWrite};
 use crate::metrics::Metrics;
 use actix_socketio::engineio::SharedMessage;
 
@@ -150,17 +150,49 @@ impl Recovery {
         floor: Offset,
     ) {
         if let Some(cluster) = &self.cluster {
-            let record = Record {
-                socket_id: socket_id.to_string(),
-                user_id: user_id.to_string(),
-                rooms: rooms.clone(),
-                floor,
-                node: self.node.to_string(),
-            };
-            cluster.park(&pid, record);
+            let record = Self::record(&socket_id, &user_id, &rooms, floor);
+            cluster.write_record(RecordWrite::Parked { pid: pid.to_string(), record });
         }
         let (until, node) = (Instant::now() + self.window, self.node.clone());
         self.parked().insert(pid, Parked { socket_id, user_id, rooms, floor, node, until });
+    }
+
+    /// In cluster mode: a connected socket's record, so that it can be
+    /// recovered even if this node dies without a goodbye; `connected`
+    /// when it just connected, else its rooms changed.
+    pub fn track(
+        &self,
+        pid: &str,
+        socket_id: &str,
+        user_id: &str,
+        rooms: &[String],
+        floor: Offset,
+        connected: bool,
+    ) {
+        if let Some(cluster) = &self.cluster {
+            let record = Self::record(socket_id, user_id, rooms, floor);
+            cluster.write_record(RecordWrite::Live { pid: pid.to_string(), record, create: connected });
+        }
+    }
+
+    /// In cluster mode: a socket that said goodbye (or was ended) is not
+    /// to be recovered.
+    pub fn forget(&self, pid: &str) {
+        if let Some(cluster) = &self.cluster {
+            cluster.write_record(RecordWrite::Gone { pid: pid.to_string() });
+        }
+    }
+
+    /// The node and run are the cluster's to fill in.
+    fn record(socket_id: &str, user_id: &str, rooms: &[String], floor: Offset) -> Record {
+        Record {
+            socket_id: socket_id.to_string(),
+            user_id: user_id.to_string(),
+            rooms: rooms.to_vec(),
+            floor,
+            node: String::new(),
+            run: String::new(),
+        }
     }
 
     /// Whether a CONNECT with `auth` needs the cluster looked up first

@@ -172,3 +172,53 @@ fn the_official_client_recovers_through_round_robin_nginx() {
     let recovered: f64 = (0..3).map(|i| cluster.metric(i, "civicpulse_recoveries_total")).sum();
     assert_eq!(recovered, 2.0, "both reconnections were recovered, on whichever node");
 }
+
+#[test]
+#[ignore = "needs PostgreSQL, redis-server and node; CI runs it"]
+fn a_socket_of_a_node_killed_without_a_goodbye_recovers_on_a_survivor() {
+    let mut cluster = Cluster::start_with(3, &[WINDOW]);
+    let (alice, bob) = (cluster.register(0, "Alice"), cluster.register(1, "Bob"));
+    let issue = cluster.issue_id(&bob);
+    let mut socket = connect(&cluster, 2, json!({ "token": alice.token }), "alice@node2");
+    let pid = str_of(&socket.connect_reply()["pid"]);
+    socket.join(&issue);
+    let first = post(&cluster, 0, &bob, &issue, "before");
+    let offset =
+        offset_of(&socket.expect_matching_at("message:new", |m| m["messageId"] == json!(first), WAIT));
+    let sid = socket.sid().to_string();
+    // Its record is in Redis while it is connected, rooms included.
+    eventually("the live record with its room", WAIT, || {
+        cluster
+            .redis
+            .command(&["GET", &format!("{{civicpulse}}:recovery:session:{pid}")])
+            .is_ok_and(|record| record.contains(&issue))
+    });
+    if let Some(mut node) = cluster.nodes[2].take() {
+        node.kill();
+    }
+    drop(socket);
+    let missed = post(&cluster, 0, &bob, &issue, "while its node was dead");
+    let auth = json!({ "token": alice.token, "pid": pid, "offset": offset.to_string() });
+    let mut back = connect(&cluster, 1, auth, "alice@node1");
+    assert_eq!(back.sid(), sid, "recovered on a survivor");
+    assert_eq!(message_ids(back.received()), std::slice::from_ref(&missed));
+    let after = post(&cluster, 0, &bob, &issue, "after");
+    back.expect_matching("message:new", |m| m["messageId"] == json!(after));
+    back.read_for(QUIET);
+    assert_eq!(message_ids(back.received()), [missed, after]);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL, redis-server and node; CI runs it"]
+fn a_goodbye_leaves_nothing_to_recover_in_redis() {
+    let cluster = Cluster::start_with(2, &[WINDOW]);
+    let alice = cluster.register(0, "Alice");
+    let mut socket = connect(&cluster, 0, json!({ "token": alice.token }), "alice@node0");
+    let pid = str_of(&socket.connect_reply()["pid"]);
+    let key = format!("{{civicpulse}}:recovery:session:{pid}");
+    eventually("the live record", WAIT, || cluster.redis.command(&["EXISTS", &key]).is_ok_and(|n| n == "1"));
+    socket.close();
+    eventually("the record gone", WAIT, || cluster.redis.command(&["EXISTS", &key]).is_ok_and(|n| n == "0"));
+    let again = connect(&cluster, 1, json!({ "token": alice.token, "pid": pid }), "alice@node1");
+    assert_ne!(again.connect_reply()["pid"], json!(pid), "not recovered");
+}
