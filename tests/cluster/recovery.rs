@@ -49,6 +49,33 @@ fn message_ids(events: &[Event]) -> Vec<String> {
     events.iter().filter(|e| e.name == "message:new").map(|e| str_of(&e.payload["messageId"])).collect()
 }
 
+/// A socket of `user` on node `i` in `issue`'s room, that has seen one
+/// message (posted on node `poster.0` by `poster.1`).
+struct Seen {
+    socket: SocketClient,
+    pid: String,
+    offset: u64,
+    sid: String,
+}
+
+fn seen_in_room(
+    cluster: &Cluster,
+    i: usize,
+    user: &TestUser,
+    issue: &str,
+    poster: (usize, &TestUser),
+) -> Seen {
+    let mut socket = connect(cluster, i, json!({ "token": user.token }), &format!("{}@node{i}", user.name));
+    let pid = str_of(&socket.connect_reply()["pid"]);
+    assert!(!pid.is_empty(), "a pid: {}", socket.connect_reply());
+    socket.join(issue);
+    let first = post(cluster, poster.0, poster.1, issue, "seen");
+    let offset =
+        offset_of(&socket.expect_matching_at("message:new", |m| m["messageId"] == json!(first), WAIT));
+    let sid = socket.sid().to_string();
+    Seen { socket, pid, offset, sid }
+}
+
 /// Waits until node `i` has let the dropped socket go and Redis keeps it.
 fn wait_parked(cluster: &Cluster, i: usize, sockets_left: f64) {
     eventually("the drop noticed", WAIT, || {
@@ -126,13 +153,7 @@ fn after_redis_lost_everything_a_socket_is_honestly_not_recovered() {
     let mut cluster = Cluster::start_with(3, &[WINDOW]);
     let (alice, bob) = (cluster.register(0, "Alice"), cluster.register(1, "Bob"));
     let issue = cluster.issue_id(&bob);
-    let mut socket = connect(&cluster, 0, json!({ "token": alice.token }), "alice@node0");
-    let pid = str_of(&socket.connect_reply()["pid"]);
-    socket.join(&issue);
-    let first = post(&cluster, 1, &bob, &issue, "before");
-    let offset =
-        offset_of(&socket.expect_matching_at("message:new", |m| m["messageId"] == json!(first), WAIT));
-    let sid = socket.sid().to_string();
+    let Seen { socket, pid, offset, sid } = seen_in_room(&cluster, 0, &alice, &issue, (1, &bob));
     socket.drop_transport();
     wait_parked(&cluster, 0, 0.0);
 
@@ -179,13 +200,7 @@ fn a_socket_of_a_node_killed_without_a_goodbye_recovers_on_a_survivor() {
     let mut cluster = Cluster::start_with(3, &[WINDOW]);
     let (alice, bob) = (cluster.register(0, "Alice"), cluster.register(1, "Bob"));
     let issue = cluster.issue_id(&bob);
-    let mut socket = connect(&cluster, 2, json!({ "token": alice.token }), "alice@node2");
-    let pid = str_of(&socket.connect_reply()["pid"]);
-    socket.join(&issue);
-    let first = post(&cluster, 0, &bob, &issue, "before");
-    let offset =
-        offset_of(&socket.expect_matching_at("message:new", |m| m["messageId"] == json!(first), WAIT));
-    let sid = socket.sid().to_string();
+    let Seen { socket, pid, offset, sid } = seen_in_room(&cluster, 2, &alice, &issue, (0, &bob));
     // Its record is in Redis while it is connected, rooms included.
     eventually("the live record with its room", WAIT, || {
         cluster
