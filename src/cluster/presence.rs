@@ -281,6 +281,8 @@ impl Link {
             Ok(gone) => {
                 let gone = gone.unwrap_or_default();
                 log::info!(target: "civicpulse::cluster", "node={} left the cluster: {} user(s) offline", cluster.node, gone.len());
+                // Any socket that did not get to park gets its window.
+                cluster.release_sockets(&cluster.node, "").await;
                 for user in gone.iter().filter_map(|u| parse_user(u)) {
                     (self.announce)(&user, false);
                 }

@@ -187,7 +187,11 @@ impl Cluster {
             record.node = self.node.to_string();
             record.run = self.run.to_string();
         }
+        // Counted with what is to publish, so that a stopping node writes
+        // its sockets' windows before it exits.
+        self.unpublished.fetch_add(1, Ordering::AcqRel);
         if records.try_send(write).is_err() {
+            self.unpublished.fetch_sub(1, Ordering::AcqRel);
             self.not_published(1, "the recovery records' queue is full");
         }
     }
@@ -200,6 +204,7 @@ impl Cluster {
         let mut conn = self.connection();
         let mut batch = Vec::with_capacity(super::BATCH);
         while inbox.recv_many(&mut batch, super::BATCH).await > 0 {
+            let n = batch.len();
             let mut pipe = redis::pipe();
             for write in batch.drain(..) {
                 match write {
@@ -228,6 +233,7 @@ impl Cluster {
             if let Err(e) = pipe.query_async::<()>(&mut conn).await {
                 log::warn!(target: "civicpulse::recovery", "node={} cannot write recovery records ({e}): those sockets may not be recovered elsewhere", self.node);
             }
+            self.unpublished.fetch_sub(n, Ordering::AcqRel);
         }
     }
 

@@ -237,3 +237,24 @@ fn a_goodbye_leaves_nothing_to_recover_in_redis() {
     let again = connect(&cluster, 1, json!({ "token": alice.token, "pid": pid }), "alice@node1");
     assert_ne!(again.connect_reply()["pid"], json!(pid), "not recovered");
 }
+
+#[test]
+#[ignore = "needs PostgreSQL, redis-server and node; CI runs it"]
+fn a_socket_of_a_node_that_was_stopped_recovers_on_another() {
+    let mut cluster = Cluster::start_with(2, &[WINDOW]);
+    let (alice, bob) = (cluster.register(0, "Alice"), cluster.register(1, "Bob"));
+    let issue = cluster.issue_id(&bob);
+    let Seen { mut socket, pid, offset, sid } = seen_in_room(&cluster, 0, &alice, &issue, (1, &bob));
+    let mut node = cluster.nodes[0].take().expect("node 0 runs");
+    node.terminate();
+    // The drain closes it as a network would ("server shutting down" on
+    // the server's side), and the node writes its window before it exits.
+    socket.read_for(Duration::from_secs(3));
+    assert!(!socket.is_connected(), "closed by the drain");
+    assert!(node.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()), "drained and exited");
+    let missed = post(&cluster, 1, &bob, &issue, "after its node stopped");
+    let auth = json!({ "token": alice.token, "pid": pid, "offset": offset.to_string() });
+    let back = connect(&cluster, 1, auth, "alice@node1");
+    assert_eq!(back.sid(), sid, "recovered on the other node");
+    assert_eq!(message_ids(back.received()), [missed]);
+}
