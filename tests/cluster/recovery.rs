@@ -258,3 +258,64 @@ fn a_socket_of_a_node_that_was_stopped_recovers_on_another() {
     assert_eq!(back.sid(), sid, "recovered on the other node");
     assert_eq!(message_ids(back.received()), [missed]);
 }
+
+#[test]
+#[ignore = "needs PostgreSQL, redis-server and node; CI runs it"]
+fn many_sockets_of_a_killed_node_recover_at_once() {
+    const USERS: usize = 5;
+    const TABS: usize = 20;
+    let mut cluster = Cluster::start_with(3, &[WINDOW]);
+    let bob = cluster.register(1, "Bob");
+    let issue = cluster.issue_id(&bob);
+    let users: Vec<TestUser> = (0..USERS).map(|i| cluster.register(i % 3, &format!("User{i}"))).collect();
+    let mut seen = Vec::new();
+    for (u, user) in users.iter().enumerate() {
+        for tab in 0..TABS {
+            let mut socket =
+                connect(&cluster, 2, json!({ "token": user.token }), &format!("user{u} tab{tab}"));
+            socket.join(&issue);
+            let pid = str_of(&socket.connect_reply()["pid"]);
+            seen.push((user.clone(), socket, pid));
+        }
+    }
+    let first = post(&cluster, 0, &bob, &issue, "before");
+    let mut before = Vec::new();
+    for (user, mut socket, pid) in seen {
+        let offset =
+            offset_of(&socket.expect_matching_at("message:new", |m| m["messageId"] == json!(first), WAIT));
+        before.push((user, socket.sid().to_string(), pid, offset, socket));
+    }
+    eventually("every record in Redis", WAIT, || {
+        cluster
+            .redis
+            .command(&["HLEN", "{civicpulse}:recovery:live:node-2"])
+            .is_ok_and(|n| n == (USERS * TABS).to_string())
+    });
+    if let Some(mut node) = cluster.nodes[2].take() {
+        node.kill();
+    }
+    let missed = post(&cluster, 0, &bob, &issue, "while node 2 was dead");
+    let addrs = [addr(&cluster, 0), addr(&cluster, 1)];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = before
+            .into_iter()
+            .enumerate()
+            .map(|(n, (user, sid, pid, offset, socket))| {
+                let (addr, missed) = (addrs[n % 2], missed.clone());
+                scope.spawn(move || {
+                    drop(socket);
+                    let auth = json!({ "token": user.token, "pid": pid, "offset": offset.to_string() });
+                    let options = SocketOptions { label: format!("{sid} back"), ..SocketOptions::auth(auth) };
+                    let back = SocketClient::connect(addr, options).expect("reconnects");
+                    assert_eq!(back.sid(), sid, "recovered");
+                    assert_eq!(message_ids(back.received()), [missed]);
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().expect("a reconnection");
+        }
+    });
+    let recovered: f64 = (0..2).map(|i| cluster.metric(i, "civicpulse_recoveries_total")).sum();
+    assert_eq!(recovered, (USERS * TABS) as f64);
+}
