@@ -146,6 +146,12 @@ pub struct Config {
     pub max_packet_binary_bytes: usize,
     /// Bytes of attachments all sockets may hold for incomplete packets.
     pub max_pending_binary_bytes: usize,
+    /// Connection state recovery (`CONNECTION_STATE_RECOVERY_SECS`): how
+    /// long a socket that lost its connection can come back as itself;
+    /// `None` (0, the default) turns the feature off.
+    pub recovery_window: Option<Duration>,
+    /// Events the recovery log keeps (`CONNECTION_STATE_RECOVERY_MAX_EVENTS`).
+    pub recovery_max_events: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -251,6 +257,15 @@ impl Config {
             Duration::from_secs(parse_num(get("DRAIN_TIMEOUT_SECS"), "DRAIN_TIMEOUT_SECS", 10u64, 0..=3600)?);
         let drain_delay =
             Duration::from_millis(parse_num(get("DRAIN_DELAY_MS"), "DRAIN_DELAY_MS", 0u64, 0..=3_600_000)?);
+        let recovery_window = match parse_num(
+            get("CONNECTION_STATE_RECOVERY_SECS"),
+            "CONNECTION_STATE_RECOVERY_SECS",
+            0u64,
+            0..=86_400,
+        )? {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        };
         if !drain_delay.is_zero() && drain_delay >= drain_timeout {
             return Err(ConfigError {
                 var: "DRAIN_DELAY_MS",
@@ -397,6 +412,13 @@ impl Config {
                 "MAX_PENDING_BINARY_BYTES",
                 32usize << 20,
                 1..=100_000_000_000,
+            )?,
+            recovery_window,
+            recovery_max_events: parse_num(
+                get("CONNECTION_STATE_RECOVERY_MAX_EVENTS"),
+                "CONNECTION_STATE_RECOVERY_MAX_EVENTS",
+                10_000usize,
+                1..=1_000_000,
             )?,
         })
     }
@@ -603,6 +625,32 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.var, "DRAIN_DELAY_MS", "{timeout} s, {delay} ms");
         }
+    }
+
+    #[test]
+    fn connection_state_recovery_is_off_by_default_and_bounded() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!((c.recovery_window, c.recovery_max_events), (None, 10_000));
+        let c = Config::from_vars(&vars(&[
+            ("CONNECTION_STATE_RECOVERY_SECS", "120"),
+            ("CONNECTION_STATE_RECOVERY_MAX_EVENTS", "50"),
+        ]))
+        .unwrap();
+        assert_eq!((c.recovery_window, c.recovery_max_events), (Some(Duration::from_secs(120)), 50));
+        for (var, value) in [
+            ("CONNECTION_STATE_RECOVERY_SECS", "86401"),
+            ("CONNECTION_STATE_RECOVERY_SECS", "-1"),
+            ("CONNECTION_STATE_RECOVERY_MAX_EVENTS", "0"),
+            ("CONNECTION_STATE_RECOVERY_MAX_EVENTS", "1000001"),
+        ] {
+            assert_eq!(Config::from_vars(&vars(&[(var, value)])).unwrap_err().var, var, "{value}");
+        }
+        let c = Config::from_vars(&vars(&[
+            ("CONNECTION_STATE_RECOVERY_SECS", "60"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ]))
+        .unwrap();
+        assert_eq!(c.recovery_window, Some(Duration::from_secs(60)), "cluster-wide");
     }
 
     #[test]

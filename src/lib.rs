@@ -120,7 +120,16 @@ impl Services {
             }
             None => None,
         };
-        let fanout = actors::Fanout::start(&self.metrics, cluster);
+        // Alone, the node's log is its own; in a cluster, the part of the
+        // cluster's log this node has read since it started.
+        let log = self.config.recovery_window.map(|_| {
+            let capacity = self.config.recovery_max_events;
+            Arc::new(match cluster {
+                Some(_) => actors::replay::MemoryLog::mirror(0, capacity),
+                None => actors::replay::MemoryLog::new(capacity),
+            }) as Arc<dyn actors::replay::EventLog>
+        });
+        let fanout = actors::Fanout::start(&self.metrics, cluster, log);
         if self.domain.presence.attach(fanout.presence.clone()).is_err() {
             log::error!("presence directory attached twice; keeping the first");
         }

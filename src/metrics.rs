@@ -33,6 +33,10 @@ pub struct Metrics {
     /// revoked or their role changed.
     pub sockets_expired: AtomicU64,
     pub sockets_revoked: AtomicU64,
+    /// Connection state recovery: sockets brought back, and CONNECTs that
+    /// asked for one (a `pid`) and got a fresh socket instead.
+    pub recoveries: AtomicU64,
+    pub recoveries_failed: AtomicU64,
     /// Handed to the Socket.IO engine, which counts into it.
     pub engine: Arc<EngineStats>,
     /// Handed to the HTTP server, whose connection caps count into it.
@@ -259,6 +263,16 @@ impl Metrics {
                 "sockets_revoked",
                 "Sockets ended by a logout, a revocation or a role change.",
                 &self.sockets_revoked,
+            ),
+            (
+                "recoveries",
+                "Sockets brought back by connection state recovery, with every event they missed.",
+                &self.recoveries,
+            ),
+            (
+                "recoveries_failed",
+                "Reconnections that asked for their socket back (a pid) and got a fresh one.",
+                &self.recoveries_failed,
             ),
         ] {
             counter(&mut out, &format!("civicpulse_{name}_total"), help, value.load(Ordering::Relaxed));

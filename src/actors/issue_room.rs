@@ -15,6 +15,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use dashmap::DashMap;
 
+use super::broadcaster::{Broadcaster, RoomMembership};
 use super::fanout::{Delivery, offer_frame};
 use crate::cluster::typing::{Command, Commands};
 use crate::metrics::Metrics;
@@ -38,6 +39,9 @@ pub struct RoomDirectory {
     metrics: Arc<Metrics>,
     /// In cluster mode: where typing goes.
     typing: Option<Commands>,
+    /// With connection state recovery on, the broadcaster fans out room
+    /// events (rooms keep typing): it is told of joins and leaves.
+    sequencer: Option<Addr<Broadcaster>>,
 }
 
 /// One member socket.
@@ -48,12 +52,17 @@ pub struct Member {
 }
 
 impl RoomDirectory {
-    pub fn new(metrics: Arc<Metrics>, typing: Option<Commands>) -> Arc<Self> {
-        Arc::new(Self { rooms: DashMap::new(), metrics, typing })
+    pub fn new(
+        metrics: Arc<Metrics>,
+        typing: Option<Commands>,
+        sequencer: Option<Addr<Broadcaster>>,
+    ) -> Arc<Self> {
+        Arc::new(Self { rooms: DashMap::new(), metrics, typing, sequencer })
     }
 
     /// Adds a socket to an issue's room, starting the room if needed.
     pub fn join(self: &Arc<Self>, issue_id: &str, member: Member) {
+        self.tell_sequencer(&member.socket_id, issue_id, true);
         let entry = self.rooms.entry(issue_id.to_string()).or_insert_with(|| {
             self.metrics.open_rooms.fetch_add(1, Ordering::Relaxed);
             let members = Arc::new(AtomicUsize::new(0));
@@ -78,6 +87,7 @@ impl RoomDirectory {
     }
 
     pub fn leave(&self, issue_id: &str, socket_id: Arc<str>) {
+        self.tell_sequencer(&socket_id, issue_id, false);
         if let Some(entry) = self.rooms.get(issue_id) {
             entry.addr.do_send(Leave { socket_id });
         }
@@ -105,6 +115,16 @@ impl RoomDirectory {
     pub fn typing(&self, issue_id: &str, typing: Typing) {
         if let Some(entry) = self.rooms.get(issue_id) {
             entry.addr.do_send(typing);
+        }
+    }
+
+    fn tell_sequencer(&self, socket_id: &Arc<str>, issue_id: &str, joined: bool) {
+        if let Some(sequencer) = &self.sequencer {
+            sequencer.do_send(RoomMembership {
+                socket_id: socket_id.clone(),
+                issue_id: issue_id.into(),
+                joined,
+            });
         }
     }
 

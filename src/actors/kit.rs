@@ -41,8 +41,9 @@ use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use serde_json::Value;
 
-use super::broadcaster::{Broadcast, Broadcaster, ToUser};
+use super::broadcaster::{Broadcast, Broadcaster, Logged, ToUser};
 use super::issue_room::RoomDirectory;
+use super::replay::Target;
 use crate::cluster::{Cluster, To};
 use crate::config::Config;
 use crate::domain::events::{DomainEvent, EventHub};
@@ -112,6 +113,10 @@ pub struct Pusher {
     broadcaster: Addr<Broadcaster>,
     rooms: Arc<RoomDirectory>,
     cluster: Option<Arc<Cluster>>,
+    /// Connection state recovery is on: every event goes to the
+    /// broadcaster to be logged, encoded with its offset and fanned out
+    /// (see `replay`).
+    logged: bool,
 }
 
 impl Pusher {
@@ -119,26 +124,51 @@ impl Pusher {
         broadcaster: Addr<Broadcaster>,
         rooms: Arc<RoomDirectory>,
         cluster: Option<Arc<Cluster>>,
+        logged: bool,
     ) -> Self {
-        Self { broadcaster, rooms, cluster }
+        Self { broadcaster, rooms, cluster, logged }
     }
 
     /// To every connected socket.
     pub fn to_everyone(&self, event: &str, payload: Value) {
+        if self.logged {
+            return self.log(Target::Everyone, event, payload);
+        }
         let frame = self.publish(|| To::Everyone, event, payload);
         self.broadcaster.do_send(Broadcast(frame));
     }
 
     /// To the members of `room:issue:<issue_id>`.
     pub fn to_room(&self, issue_id: &str, event: &str, payload: Value) {
+        if self.logged {
+            return self.log(Target::Room(issue_id.into()), event, payload);
+        }
         let frame = self.publish(|| To::Room(issue_id.to_string()), event, payload);
         self.rooms.send_to_room(issue_id, frame);
     }
 
     /// To every socket of one user (all their tabs).
     pub fn to_user(&self, user_id: &str, event: &str, payload: Value) {
+        if self.logged {
+            return self.log(Target::User(user_id.into()), event, payload);
+        }
         let frame = self.publish(|| To::User(user_id.to_string()), event, payload);
         self.broadcaster.do_send(ToUser { user_id: user_id.into(), frame });
+    }
+
+    /// On one node the broadcaster gives the event its offset and encodes
+    /// it; in a cluster the cluster's log does, and every node (this one
+    /// too) delivers it from there (`cluster::recovery`).
+    fn log(&self, target: Target, event: &str, payload: Value) {
+        let Some(cluster) = &self.cluster else {
+            return self.broadcaster.do_send(Logged { target, name: event.to_string(), payload });
+        };
+        let to = match target {
+            Target::Everyone => To::Everyone,
+            Target::Room(issue_id) => To::Room(issue_id.to_string()),
+            Target::User(user_id) => To::User(user_id.to_string()),
+        };
+        cluster.log_event(to, &encode(event, payload));
     }
 
     /// Encodes the event once, for the other nodes (in cluster mode) and

@@ -4,7 +4,9 @@
 //! - [`broadcaster::Broadcaster`]: events to every local socket, or to all
 //!   of one user's;
 //! - [`issue_room::IssueRoom`]: one per issue with members; room events;
-//! - [`presence::PresenceRegistry`]: who is online; presence:update.
+//! - [`presence::PresenceRegistry`]: who is online; presence:update;
+//! - [`replay`]: the recovery log of connection state recovery, which the
+//!   broadcaster writes and fans out from when the feature is on.
 //!
 //! The app's own actors, each given the [`kit::Kit`] and all started in
 //! [`start_all`]:
@@ -21,6 +23,7 @@ pub mod issue_room;
 pub mod kit;
 pub mod notifier;
 pub mod presence;
+pub mod replay;
 pub mod trending;
 
 use std::sync::Arc;
@@ -46,17 +49,26 @@ pub struct Fanout {
     pub rooms: Arc<issue_room::RoomDirectory>,
     pub presence: Addr<presence::PresenceRegistry>,
     cluster: Option<Arc<Cluster>>,
+    /// With connection state recovery on.
+    log: Option<Arc<dyn replay::EventLog>>,
 }
 
 impl Fanout {
     /// In cluster mode (`cluster` given) what is pushed also goes to the
-    /// other nodes, and presence is the cluster's.
-    pub fn start(metrics: &Arc<Metrics>, cluster: Option<(Arc<Cluster>, Pending)>) -> Self {
+    /// other nodes, and presence is the cluster's. With `log` (connection
+    /// state recovery on) every event a client can miss is logged and
+    /// fanned out by the broadcaster.
+    pub fn start(
+        metrics: &Arc<Metrics>,
+        cluster: Option<(Arc<Cluster>, Pending)>,
+        log: Option<Arc<dyn replay::EventLog>>,
+    ) -> Self {
         let (cluster, pending) = cluster.unzip();
-        let broadcaster = broadcaster::Broadcaster::default().start();
+        let broadcaster = broadcaster::Broadcaster::new(log.clone()).start();
         let (typing, typing_inbox) = cluster.as_ref().map(|_| typing::channel()).unzip();
-        let rooms = issue_room::RoomDirectory::new(metrics.clone(), typing);
-        let push = kit::Pusher::new(broadcaster.clone(), rooms.clone(), cluster.clone());
+        let sequencer = log.as_ref().map(|_| broadcaster.clone());
+        let rooms = issue_room::RoomDirectory::new(metrics.clone(), typing, sequencer);
+        let push = kit::Pusher::new(broadcaster.clone(), rooms.clone(), cluster.clone(), log.is_some());
         let presence_link = cluster.as_ref().map(|cluster| {
             let push = push.clone();
             let (link, transitions) = cluster_presence::Link::new(Arc::new(move |user, online| {
@@ -72,10 +84,21 @@ impl Fanout {
             let typing_link =
                 typing::Link::new(typing_inbox, typing_announcer(cluster.clone(), rooms.clone()));
             let (broadcaster, rooms) = (broadcaster.clone(), rooms.clone());
+            let logged = log.as_ref().map(|_| {
+                let broadcaster = broadcaster.clone();
+                Arc::new(move |offset, target, frame| {
+                    broadcaster.do_send(broadcaster::Sequenced { offset, target, frame })
+                }) as crate::cluster::recovery::DeliverLogged
+            });
             let deliver = Arc::new(move |inbound| deliver(&broadcaster, &rooms, inbound));
-            cluster.run(pending, deliver, presence_link, typing_link);
+            cluster.run(pending, deliver, logged, presence_link, typing_link);
         }
-        Self { broadcaster, rooms, presence, cluster }
+        Self { broadcaster, rooms, presence, cluster, log }
+    }
+
+    /// The recovery log, with connection state recovery on.
+    pub fn log(&self) -> Option<Arc<dyn replay::EventLog>> {
+        self.log.clone()
     }
 
     /// The cluster this node is in, in cluster mode.
@@ -86,7 +109,12 @@ impl Fanout {
     /// The handle through which actors (and the forwarding of domain
     /// events) send to sockets.
     pub fn push(&self) -> kit::Pusher {
-        kit::Pusher::new(self.broadcaster.clone(), self.rooms.clone(), self.cluster.clone())
+        kit::Pusher::new(
+            self.broadcaster.clone(),
+            self.rooms.clone(),
+            self.cluster.clone(),
+            self.log.is_some(),
+        )
     }
 }
 

@@ -8,6 +8,8 @@
 //! - [`window`]: a sliding-window count shared by the nodes (trending);
 //! - `revocations`: logouts and revoked tokens, for every node;
 //! - [`admin`]: what the nodes tell each other for the Admin UI (pure);
+//! - [`recovery`]: connection state recovery's log (a Redis Stream, which
+//!   also carries the events it logs) and parked sockets;
 //! - this file: the [`Cluster`] handle, its Redis connection, the bus
 //!   (publishing and the delivery of what the others publish) and the
 //!   routes other nodes use to forward requests for this node's sessions.
@@ -24,6 +26,7 @@
 pub mod admin;
 pub mod emitter;
 pub mod presence;
+pub mod recovery;
 mod revocations;
 pub mod typing;
 pub mod window;
@@ -145,6 +148,29 @@ impl Keys {
     pub fn revocations(&self) -> String {
         format!("{}:revocations", self.prefix)
     }
+
+    /// Connection state recovery's log (a stream).
+    pub fn recovery_log(&self) -> String {
+        self.key("recovery:log")
+    }
+
+    /// A socket's record, by its private session id.
+    pub fn recovery_session(&self, pid: &str) -> String {
+        self.key(&format!("recovery:session:{pid}"))
+    }
+
+    /// The sockets a node has connected: pid → the node's run.
+    pub fn recovery_live(&self, node: &str) -> String {
+        self.key(&format!("recovery:live:{node}"))
+    }
+}
+
+/// Where an outgoing message goes: the bus (PUBLISH), or connection state
+/// recovery's log (XADD), which delivers it to every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Bus,
+    Log,
 }
 
 /// The session tag of a node: a short, stable digest of its id, which every
@@ -179,7 +205,16 @@ pub struct Cluster {
     pub url: String,
     pub keys: Keys,
     conn: ConnectionManager,
-    outbox: mpsc::Sender<String>,
+    outbox: mpsc::Sender<(Lane, String)>,
+    /// With connection state recovery on: its settings, and the
+    /// connection that waits on its log (blocking reads would hold up
+    /// every other command on `conn`).
+    recovery: Option<recovery::Settings>,
+    reader: Option<ConnectionManager>,
+    records: Option<recovery::Records>,
+    /// This process's run of the node (random): its sockets' records say
+    /// which run they belong to.
+    pub run: Arc<str>,
     /// Queued for Redis and not yet sent (or given up on).
     unpublished: AtomicUsize,
     seq: AtomicU64,
@@ -207,7 +242,8 @@ pub struct Cluster {
 
 /// What `Cluster::new` leaves for `Cluster::run`.
 pub struct Pending {
-    outbox: mpsc::Receiver<String>,
+    outbox: mpsc::Receiver<(Lane, String)>,
+    records: Option<recovery::RecordsInbox>,
     pushes: mpsc::UnboundedReceiver<PushInfo>,
 }
 
@@ -231,6 +267,20 @@ impl Cluster {
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
+        let recovery = config
+            .recovery_window
+            .map(|window| recovery::Settings { window, max_events: config.recovery_max_events });
+        let reader = match recovery {
+            Some(_) => {
+                let reader_config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(COMMAND_TIMEOUT * 3))
+                    .set_connection_timeout(Some(COMMAND_TIMEOUT))
+                    .set_max_delay(Duration::from_millis(500));
+                Some(ConnectionManager::new_lazy_with_config(client.clone(), reader_config)?)
+            }
+            None => None,
+        };
+        let (records, records_inbox) = recovery.map(|_| recovery::records_channel()).unzip();
         let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
         let cluster = Arc::new(Self {
@@ -240,6 +290,10 @@ impl Cluster {
             keys: Keys::new(&config.redis_key_prefix),
             conn,
             outbox,
+            recovery,
+            reader,
+            records,
+            run: actix_socketio::engineio::new_sid(),
             unpublished: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             heard: DashMap::new(),
@@ -252,19 +306,28 @@ impl Cluster {
             revoked,
             admin: std::sync::OnceLock::new(),
         });
-        Ok((cluster, Pending { outbox: outbox_rx, pushes }))
+        Ok((cluster, Pending { outbox: outbox_rx, records: records_inbox, pushes }))
     }
 
-    /// Starts publishing, delivering what arrives through `deliver`, and
-    /// the heartbeat (with presence). Must run inside the actix system.
+    /// Starts publishing, delivering what arrives through `deliver` (and,
+    /// with connection state recovery on, what its log carries through
+    /// `logged`), and the heartbeat (with presence). Must run inside the
+    /// actix system.
     pub fn run(
         self: &Arc<Self>,
         pending: Pending,
         deliver: Deliver,
+        logged: Option<recovery::DeliverLogged>,
         presence: presence::Link,
         typing: typing::Link,
     ) {
-        actix_rt::spawn(self.clone().publish_loop(pending.outbox));
+        actix_rt::spawn(self.clone().publish_loop(pending.outbox, deliver.clone()));
+        if let (Some(reader), Some(logged)) = (self.reader.clone(), logged) {
+            actix_rt::spawn(self.clone().read_log(reader, logged));
+        }
+        if let Some(records) = pending.records {
+            actix_rt::spawn(self.clone().write_records(records));
+        }
         actix_rt::spawn(self.clone().dispatch_loop(pending.pushes, deliver));
         actix_rt::spawn(presence.run(self.clone()));
         actix_rt::spawn(typing.run(self.clone()));
@@ -305,6 +368,10 @@ impl Cluster {
     /// Queues an event for the other nodes. Never waits: if the queue is
     /// full the event is counted and logged as not published.
     pub fn publish(&self, to: To, except_user: Option<&str>, volatile: bool, frame: &SharedMessage) {
+        self.queue(to, except_user, volatile, frame, Lane::Bus);
+    }
+
+    fn queue(&self, to: To, except_user: Option<&str>, volatile: bool, frame: &SharedMessage, lane: Lane) {
         let message = BusMessage {
             node: self.node.to_string(),
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
@@ -320,7 +387,7 @@ impl Cluster {
         // Counted first, so that the publishing task never counts it down
         // before it is counted.
         self.unpublished.fetch_add(1, Ordering::AcqRel);
-        if self.outbox.try_send(encoded).is_err() {
+        if self.outbox.try_send((lane, encoded)).is_err() {
             self.unpublished.fetch_sub(1, Ordering::AcqRel);
             self.not_published(1, "the outbox is full");
         }
@@ -337,7 +404,7 @@ impl Cluster {
         match message.encode() {
             Ok(encoded) => {
                 self.unpublished.fetch_add(1, Ordering::AcqRel);
-                if self.outbox.try_send(encoded).is_err() {
+                if self.outbox.try_send((Lane::Bus, encoded)).is_err() {
                     self.unpublished.fetch_sub(1, Ordering::AcqRel);
                     self.not_published(1, "the outbox is full");
                 }
@@ -373,20 +440,38 @@ impl Cluster {
         }
     }
 
-    async fn publish_loop(self: Arc<Self>, mut outbox: mpsc::Receiver<String>) {
-        let channel = self.keys.events();
+    async fn publish_loop(self: Arc<Self>, mut outbox: mpsc::Receiver<(Lane, String)>, deliver: Deliver) {
+        let (channel, log) = (self.keys.events(), self.keys.recovery_log());
+        let max_events = self.recovery.map_or(1, |s| s.max_events);
         let mut conn = self.conn.clone();
         let mut batch = Vec::with_capacity(BATCH);
         while outbox.recv_many(&mut batch, BATCH).await > 0 {
             let mut pipe = redis::pipe();
-            for message in &batch {
-                pipe.cmd("PUBLISH").arg(&channel).arg(message).ignore();
+            for (lane, message) in &batch {
+                match lane {
+                    Lane::Bus => pipe.cmd("PUBLISH").arg(&channel).arg(message).ignore(),
+                    Lane::Log => pipe
+                        .cmd("XADD")
+                        .arg(&log)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(max_events)
+                        .arg("*")
+                        .arg("m")
+                        .arg(message)
+                        .ignore(),
+                };
             }
             match pipe.query_async::<()>(&mut conn).await {
                 Ok(()) => self.published(batch.len() as u64),
                 Err(e) => {
                     self.not_published(batch.len() as u64, &e.to_string());
                     self.mark_lost();
+                    // Logged events reach sockets only through the log:
+                    // this node's still get what it could not log.
+                    for (_, message) in batch.iter().filter(|(lane, _)| *lane == Lane::Log) {
+                        recovery::deliver_unlogged(message, &deliver);
+                    }
                 }
             }
             self.unpublished.fetch_sub(batch.len(), Ordering::AcqRel);

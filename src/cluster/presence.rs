@@ -257,6 +257,8 @@ impl Link {
             if let Ok(Some(gone)) = reap_node(cluster, scripts, node).await {
                 cluster.stats.nodes_reaped.fetch_add(1, Ordering::Relaxed);
                 log::warn!(target: "civicpulse::cluster", "node={} reaped dead node={node}: {} user(s) offline", cluster.node, gone.len());
+                // Its sockets never parked: their window starts now.
+                cluster.release_sockets(node, "").await;
                 for user in gone.iter().filter_map(|u| parse_user(u)) {
                     (self.announce)(&user, false);
                 }
@@ -279,6 +281,8 @@ impl Link {
             Ok(gone) => {
                 let gone = gone.unwrap_or_default();
                 log::info!(target: "civicpulse::cluster", "node={} left the cluster: {} user(s) offline", cluster.node, gone.len());
+                // Any socket that did not get to park gets its window.
+                cluster.release_sockets(&cluster.node, "").await;
                 for user in gone.iter().filter_map(|u| parse_user(u)) {
                     (self.announce)(&user, false);
                 }

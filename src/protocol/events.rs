@@ -86,6 +86,24 @@ pub fn encode(name: &str, payload: Value) -> Arc<SharedMessage> {
     encode_shared(&Packet::event(NAMESPACE, name, vec![payload]))
 }
 
+/// A server event that connection state recovery logs: its offset goes
+/// last, as a string, where the official client takes it from.
+pub fn encode_logged(name: &str, payload: Value, offset: u64) -> Arc<SharedMessage> {
+    encode_shared(&Packet::event(NAMESPACE, name, vec![payload, Value::String(offset.to_string())]))
+}
+
+/// An encoded event packet (`2["name",…]`, as the cluster's log keeps
+/// it) with its offset added last; `None` for anything but an event
+/// without an ack id.
+pub fn with_offset(packet: &str, offset: u64) -> Option<String> {
+    let body = packet.strip_prefix('2')?.strip_suffix(']')?;
+    // The namespace is `/` (written as nothing), so the array comes next.
+    if !body.starts_with('[') || body.len() < 2 {
+        return None;
+    }
+    Some(format!(r#"2{body},"{offset}"]"#))
+}
+
 /// The `{ok: false, error: {code, message}}` acknowledgement.
 pub fn error_ack(code: &str, message: &str) -> Value {
     json!({ "ok": false, "error": { "code": code, "message": message } })
@@ -134,6 +152,16 @@ mod tests {
     #[test]
     fn events_are_encoded_as_socket_io_events_in_the_one_namespace() {
         assert_eq!(&*encode(ISSUE_TRENDING, json!({"a": 1})).text, r#"42["issue:trending",{"a":1}]"#);
+        assert_eq!(
+            &*encode_logged("message:new", json!({"a": 1}), 17).text,
+            r#"42["message:new",{"a":1},"17"]"#
+        );
+        let packet = &encode("message:new", json!({"a": 1})).text[1..];
+        let logged = encode_logged("message:new", json!({"a": 1}), 17);
+        assert_eq!(with_offset(packet, 17).as_deref(), Some(&logged.text[1..]));
+        for not_an_event in ["3[1]", "21[\"x\"]", "2/admin,[\"x\"]", "2", "2]", "", "2[]"] {
+            assert_eq!(with_offset(not_an_event, 1), None, "{not_an_event}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod admin;
 mod limits;
+mod recovery;
 mod sessions;
 
 use std::collections::HashSet;
@@ -14,9 +15,10 @@ use actix::prelude::*;
 use serde_json::{Map, Value, json};
 
 use crate::actors::Fanout;
-use crate::actors::broadcaster::{Broadcaster, Subscribe, Unsubscribe};
+use crate::actors::broadcaster::{Broadcaster, Resume, Subscribe, Unsubscribe};
 use crate::actors::issue_room::{Member, RoomDirectory, Typing};
 use crate::actors::presence::{PresenceRegistry, SocketOffline, SocketOnline};
+use crate::actors::replay::Offset;
 use crate::auth::revocations::Revocation;
 use crate::cluster::{ClusterError, Router};
 use crate::domain::presence::{self, OnlineUser};
@@ -26,8 +28,9 @@ use crate::metrics::Metrics;
 use crate::protocol::events::{self as names, Audience, error_ack, server_event, wire_error_ack};
 use actix_socketio::engineio::{Engine, EngineConfig, InboundPermit};
 use actix_socketio::socketio::{
-    BinaryLimits, Event, PendingAuth, Refusal, SocketApp, SocketIoFactory, SocketRef,
+    Accepted, BinaryLimits, Event, PendingAuth, Refusal, SocketApp, SocketIoFactory, SocketRef,
 };
+use recovery::{Outcome, Recovery};
 
 /// The Socket.IO engine serving CivicPulse.
 pub type CivicEngine = Engine<SocketIoFactory<CivicApp>>;
@@ -47,6 +50,8 @@ pub struct CivicApp {
     /// The Admin UI on `/admin` (`None` with `ADMIN_UI=false`).
     admin: Option<Arc<admin::Admin>>,
     auth_attempts: Option<Arc<crate::limits::KeyedBucket<std::net::IpAddr>>>,
+    /// Connection state recovery (`None` with it off).
+    recovery: Option<Arc<Recovery>>,
 }
 
 /// Joining and leaving issue rooms, for a socket's own events and an
@@ -58,6 +63,8 @@ pub struct Membership {
     max_rooms: usize,
     metrics: Arc<Metrics>,
     admin: Option<Arc<admin::Admin>>,
+    /// Told of room changes (in cluster mode the socket's record has them).
+    recovery: Option<Arc<Recovery>>,
 }
 
 /// What a connected socket carries: who it is and the rooms it is in.
@@ -78,6 +85,10 @@ pub struct CivicSocket {
     websocket: bool,
     /// When it connected (Unix milliseconds).
     connected_at: i64,
+    /// With connection state recovery on: the socket's private session id,
+    /// and the log's offset its events started after.
+    pid: Option<Arc<str>>,
+    floor: Offset,
     /// Held while one of this socket's events that depend on each other
     /// (join, leave, message:send, typing) is handled, to its end. The lock
     /// is FIFO, so they take effect in the order the client sent them: a
@@ -112,12 +123,19 @@ pub fn start(
     let admin = config
         .admin_ui
         .then(|| Arc::new(admin::Admin::new(config, fanout.cluster(), live.clone(), metrics.clone())));
+    let recovery = config.recovery_window.zip(fanout.log()).map(|(window, log)| {
+        let node = Arc::from(config.node_id.as_str());
+        let recovery = Arc::new(Recovery::new(window, log, metrics.clone(), node, fanout.cluster()));
+        actix::spawn(recovery::expire_parked(recovery.clone(), fanout.presence.clone()));
+        recovery
+    });
     let membership = Membership {
         domain: domain.clone(),
         rooms: fanout.rooms.clone(),
         max_rooms: config.max_rooms_per_socket,
         metrics: metrics.clone(),
         admin: admin.clone(),
+        recovery: recovery.clone(),
     };
     if let Some(admin) = &admin {
         admin.start(membership.clone());
@@ -135,6 +153,7 @@ pub fn start(
         membership,
         admin,
         auth_attempts,
+        recovery,
     };
     let engine_config = EngineConfig {
         ping_interval: config.ping_interval,
@@ -165,19 +184,39 @@ impl SocketApp for CivicApp {
     type Socket = CivicSocket;
 
     fn authenticate(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>) -> Option<PendingAuth> {
-        (&*socket.namespace == admin::NAMESPACE && self.admin.is_some())
-            .then(|| admin::authenticate(&self.domain, self.auth_attempts.clone(), socket.peer, auth))
+        if &*socket.namespace == admin::NAMESPACE && self.admin.is_some() {
+            return Some(admin::authenticate(&self.domain, self.auth_attempts.clone(), socket.peer, auth));
+        }
+        // In cluster mode a socket asked back is looked up in Redis first.
+        let recovery = self
+            .recovery
+            .as_ref()
+            .filter(|r| &*socket.namespace == names::NAMESPACE && r.needs_lookup(auth))?;
+        let user_id =
+            auth.get("token").and_then(Value::as_str).and_then(|t| self.domain.verify_access(t).ok())?.sub;
+        let (recovery, mut auth) = (recovery.clone(), auth.clone());
+        Some(Box::pin(async move {
+            let nonce = recovery.look_up(auth.clone(), user_id.to_string()).await;
+            auth.insert(recovery::RESUMED.into(), Value::String(nonce.to_string()));
+            auth
+        }))
     }
 
-    fn connect(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>) -> Result<CivicSocket, Refusal> {
+    fn connect(
+        &self,
+        socket: &SocketRef<Self>,
+        auth: &Map<String, Value>,
+    ) -> Result<Accepted<CivicSocket>, Refusal> {
         if &*socket.namespace == admin::NAMESPACE
             && let Some(admin) = &self.admin
         {
-            return self.connect_admin(admin, socket, auth);
+            return self.connect_admin(admin, socket, auth).map(Accepted::new);
         }
         if &*socket.namespace != names::NAMESPACE {
             return Err(Refusal::InvalidNamespace);
         }
+        // Checked again on recovery: an expired or revoked token is refused
+        // whatever the socket it asks back.
         let claims =
             auth.get("token").and_then(Value::as_str).and_then(|t| self.domain.verify_access(t).ok());
         let Some(claims) = claims else {
@@ -186,11 +225,18 @@ impl SocketApp for CivicApp {
             return Err(Refusal::Refused { message: "Authentication failed".into(), close: true });
         };
         let user_id: Arc<str> = claims.sub.as_str().into();
+        let start = self.start_socket(socket, auth, &user_id);
+        let socket = &start.socket;
         let deadline = claims.exp + self.token_grace;
         if let sessions::Admission::Refused { first } = self.live.admit(&user_id, socket, deadline) {
             self.metrics.socket_cap_refusals.fetch_add(1, Ordering::Relaxed);
             if first {
                 log::warn!(target: "civicpulse::limits", "user={user_id} is at MAX_SOCKETS_PER_USER; refusing more of their sockets");
+            }
+            // A socket that was to come back goes for good.
+            for gone in start.stale.iter().chain(start.online_here.then_some(&start.socket.id)) {
+                self.presence
+                    .do_send(SocketOffline { user_id: user_id.to_string(), socket_id: gone.clone() });
             }
             return Err(Refusal::Refused {
                 message: "limit_reached: too many sockets for this user".into(),
@@ -199,37 +245,69 @@ impl SocketApp for CivicApp {
         }
         let (session, expires_at) = (claims.sid.as_deref().map(Arc::from), claims.exp);
         let user = Principal::from(claims);
-        log::info!(target: "civicpulse::socket", "sid={} socket={} connected user={}", socket.engine_sid(), socket.id, user.user_id);
+        log::info!(target: "civicpulse::socket", "sid={} socket={} connected user={} recovered={}", socket.engine_sid(), socket.id, user.user_id, start.recovered);
         self.metrics.connected_sockets.fetch_add(1, Ordering::Relaxed);
+        let resume = self.recovery.as_ref().map(|_| Resume {
+            after: start.floor,
+            rooms: start.rooms.iter().map(|r| Arc::from(r.as_str())).collect(),
+        });
         self.broadcaster.do_send(Subscribe {
             socket_id: socket.id.clone(),
             user_id: user.user_id.as_str().into(),
             recipient: socket.recipient(),
+            resume,
         });
-        // After Subscribe, so this socket hears its own user come online.
-        let online = OnlineUser {
-            user_id: user.user_id.clone(),
-            display_name: user.display_name.clone(),
-            city: user.city.clone(),
-        };
-        self.presence.do_send(SocketOnline { user: online, socket_id: socket.id.clone() });
+        for issue_id in &start.rooms {
+            let member = Member {
+                socket_id: socket.id.clone(),
+                user_id: user_id.clone(),
+                recipient: socket.recipient(),
+            };
+            self.rooms.join(issue_id, member);
+        }
+        // Back on the node it left, it is still online here: its offline
+        // was put off while it was away.
+        if !start.online_here {
+            // After Subscribe, so this socket hears its own user come online.
+            let online = OnlineUser {
+                user_id: user.user_id.clone(),
+                display_name: user.display_name.clone(),
+                city: user.city.clone(),
+            };
+            self.presence.do_send(SocketOnline { user: online, socket_id: socket.id.clone() });
+        }
+        // After the fresh socket is online: the user does not flap.
+        if let Some(stale) = &start.stale {
+            self.presence.do_send(SocketOffline { user_id: user_id.to_string(), socket_id: stale.clone() });
+        }
         let state = CivicSocket {
             user_id,
             user,
             session,
             expires_at,
             deadline,
-            rooms: HashSet::new(),
+            rooms: start.rooms.iter().cloned().collect(),
             buckets: limits::Buckets::new(&self.limits),
             admin: false,
             websocket: socket.websocket,
             connected_at: crate::timestamp::now_ms(),
+            pid: start.pid.clone(),
+            floor: start.floor,
             turn: Arc::default(),
         };
         if let Some(admin) = &self.admin {
             admin.socket_connected(&state, socket);
         }
-        Ok(state)
+        if let (Some(recovery), Some(pid)) = (&self.recovery, &state.pid) {
+            recovery.track(pid, &socket.id, &state.user_id, &start.rooms, state.floor, true);
+        }
+        Ok(Accepted {
+            state,
+            id: start.recovered.then(|| socket.id.clone()),
+            reply: start.pid.as_ref().map(Recovery::reply).unwrap_or_default(),
+            before: start.missed,
+            after: Vec::new(),
+        })
     }
 
     fn event(&self, state: &mut CivicSocket, socket: &SocketRef<Self>, event: Event) {
@@ -298,7 +376,7 @@ impl SocketApp for CivicApp {
         }
     }
 
-    fn disconnect(&self, state: CivicSocket, socket: &SocketRef<Self>, reason: &str) {
+    fn disconnect(&self, mut state: CivicSocket, socket: &SocketRef<Self>, reason: &str) {
         if state.admin {
             log::info!(target: "civicpulse::admin", "socket={} admin={} left the Admin UI ({reason})", socket.id, state.user_id);
             self.live.remove(&state.user_id, &socket.id, state.deadline);
@@ -314,8 +392,17 @@ impl SocketApp for CivicApp {
         self.metrics.connected_sockets.fetch_sub(1, Ordering::Relaxed);
         self.live.remove(&state.user_id, &socket.id, state.deadline);
         self.broadcaster.do_send(Unsubscribe { socket_id: socket.id.clone() });
-        for issue_id in state.rooms {
-            self.rooms.leave(&issue_id, socket.id.clone());
+        let rooms: Vec<String> = state.rooms.drain().collect();
+        for issue_id in &rooms {
+            self.rooms.leave(issue_id, socket.id.clone());
+        }
+        // A connection lost (not a goodbye) may come back within the
+        // window: the user stays online meanwhile.
+        if let (Some(recovery), Some(pid)) = (&self.recovery, state.pid.take()) {
+            if Recovery::recoverable(reason) {
+                return recovery.park(pid, socket.id.clone(), state.user_id, rooms, state.floor);
+            }
+            recovery.forget(&pid);
         }
         self.presence.do_send(SocketOffline { user_id: state.user.user_id, socket_id: socket.id.clone() });
     }
@@ -360,18 +447,79 @@ impl CivicApp {
             admin: true,
             websocket: socket.websocket,
             connected_at: crate::timestamp::now_ms(),
+            pid: None,
+            floor: 0,
             turn: Arc::default(),
         })
     }
+
+    /// How a socket of `user_id` starts: fresh, or (with recovery on) as
+    /// the parked socket its client asks back.
+    fn start_socket(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>, user_id: &str) -> Start {
+        let fresh = |stale: Option<Arc<str>>, pid, floor| Start {
+            socket: socket.clone(),
+            recovered: false,
+            online_here: false,
+            pid,
+            floor,
+            rooms: Vec::new(),
+            missed: Vec::new(),
+            stale,
+        };
+        let Some(recovery) = &self.recovery else { return fresh(None, None, 0) };
+        match recovery.resume(auth, user_id) {
+            Outcome::Recovered { parked, missed, head } => Start {
+                online_here: parked.node == *recovery.node(),
+                socket: socket.with_id(parked.socket_id),
+                recovered: true,
+                pid: auth.get("pid").and_then(Value::as_str).map(Arc::from),
+                floor: head,
+                rooms: parked.rooms,
+                missed,
+                stale: None,
+            },
+            Outcome::Fresh { stale } => {
+                // Another node's parked socket is that node's to let go.
+                let stale = stale.filter(|p| p.node == *recovery.node()).map(|p| p.socket_id);
+                fresh(stale, Some(Recovery::new_pid()), recovery.head())
+            }
+        }
+    }
+}
+
+/// How a socket starts (see `CivicApp::start_socket`).
+struct Start {
+    /// Its handle: with the parked socket's id when it is recovered.
+    socket: SocketRef<CivicApp>,
+    recovered: bool,
+    /// This node's presence still counts it (it was parked here).
+    online_here: bool,
+    pid: Option<Arc<str>>,
+    /// The log's offset its events start after.
+    floor: Offset,
+    /// The rooms it is back in.
+    rooms: Vec<String>,
+    /// What it missed, for before the CONNECT reply.
+    missed: Vec<Arc<actix_socketio::engineio::SharedMessage>>,
+    /// The parked socket its client asked for in vain.
+    stale: Option<Arc<str>>,
 }
 
 impl Membership {
+    fn rooms_changed(&self, state: &CivicSocket, socket: &SocketRef<CivicApp>) {
+        if let (Some(recovery), Some(pid)) = (&self.recovery, &state.pid) {
+            let rooms: Vec<String> = state.rooms.iter().cloned().collect();
+            recovery.track(pid, &socket.id, &state.user_id, &rooms, state.floor, false);
+        }
+    }
+
     fn join(&self, state: &CivicSocket, socket: &SocketRef<CivicApp>, reply: Reply, issue_id: String) {
         let domain = self.domain.clone();
         let rooms = self.rooms.clone();
         let socket = socket.clone();
         let turn = state.turn.clone();
         let (max_rooms, metrics, admin) = (self.max_rooms, self.metrics.clone(), self.admin.clone());
+        let membership = self.clone();
         actix::spawn(async move {
             let _turn = turn.lock().await;
             // A room already open here needs no lookup: at a popular issue's
@@ -398,6 +546,7 @@ impl Membership {
                         if let Some(admin) = &admin {
                             admin.room_joined(&socket.id, &issue_id);
                         }
+                        membership.rooms_changed(state, socket);
                     }
                     reply.ok(json!({ "ok": true }));
                 }),
@@ -407,13 +556,14 @@ impl Membership {
     }
 
     fn leave(&self, state: &CivicSocket, socket: &SocketRef<CivicApp>, reply: Reply, issue_id: String) {
-        let (rooms, admin) = (self.rooms.clone(), self.admin.clone());
+        let (rooms, admin, membership) = (self.rooms.clone(), self.admin.clone(), self.clone());
         in_turn(state, socket, move |state, socket| {
             if state.rooms.remove(&issue_id) {
                 rooms.leave(&issue_id, socket.id.clone());
                 if let Some(admin) = &admin {
                     admin.room_left(&socket.id, &issue_id);
                 }
+                membership.rooms_changed(state, socket);
             }
             reply.ok(json!({ "ok": true }));
         });

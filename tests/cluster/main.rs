@@ -10,6 +10,7 @@ mod browser;
 mod common;
 mod harness;
 mod proxy;
+mod recovery;
 mod rolling;
 
 use std::time::{Duration, Instant};

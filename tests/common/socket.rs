@@ -76,11 +76,17 @@ pub struct SocketClient {
     /// Events not yet taken by an expect, oldest first.
     queue: VecDeque<Event>,
     /// Every event received, for failure messages.
-    seen: Vec<(String, Value)>,
+    seen: Vec<Event>,
     acks: HashMap<u64, Vec<Value>>,
     ack_arrivals: Vec<u64>,
     /// Why the connection ended, once it has.
     closed: Option<String>,
+    /// The CONNECT reply's object (`{"sid"}`, and `"pid"` with connection
+    /// state recovery on).
+    reply: Value,
+    /// Events that arrived before the CONNECT reply (the first ones
+    /// queued): the missed events of a recovered socket.
+    before_connect: usize,
 }
 
 impl SocketClient {
@@ -102,6 +108,8 @@ impl SocketClient {
                 .unwrap_or_else(|| panic!("{}: no CONNECT reply within {WAIT:?}", client.label));
             match packet.kind {
                 PacketKind::Connect => {
+                    client.reply = packet.data.clone().unwrap_or(Value::Null);
+                    client.before_connect = client.queue.len();
                     client.sid =
                         packet.data.as_ref().and_then(|d| d["sid"].as_str()).unwrap_or("").to_string();
                     assert!(
@@ -142,6 +150,8 @@ impl SocketClient {
             acks: HashMap::new(),
             ack_arrivals: Vec::new(),
             closed: None,
+            reply: Value::Null,
+            before_connect: 0,
         };
         match client.next_frame(WAIT) {
             Frame::Text(open) => match engine::decode_text(&open) {
@@ -163,6 +173,29 @@ impl SocketClient {
     /// The Socket.IO socket id from the CONNECT reply.
     pub fn sid(&self) -> &str {
         &self.sid
+    }
+
+    /// The CONNECT reply's object.
+    pub fn connect_reply(&self) -> &Value {
+        &self.reply
+    }
+
+    /// How many events arrived before the CONNECT reply.
+    pub fn events_before_connect(&self) -> usize {
+        self.before_connect
+    }
+
+    /// Every event received so far, expected or not, with its arguments,
+    /// oldest first.
+    pub fn received(&self) -> &[Event] {
+        &self.seen
+    }
+
+    /// Ends the connection as a network would: the TCP stream shut, no
+    /// DISCONNECT, no close frame (the server's reason is "transport
+    /// close", after which a client may come back).
+    pub fn drop_transport(mut self) {
+        let _ = self.ws.get_mut().shutdown(std::net::Shutdown::Both);
     }
 
     /// Renames the client in failure messages.
@@ -357,7 +390,8 @@ impl SocketClient {
 
     /// Everything received so far, for failure messages.
     pub fn dump(&self) -> String {
-        format!("{} received {:?}", self.label, self.seen)
+        let seen: Vec<(&str, &Value)> = self.seen.iter().map(|e| (e.name.as_str(), &e.payload)).collect();
+        format!("{} received {seen:?}", self.label)
     }
 
     // ---- raw frames ----------------------------------------------------------
@@ -499,8 +533,9 @@ impl SocketClient {
                 let name = packet.event_name().unwrap_or_default().into_owned();
                 let args = packet.args().to_vec();
                 let payload = args.first().cloned().unwrap_or(Value::Null);
-                self.seen.push((name.clone(), payload.clone()));
-                self.queue.push_back(Event { name, payload, args, at: Instant::now() });
+                let event = Event { name, payload, args, at: Instant::now() };
+                self.seen.push(event.clone());
+                self.queue.push_back(event);
             }
             PacketKind::Ack | PacketKind::BinaryAck => {
                 let id = packet.ack_id.unwrap_or_else(|| panic!("{}: an ack without id", self.label));

@@ -26,7 +26,7 @@ use actix_socketio::engineio::{
 };
 use actix_socketio::protocol::engine::Packet as EnginePacket;
 use actix_socketio::protocol::socket::Packet;
-use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
+use actix_socketio::socketio::{Accepted, Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
 
 #[derive(Parser)]
 struct Args {
@@ -81,12 +81,12 @@ struct EchoApp;
 impl SocketApp for EchoApp {
     type Socket = ();
 
-    fn connect(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>) -> Result<(), Refusal> {
+    fn connect(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>) -> Result<Accepted<()>, Refusal> {
         if !matches!(&*socket.namespace, "/" | "/custom") {
             return Err(Refusal::InvalidNamespace);
         }
         socket.emit("auth", vec![Value::Object(auth.clone())]);
-        Ok(())
+        Ok(Accepted::new(()))
     }
 
     fn event(&self, _: &mut (), socket: &SocketRef<Self>, event: Event) {

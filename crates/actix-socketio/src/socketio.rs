@@ -36,6 +36,31 @@ pub enum Refusal {
     Refused { message: String, close: bool },
 }
 
+/// A CONNECT the application accepts: the socket's state, and what the
+/// connection starts with beyond the plain `{"sid"}` reply. Connection
+/// state recovery is built on it (a recovered socket keeps its id, gets its
+/// `pid` in the reply and the events it missed before it); the protocol
+/// itself stays the application's business.
+pub struct Accepted<S> {
+    pub state: S,
+    /// The socket's id, instead of the one its handle was made with (see
+    /// [`SocketRef::with_id`]).
+    pub id: Option<Arc<str>>,
+    /// Fields of the CONNECT reply beside `sid`.
+    pub reply: Map<String, Value>,
+    /// Written before the CONNECT reply, in order.
+    pub before: Vec<Arc<SharedMessage>>,
+    /// Written right after it, before anything the app sends later.
+    pub after: Vec<Arc<SharedMessage>>,
+}
+
+impl<S> Accepted<S> {
+    /// The plain `{"sid"}` reply and nothing else.
+    pub fn new(state: S) -> Self {
+        Self { state, id: None, reply: Map::new(), before: Vec::new(), after: Vec::new() }
+    }
+}
+
 /// One event from the client.
 pub struct Event {
     pub name: String,
@@ -56,7 +81,11 @@ pub trait SocketApp: Send + Sync + 'static {
     type Socket: Unpin + 'static;
 
     /// A client asks to join `socket.namespace` with `auth` (`{}` if none).
-    fn connect(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>) -> Result<Self::Socket, Refusal>
+    fn connect(
+        &self,
+        socket: &SocketRef<Self>,
+        auth: &Map<String, Value>,
+    ) -> Result<Accepted<Self::Socket>, Refusal>
     where
         Self: Sized;
 
@@ -119,6 +148,12 @@ impl<A: SocketApp> Clone for SocketRef<A> {
 }
 
 impl<A: SocketApp> SocketRef<A> {
+    /// The same connection under another socket id: the handle an app that
+    /// picks the id (in [`Accepted::id`]) registers its socket with.
+    pub fn with_id(&self, id: Arc<str>) -> Self {
+        Self { id, ..self.clone() }
+    }
+
     pub fn engine_sid(&self) -> &Arc<str> {
         &self.session.sid
     }
@@ -369,12 +404,16 @@ impl<A: SocketApp> SocketIo<A> {
     fn decide(&mut self, handle: SocketRef<A>, auth: &Map<String, Value>, out: &mut Output) {
         let namespace = handle.namespace.clone();
         match self.app.connect(&handle, auth) {
-            Ok(state) => {
+            Ok(Accepted { state, id, reply, before, after }) => {
+                let handle = match id {
+                    Some(id) => handle.with_id(id),
+                    None => handle,
+                };
                 // The CONNECT reply is written before anything the app emits:
                 // the app's emits travel through the mailbox, after this.
-                for frame in frames(&Packet::connect_ok(&namespace, &handle.id)) {
-                    out.frames.push(frame);
-                }
+                out.frames.extend(before.into_iter().map(Outgoing::Shared));
+                out.frames.extend(frames(&Packet::connect_ok_with(&namespace, &handle.id, reply)));
+                out.frames.extend(after.into_iter().map(Outgoing::Shared));
                 self.ever_connected = true;
                 self.sockets.reserve_exact(1);
                 self.sockets.push(Connected { state, handle, next_ack_id: 0, pending_acks: HashMap::new() });

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use tungstenite::Message;
 
 use actix_socketio::engineio::EngineConfig;
-use actix_socketio::socketio::{Event, PendingAuth, Refusal, SocketApp, SocketRef};
+use actix_socketio::socketio::{Accepted, Event, PendingAuth, Refusal, SocketApp, SocketRef};
 
 /// Checks a "password" after 300 ms; lets in whoever the check names.
 struct Slow;
@@ -29,12 +29,12 @@ impl SocketApp for Slow {
         }))
     }
 
-    fn connect(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>) -> Result<(), Refusal> {
+    fn connect(&self, socket: &SocketRef<Self>, auth: &Map<String, Value>) -> Result<Accepted<()>, Refusal> {
         if auth.get("checked") != Some(&json!(true)) {
             return Err(Refusal::Refused { message: "invalid credentials".into(), close: true });
         }
         socket.emit("welcome", vec![Value::Object(auth.clone())]);
-        Ok(())
+        Ok(Accepted::new(()))
     }
 
     fn event(&self, _: &mut (), _: &SocketRef<Self>, _: Event) {}

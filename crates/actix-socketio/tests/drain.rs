@@ -17,7 +17,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use actix_socketio::engineio::limits::ServerLimits;
 use actix_socketio::engineio::upgrade::WsRoutes;
 use actix_socketio::engineio::{DrainPlan, Drained, Engine, EngineConfig, endpoint, server};
-use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
+use actix_socketio::socketio::{Accepted, Event, Refusal, SocketApp, SocketIoFactory, SocketRef};
 
 /// How long the application takes over a "slow" event before its ack.
 const SLOW: Duration = Duration::from_millis(300);
@@ -32,8 +32,8 @@ struct Slow {
 impl SocketApp for Slow {
     type Socket = ();
 
-    fn connect(&self, _: &SocketRef<Self>, _: &Map<String, Value>) -> Result<(), Refusal> {
-        Ok(())
+    fn connect(&self, _: &SocketRef<Self>, _: &Map<String, Value>) -> Result<Accepted<()>, Refusal> {
+        Ok(Accepted::new(()))
     }
 
     fn event(&self, _: &mut (), socket: &SocketRef<Self>, event: Event) {

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use tungstenite::Message;
 
 use actix_socketio::engineio::{CloseReason, EngineConfig, InboundPermit};
-use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketRef};
+use actix_socketio::socketio::{Accepted, Event, Refusal, SocketApp, SocketRef};
 
 const MAX_INFLIGHT: usize = 16;
 
@@ -49,8 +49,8 @@ impl Holder {
 impl SocketApp for Holder {
     type Socket = ();
 
-    fn connect(&self, _: &SocketRef<Self>, _: &Map<String, Value>) -> Result<(), Refusal> {
-        Ok(())
+    fn connect(&self, _: &SocketRef<Self>, _: &Map<String, Value>) -> Result<Accepted<()>, Refusal> {
+        Ok(Accepted::new(()))
     }
 
     fn event(&self, _: &mut (), _: &SocketRef<Self>, event: Event) {
@@ -172,8 +172,8 @@ struct Closer;
 impl SocketApp for Closer {
     type Socket = ();
 
-    fn connect(&self, _: &SocketRef<Self>, _: &Map<String, Value>) -> Result<(), Refusal> {
-        Ok(())
+    fn connect(&self, _: &SocketRef<Self>, _: &Map<String, Value>) -> Result<Accepted<()>, Refusal> {
+        Ok(Accepted::new(()))
     }
 
     fn event(&self, _: &mut (), socket: &SocketRef<Self>, _: Event) {

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use tungstenite::Message;
 
 use actix_socketio::engineio::EngineConfig;
-use actix_socketio::socketio::{Event, Refusal, SocketApp, SocketRef};
+use actix_socketio::socketio::{Accepted, Event, Refusal, SocketApp, SocketRef};
 
 /// Asks every client a question on connect and reports the answer back.
 struct Asker;
@@ -18,12 +18,12 @@ struct Asker;
 impl SocketApp for Asker {
     type Socket = ();
 
-    fn connect(&self, socket: &SocketRef<Self>, _: &Map<String, Value>) -> Result<(), Refusal> {
+    fn connect(&self, socket: &SocketRef<Self>, _: &Map<String, Value>) -> Result<Accepted<()>, Refusal> {
         let reply_to = socket.clone();
         socket.emit_with_ack("question", vec![json!(42)], move |answer| {
             reply_to.emit("answer-received", answer);
         });
-        Ok(())
+        Ok(Accepted::new(()))
     }
 
     fn event(&self, _: &mut (), _: &SocketRef<Self>, _: Event) {}

@@ -131,7 +131,20 @@ impl Packet {
 
     /// The server's CONNECT reply: `{"sid":"<socket id>"}` and nothing else.
     pub fn connect_ok(namespace: &str, sid: &str) -> Self {
-        Packet::new(PacketKind::Connect, namespace, Some(json!({ "sid": sid })))
+        Packet::connect_ok_with(namespace, sid, Map::new())
+    }
+
+    /// The CONNECT reply with fields beside `sid` (connection state
+    /// recovery's `pid`); `sid` stays first and cannot be replaced.
+    pub fn connect_ok_with(namespace: &str, sid: &str, fields: Map<String, Value>) -> Self {
+        let mut reply = Map::new();
+        reply.insert("sid".into(), Value::String(sid.into()));
+        for (key, value) in fields {
+            if key != "sid" {
+                reply.insert(key, value);
+            }
+        }
+        Packet::new(PacketKind::Connect, namespace, Some(Value::Object(reply)))
     }
 
     /// CONNECT_ERROR `{"message":"…"}`; the client's `err.message`.
@@ -625,6 +638,10 @@ mod tests {
     fn sample_session_of_section_6() {
         canonical(r#"0{"token":"jwt…"}"#);
         assert_eq!(canonical(r#"0{"sid":"K9"}"#), Packet::connect_ok("/", "K9"));
+        let mut fields = Map::new();
+        fields.insert("pid".into(), json!("p1"));
+        fields.insert("sid".into(), json!("not this one"));
+        assert_eq!(Packet::connect_ok_with("/", "K9", fields).encode(), r#"0{"sid":"K9","pid":"p1"}"#);
         canonical(r#"2["join:issue","17"]"#);
         assert_eq!(canonical("0/admin,"), Packet::connect("/admin", None));
         canonical(r#"23["presence:list",{}]"#);
