@@ -13,9 +13,10 @@ const runs = fs.readFileSync(rawPath, 'utf8').split('\n').filter(Boolean).map((l
 const env = process.env;
 // `before`: an earlier civicpulse binary (BEFORE_BIN), to show a change
 // did not regress against the one it replaces, in the same run.
-// `civicpulse_pg`: civicpulse on PostgreSQL, beside its SQLite default.
-const SERVERS = ['civicpulse', 'civicpulse_pg', 'before', 'node', 'socketioxide', 'limit'];
-const PEERS = ['civicpulse_pg', 'before', 'node', 'socketioxide', 'limit'];
+// `civicpulse_pg`: civicpulse on PostgreSQL, beside its SQLite default;
+// `civicpulse_csr`: with connection state recovery on.
+const SERVERS = ['civicpulse', 'civicpulse_pg', 'civicpulse_csr', 'before', 'node', 'socketioxide', 'limit'];
+const PEERS = ['civicpulse_pg', 'civicpulse_csr', 'before', 'node', 'socketioxide', 'limit'];
 
 const ms = (key) => (r) => r.latency?.[key];
 const SWEEP_P99_MS = 100; // "sustainable" = delivery p99 below this, and nothing lost

@@ -16,6 +16,8 @@
 #                                     # cluster mode: 1 node, 1 node + Redis, 3 nodes (~13 minutes)
 #   OUT=bench/results/postgres SCENARIOS="rest rooms_sweep broadcast_max" SERVERS="civicpulse civicpulse_pg" bench/run.sh
 #                                     # civicpulse_pg: civicpulse on a fresh PostgreSQL database (PG_URL) per run
+#   OUT=bench/results/recovery SCENARIOS="idle idle_rooms broadcast_max rooms rooms_sweep" SERVERS="civicpulse civicpulse_csr" bench/run.sh
+#                                     # civicpulse_csr: connection state recovery on, against off
 #   OUT=bench/results/scale SCENARIOS=scale SERVERS="civicpulse node socketioxide" ROUNDS=1 bench/run.sh
 #                                     # 100,000 sessions on 7 nodes, one load generator per node
 #
@@ -295,9 +297,11 @@ start_node() {
   local name=$1 i=$2 port=$3 dir=$4
   shift 4
   case $name in
-    civicpulse | civicpulse_pg | before)
-      local bin=$CP_BIN
+    civicpulse | civicpulse_pg | civicpulse_csr | before)
+      local bin=$CP_BIN recovery=0
       [[ $name == before ]] && bin=$BEFORE_BIN
+      # civicpulse_csr: connection state recovery on (a 120 s window).
+      [[ $name == civicpulse_csr ]] && recovery=120
       # The load generator is faster than any person (the sweep sends up to
       # 80 messages/s from one socket; wrk upvotes with one user's token from
       # one address, and few users hold thousands of sockets from one
@@ -307,7 +311,7 @@ start_node() {
         PING_INTERVAL_MS="$PING_INTERVAL_MS" PING_TIMEOUT_MS="$PING_TIMEOUT_MS" RUST_LOG="${SERVER_LOG:-warn}" \
         SOCKET_EVENT_RATE=1000000 SOCKET_EVENT_BURST=1000000 SOCKET_USER_EVENT_RATE=0 SOCKET_ADDRESS_EVENT_RATE=0 \
         REST_USER_WRITE_RATE=0 REST_ADDRESS_WRITE_RATE=0 MAX_SOCKETS_PER_USER=1000000 MAX_CONNECTIONS_PER_ADDRESS=0 \
-        "$@" "$bin" >"$dir/server-$i.log" 2>&1 &
+        CONNECTION_STATE_RECOVERY_SECS=$recovery "$@" "$bin" >"$dir/server-$i.log" 2>&1 &
       ;;
     node)
       (cd "$NODE_DIR" && exec env JWT_SECRET="$JWT_SECRET" PORT="$port" DB_PATH="$dir/node.db" \
@@ -411,6 +415,7 @@ servers_for() {
   for s in $SERVERS; do
     case $1:$s in
       rest:limit | cluster_*:limit | cluster_*:before | scale:limit | scale:before | cluster_*:civicpulse_pg | scale:civicpulse_pg) ;;
+      rest:civicpulse_csr | cluster_*:civicpulse_csr | scale:civicpulse_csr) ;;
       cluster_*:civicpulse | scale:civicpulse | *:civicpulse_pg) if [[ $PG_OK == 1 ]]; then printf '%s ' "$s"; fi ;;
       *) printf '%s ' "$s" ;;
     esac
