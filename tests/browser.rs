@@ -143,6 +143,14 @@ fn resume(joined: std::thread::Result<()>) {
 
 #[test]
 #[ignore = "needs Debian's chromium"]
+fn a_page_whose_transport_drops_is_recovered_with_what_it_missed() {
+    let node = Node::start(&[("CONNECTION_STATE_RECOVERY_SECS", "60")]);
+    clients::browser("tier.mjs", "recovery", &node.input(), SCENARIO_LIMIT);
+    assert_eq!(metric(&node.server, "civicpulse_recoveries_total"), 1.0);
+}
+
+#[test]
+#[ignore = "needs Debian's chromium"]
 fn an_allowed_page_reads_retry_after_and_a_refused_page_fails_in_the_browser() {
     let node = Node::start(&[("REST_USER_WRITE_RATE", "1"), ("REST_USER_WRITE_BURST", "3")]);
     clients::browser("tier.mjs", "cors", &node.input(), SCENARIO_LIMIT);

@@ -282,6 +282,50 @@ scenarios.reconnect = async () => {
 };
 
 /**
+ * Connection state recovery (the server runs with it on): the page's
+ * transport drops without a goodbye, a message is posted while it is away,
+ * and the official client comes back as the same socket, `recovered`, with
+ * the missed message delivered once, before anything newer, and without
+ * re-joining its room.
+ */
+scenarios.recovery = async () => {
+  const browser = await launch();
+  const origin = await allowedOrigin();
+  const page = await openPage(browser, origin, 'alice: recovery');
+  await connect(page, users.alice.token);
+  await until('the upgrade', () => page.evaluate(() => window.socket.io.engine.transport.name === 'websocket'));
+  await ok(page, 'join:issue', issueId);
+  const before = `before the drop ${Date.now()}`;
+  await ok(page, 'message:send', { issueId, content: before });
+  await seen(page, 'message:new', (m) => m.content === before, 'the message before the drop');
+  const firstId = await page.evaluate(() => window.socket.id);
+
+  // A slow reconnect leaves time to post while the page is away; closing
+  // the engine drops the transport as a network would (no disconnect).
+  await page.evaluate(() => {
+    window.socket.io.reconnectionDelay(3000);
+    window.socket.io.reconnectionDelayMax(3000);
+    window.socket.on('connect', () => tier.show('recovered', String(window.socket.recovered)));
+    window.socket.io.engine.close();
+  });
+  const reason = await seen(page, 'disconnect', () => true, 'the disconnect');
+  log(`disconnected: ${reason}`);
+  const missed = `while away ${Date.now()}`;
+  const posted = await api(page, 'POST', `/api/issues/${issueId}/messages`, { token: users.bob.token, body: { content: missed } });
+  assert.equal(posted.status, 201, JSON.stringify(posted));
+
+  await until('the recovery', () => page.evaluate(() => window.socket.connected && window.socket.recovered), 20000);
+  assert.equal(await page.evaluate(() => window.socket.id), firstId, 'a recovered socket keeps its id');
+  // Still in the room without a join:issue: a message posted now arrives too.
+  const after = `after the recovery ${Date.now()}`;
+  await ok(page, 'message:send', { issueId, content: after });
+  await seen(page, 'message:new', (m) => m.content === after, 'the message after the recovery');
+  const contents = (await events(page, 'message:new')).map((e) => e.payload.content);
+  assert.deepEqual(contents, [before, missed, after], 'each message once, in order');
+  await shot(page, 'recovery', ['socket: connected', 'recovered: true', missed, after]);
+};
+
+/**
  * CORS from the allowed origin (a preflighted call, a 429 whose
  * Retry-After the page reads) and from one that is not allowed: REST and
  * polling fail in the browser with a CORS error; a WebSocket is refused by
