@@ -410,6 +410,10 @@ scenarios.refusals = async () => {
     const socket = connectTcp({ port: Number(port), host: hostname });
     await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
     held.push(socket);
+    // An answer on it proves the server accepted (and counted) it: a
+    // connection only in the kernel's backlog would let the page's in.
+    socket.write(`GET /healthz HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`);
+    await new Promise((resolve, reject) => socket.once('data', resolve).once('error', reject));
   }
   try {
     // A simple request (no preflight), on a connection of its own.
