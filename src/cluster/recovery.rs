@@ -40,8 +40,8 @@ use serde::{Deserialize, Serialize};
 
 use super::wire::{BusMessage, To};
 use super::{Cluster, Deliver, Inbound};
-use crate::actors::replay::{Gap, Offset, Target};
 use crate::protocol::events::with_offset;
+use crate::protocol::offsets::{Gap, Offset, Target};
 use actix_socketio::engineio::SharedMessage;
 
 /// Entries read at once.

@@ -3,3 +3,4 @@
 //! domain events. The generic codecs are in the `actix-socketio` crate.
 
 pub mod events;
+pub mod offsets;
